@@ -1,0 +1,315 @@
+//! Domain types. Raw strings from the outside become these once, at the edge
+//! (parse, don't validate); everything past the edge holds only valid values.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A user principal name: `local@domain`, lower-cased, with a non-empty local
+/// part and a domain that has at least one dot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Upn(String);
+
+impl Upn {
+    pub fn parse(raw: &str) -> Result<Upn, String> {
+        let s = raw.trim().to_ascii_lowercase();
+        let Some((local, domain)) = s.split_once('@') else {
+            return Err(format!("'{raw}' is not a UPN (no '@')"));
+        };
+        if local.is_empty() {
+            return Err(format!("'{raw}' has an empty name before '@'"));
+        }
+        if domain.is_empty() {
+            return Err(format!("'{raw}' has an empty UPN suffix"));
+        }
+        if domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+            return Err(format!("'{raw}' has an invalid UPN suffix"));
+        }
+        if s.len() > 320 || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
+            return Err(format!("'{raw}' contains characters a UPN cannot have"));
+        }
+        Ok(Upn(s))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn domain(&self) -> &str {
+        self.0.split_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+}
+
+impl TryFrom<String> for Upn {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Upn::parse(&s)
+    }
+}
+impl From<Upn> for String {
+    fn from(u: Upn) -> String {
+        u.0
+    }
+}
+impl fmt::Display for Upn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tenant GUID, lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(raw: &str) -> Result<TenantId, String> {
+        uuid::Uuid::parse_str(raw.trim())
+            .map(|u| TenantId(u.hyphenated().to_string()))
+            .map_err(|_| format!("tenant id '{raw}' is not a GUID"))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl TryFrom<String> for TenantId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TenantId::parse(&s)
+    }
+}
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> String {
+        t.0
+    }
+}
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The ARM resource id of a Log Analytics workspace, normalised to lower case
+/// for comparison (ARM ids are case-insensitive).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorkspaceRef {
+    pub subscription: String,
+    pub resource_group: String,
+    pub workspace: String,
+}
+
+impl WorkspaceRef {
+    pub fn parse(raw: &str) -> Result<WorkspaceRef, String> {
+        let segs: Vec<&str> = raw.trim().trim_end_matches('/').split('/').collect();
+        // "", subscriptions, S, resourceGroups, RG, providers, Microsoft.OperationalInsights, workspaces, WS
+        if segs.len() == 9
+            && segs[0].is_empty()
+            && segs[1].eq_ignore_ascii_case("subscriptions")
+            && segs[3].eq_ignore_ascii_case("resourcegroups")
+            && segs[5].eq_ignore_ascii_case("providers")
+            && segs[6].eq_ignore_ascii_case("microsoft.operationalinsights")
+            && segs[7].eq_ignore_ascii_case("workspaces")
+            && [2, 4, 8].iter().all(|&i| valid_segment(segs[i]))
+        {
+            Ok(WorkspaceRef {
+                subscription: segs[2].to_ascii_lowercase(),
+                resource_group: segs[4].to_ascii_lowercase(),
+                workspace: segs[8].to_ascii_lowercase(),
+            })
+        } else {
+            Err(format!("'{raw}' is not a Log Analytics workspace resource id"))
+        }
+    }
+    pub fn arm_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.OperationalInsights/workspaces/{}",
+            self.subscription, self.resource_group, self.workspace
+        )
+    }
+}
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+}
+
+/// A Sentinel incident, by its ARM resource id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentRef {
+    pub workspace: WorkspaceRef,
+    /// The incident's name (a GUID in practice), as given.
+    pub name: String,
+}
+
+impl IncidentRef {
+    pub fn parse(raw: &str) -> Result<IncidentRef, String> {
+        let s = raw.trim().trim_end_matches('/');
+        let lower = s.to_ascii_lowercase();
+        let marker = "/providers/microsoft.securityinsights/incidents/";
+        let Some(pos) = lower.find(marker) else {
+            return Err(format!("'{raw}' is not a Sentinel incident resource id"));
+        };
+        let workspace = WorkspaceRef::parse(&s[..pos])?;
+        let name = &s[pos + marker.len()..];
+        if !valid_segment(name) {
+            return Err(format!("'{raw}' has an invalid incident name"));
+        }
+        Ok(IncidentRef { workspace, name: name.to_string() })
+    }
+    /// The canonical ARM id (used as the path of ARM calls and as the store key).
+    pub fn arm_id(&self) -> String {
+        format!("{}/providers/Microsoft.SecurityInsights/Incidents/{}", self.workspace.arm_id(), self.name)
+    }
+}
+
+impl fmt::Display for IncidentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arm_id())
+    }
+}
+
+/// An Exchange mobile device's `Guid` (its ExchangeObjectId), the only
+/// identity wipehook ever passes to Clear-MobileDevice.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceGuid(String);
+
+impl DeviceGuid {
+    pub fn parse(raw: &str) -> Result<DeviceGuid, String> {
+        uuid::Uuid::parse_str(raw.trim())
+            .map(|u| DeviceGuid(u.hyphenated().to_string()))
+            .map_err(|_| format!("device Guid '{raw}' is not a GUID"))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl TryFrom<String> for DeviceGuid {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        DeviceGuid::parse(&s)
+    }
+}
+impl From<DeviceGuid> for String {
+    fn from(d: DeviceGuid) -> String {
+        d.0
+    }
+}
+impl fmt::Display for DeviceGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Incident severity, ordered from least to most severe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn parse(raw: &str) -> Option<Severity> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "informational" => Some(Severity::Informational),
+            "low" => Some(Severity::Low),
+            "medium" => Some(Severity::Medium),
+            "high" => Some(Severity::High),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Informational => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+        }
+    }
+}
+
+/// Exchange's mobile-device client types. `Other` keeps what Exchange said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientType {
+    Eas,
+    Outlook,
+    Rest,
+    Other(String),
+}
+
+impl ClientType {
+    pub fn parse(raw: &str) -> ClientType {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "eas" => ClientType::Eas,
+            "outlook" => ClientType::Outlook,
+            "rest" => ClientType::Rest,
+            _ => ClientType::Other(raw.trim().to_string()),
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        match self {
+            ClientType::Eas => "EAS",
+            ClientType::Outlook => "Outlook",
+            ClientType::Rest => "REST",
+            ClientType::Other(s) => s,
+        }
+    }
+}
+
+/// An EAS protocol version such as "16.1"; compared numerically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EasVersion(pub u32, pub u32);
+
+impl EasVersion {
+    pub const ACCOUNT_ONLY_MIN: EasVersion = EasVersion(16, 1);
+    pub fn parse(raw: &str) -> Option<EasVersion> {
+        let mut it = raw.trim().split('.');
+        let major = it.next()?.trim().parse().ok()?;
+        let minor = it.next().map(|m| m.trim().parse().ok()).unwrap_or(Some(0))?;
+        Some(EasVersion(major, minor))
+    }
+}
+
+impl fmt::Display for EasVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upn_parsing() {
+        assert_eq!(Upn::parse(" JDoe@Contoso.com ").unwrap().as_str(), "jdoe@contoso.com");
+        assert!(Upn::parse("jdoe@").is_err());
+        assert!(Upn::parse("jdoe").is_err());
+        assert!(Upn::parse("@contoso.com").is_err());
+        assert!(Upn::parse("a@b@contoso.com").is_err());
+        assert!(Upn::parse("a b@contoso.com").is_err());
+        assert_eq!(Upn::parse("x@contoso.com").unwrap().domain(), "contoso.com");
+    }
+
+    #[test]
+    fn incident_ref_parsing() {
+        let id = "/subscriptions/0000-1/resourceGroups/My-RG/providers/Microsoft.OperationalInsights/workspaces/ws1/providers/Microsoft.SecurityInsights/Incidents/73e01a99-5cd7-4139-a149-9f2736ff2ab5";
+        let r = IncidentRef::parse(id).unwrap();
+        assert_eq!(r.workspace.resource_group, "my-rg");
+        assert_eq!(r.name, "73e01a99-5cd7-4139-a149-9f2736ff2ab5");
+        assert!(IncidentRef::parse("/subscriptions/x/incidents/y").is_err());
+        assert!(IncidentRef::parse(&format!("{id}/../../x")).is_err());
+        let lower = id.to_ascii_lowercase().replace("incidents", "incidents");
+        assert_eq!(IncidentRef::parse(&lower).unwrap().workspace, r.workspace);
+    }
+
+    #[test]
+    fn eas_versions() {
+        assert!(EasVersion::parse("16.1").unwrap() >= EasVersion::ACCOUNT_ONLY_MIN);
+        assert!(EasVersion::parse("14.1").unwrap() < EasVersion::ACCOUNT_ONLY_MIN);
+        assert!(EasVersion::parse("16").unwrap() < EasVersion::ACCOUNT_ONLY_MIN);
+        assert!(EasVersion::parse("garbage").is_none());
+    }
+}

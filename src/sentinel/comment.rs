@@ -1,0 +1,187 @@
+//! The incident comment: the SOC's audit trail of one run, in the basic HTML
+//! Sentinel renders. Never longer than Sentinel's 30,000 characters.
+
+use std::fmt::Write;
+
+use super::arm::MAX_COMMENT_CHARS;
+use crate::store::{DeviceResult, RunReport, UserResult};
+
+pub fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
+/// Render the comment of a run. `hold_expiry` is shown on held runs.
+pub fn render(r: &RunReport, public_url: &str, hold_expiry: &str) -> String {
+    let full = render_with(r, public_url, hold_expiry, usize::MAX);
+    if full.chars().count() <= MAX_COMMENT_CHARS {
+        return full;
+    }
+    // Too long: keep the header and as many users as fit, then a pointer.
+    let mut lo = 0;
+    let mut hi = r.users.len();
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if render_with(r, public_url, hold_expiry, mid).chars().count() <= MAX_COMMENT_CHARS {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let out = render_with(r, public_url, hold_expiry, lo);
+    out.chars().take(MAX_COMMENT_CHARS).collect()
+}
+
+fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: usize) -> String {
+    let s = &r.summary;
+    let link = format!("{}/api/v1/runs/{}", public_url.trim_end_matches('/'), r.run_id);
+    let mut h = String::new();
+    let title = if r.mode == "dry_run" { "wipehook (DRY RUN): account-only mobile wipe" } else { "wipehook: account-only mobile wipe" };
+    let _ = write!(h, "<h3>{title}</h3>");
+    let _ = write!(h, "<p><b>Status:</b> {}", escape(&status_words(r)));
+    if let Some(reason) = &r.reason {
+        let _ = write!(h, " — {}", escape(reason));
+    }
+    let _ = write!(h, "<br><b>Summary:</b> {} user(s), {} device(s): ", s.users, s.devices);
+    let mut parts = vec![];
+    let mut add = |n: usize, what: &str| {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    };
+    add(s.wipes_requested, "wipe(s) requested");
+    add(s.acknowledged, "acknowledged by the device");
+    add(s.would_request, "would be requested (dry run)");
+    add(s.already_requested, "already requested earlier");
+    add(s.skipped, "skipped");
+    add(s.failed, "failed");
+    add(s.cancelled, "cancelled");
+    add(s.held_users, "user(s) held");
+    add(s.refused_users, "user(s) refused");
+    add(s.protected_users, "protected user(s)");
+    add(s.expired_users, "user(s) expired unapproved");
+    add(s.unresolved_entities, "entity(ies) unresolved");
+    if parts.is_empty() {
+        parts.push("nothing to do".into());
+    }
+    h.push_str(&escape(&parts.join(", ")));
+    let _ = write!(
+        h,
+        "<br><b>Mode:</b> {} | <b>Trigger:</b> {} | <b>Run:</b> <a href=\"{}\" target=\"_blank\">{}</a> | <b>Started:</b> {}",
+        escape(&r.mode),
+        escape(&r.trigger),
+        escape(&link),
+        escape(&r.run_id),
+        escape(&r.created_at)
+    );
+    if let Some(a) = &r.approved {
+        let _ = write!(h, "<br><b>Approved by:</b> {} at {}", escape(&a.by), escape(&a.at));
+    }
+    if let Some(c) = &r.cancelled {
+        let _ = write!(h, "<br><b>Cancellation requested by:</b> {} at {}", escape(&c.by), escape(&c.at));
+    }
+    h.push_str("</p>");
+    if r.status == "held" {
+        let _ = write!(
+            h,
+            "<p><b>Held: nothing was wiped for the held users.</b> To approve, run the playbook <i>Wipehook-Approve-Run</i> on this incident (or POST {}/approve). The hold expires {} after the run started.</p>",
+            escape(&link),
+            escape(hold_expiry)
+        );
+    }
+    if !r.users.is_empty() {
+        h.push_str("<table><tr><th>User</th><th>Device</th><th>Client</th><th>Outcome</th></tr>");
+        for u in r.users.iter().take(max_users) {
+            user_rows(&mut h, u);
+        }
+        h.push_str("</table>");
+        if r.users.len() > max_users {
+            let _ = write!(
+                h,
+                "<p>{} more user(s) not shown (comment size limit); the full result is at <a href=\"{}\" target=\"_blank\">{}</a>.</p>",
+                r.users.len() - max_users,
+                escape(&link),
+                escape(&link)
+            );
+        }
+    }
+    if !r.unresolved.is_empty() {
+        h.push_str("<p><b>Entities not resolved to a user (no action):</b></p><ul>");
+        for u in r.unresolved.iter().take(50) {
+            let _ = write!(h, "<li>{}: {}</li>", escape(&u.entity), escape(&u.reason));
+        }
+        h.push_str("</ul>");
+    }
+    if !r.errors.is_empty() {
+        h.push_str("<p><b>Errors after retries:</b></p><ul>");
+        for e in r.errors.iter().take(20) {
+            let _ = write!(h, "<li>{}</li>", escape(e));
+        }
+        h.push_str("</ul>");
+    }
+    h
+}
+
+fn status_words(r: &RunReport) -> String {
+    match r.status.as_str() {
+        "queued" | "running" => "in progress".into(),
+        "completed" if r.summary.wipes_requested > 0 && r.summary.acknowledged < r.summary.wipes_requested => {
+            "completed; wipes requested, awaiting device acknowledgement".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn user_rows(h: &mut String, u: &UserResult) {
+    let user = format!("{}<br><small>{}</small>", escape(&u.upn), escape(&u.source));
+    if u.devices.is_empty() {
+        let outcome = match u.state.as_str() {
+            "done" => "no mobile device".to_string(),
+            "pending" | "resolving" => "in progress".to_string(),
+            other => format!("{other}{}", u.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+        };
+        let _ = write!(h, "<tr><td>{user}</td><td>-</td><td>-</td><td>{}</td></tr>", escape(&outcome));
+        return;
+    }
+    for d in &u.devices {
+        let dev = format!("{} {}<br><small>{}</small>", d.model, d.os, d.device_id);
+        let client = format!("{} {}", d.client_type, d.client_version);
+        let _ = write!(h, "<tr><td>{user}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape_keep_br(&dev), escape(&client), escape(&device_outcome(d)));
+    }
+}
+
+fn escape_keep_br(s: &str) -> String {
+    escape(s).replace("&lt;br&gt;", "<br>").replace("&lt;small&gt;", "<small>").replace("&lt;/small&gt;", "</small>")
+}
+
+pub fn device_outcome(d: &DeviceResult) -> String {
+    let mut o = match d.outcome.as_str() {
+        "requested" => match (d.verification.as_deref(), &d.acknowledged_at) {
+            (_, Some(at)) => format!("wipe acknowledged by the device at {at}"),
+            (Some("unconfirmed"), _) => format!("wipe requested at {}; still pending at the verification deadline", d.requested_at.as_deref().unwrap_or("?")),
+            _ => format!("wipe requested at {}; awaiting the device's next sync", d.requested_at.as_deref().unwrap_or("?")),
+        },
+        "would_request" => "dry run: a wipe would have been requested".into(),
+        "already_requested" => format!(
+            "already requested at {} by run {}",
+            d.prior_requested_at.as_deref().unwrap_or("?"),
+            d.prior_run_id.as_deref().unwrap_or("?")
+        ),
+        "cancelled" => d.reason.clone().unwrap_or_else(|| "wipe request cancelled".into()),
+        other => format!("{other}{}", d.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+    };
+    for n in &d.notes {
+        o.push_str(&format!(" [{n}]"));
+    }
+    o
+}
