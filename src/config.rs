@@ -141,9 +141,18 @@ impl CloudSettings {
                 "https://management.chinacloudapi.cn",
                 "https://microsoftgraph.chinacloudapi.cn",
             ),
-            other => return Err(format!("cloud.name '{other}' is not one of public, usgov, china")),
+            other => {
+                return Err(format!(
+                    "cloud.name '{other}' is not one of public, usgov, china"
+                ));
+            }
         };
-        let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string()).trim_end_matches('/').to_string();
+        let pick = |v: &Option<String>, d: &str| {
+            v.clone()
+                .unwrap_or_else(|| d.to_string())
+                .trim_end_matches('/')
+                .to_string()
+        };
         let cloud = Cloud {
             name,
             authority_host: pick(&self.authority_host, auth),
@@ -154,7 +163,10 @@ impl CloudSettings {
             arm_resource: pick(&self.arm_resource, arm),
             graph_resource: pick(&self.graph_resource, graph),
             extra_ca_file: self.extra_ca_file.clone(),
-            sentinel_api_version: self.sentinel_api_version.clone().unwrap_or_else(|| "2025-09-01".into()),
+            sentinel_api_version: self
+                .sentinel_api_version
+                .clone()
+                .unwrap_or_else(|| "2025-09-01".into()),
         };
         for (k, v) in [
             ("authority_host", &cloud.authority_host),
@@ -162,13 +174,16 @@ impl CloudSettings {
             ("arm_url", &cloud.arm_url),
             ("graph_url", &cloud.graph_url),
         ] {
-            let u = reqwest::Url::parse(v).map_err(|e| format!("cloud.{k} '{v}' is not a URL: {e}"))?;
+            let u =
+                reqwest::Url::parse(v).map_err(|e| format!("cloud.{k} '{v}' is not a URL: {e}"))?;
             if u.scheme() != "https" && u.scheme() != "http" {
                 return Err(format!("cloud.{k} must be http(s)"));
             }
         }
         if !cloud.authority_host.starts_with("https://") {
-            return Err("cloud.authority_host must use https (Entra and azure_identity require it)".into());
+            return Err(
+                "cloud.authority_host must use https (Entra and azure_identity require it)".into(),
+            );
         }
         Ok(cloud)
     }
@@ -187,7 +202,13 @@ pub struct InboundSettings {
 }
 impl Default for InboundSettings {
     fn default() -> Self {
-        InboundSettings { audiences: vec![], allowed_callers: vec![], required_role: None, approver_role: None, leeway_secs: 60 }
+        InboundSettings {
+            audiences: vec![],
+            allowed_callers: vec![],
+            required_role: None,
+            approver_role: None,
+            leeway_secs: 60,
+        }
     }
 }
 
@@ -205,9 +226,17 @@ pub struct TenantSettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialSettings {
-    ClientSecret { client_id: String, client_secret_env: String },
-    ManagedIdentity { client_id: Option<String> },
-    WorkloadIdentity { client_id: Option<String>, token_file: Option<PathBuf> },
+    ClientSecret {
+        client_id: String,
+        client_secret_env: String,
+    },
+    ManagedIdentity {
+        client_id: Option<String>,
+    },
+    WorkloadIdentity {
+        client_id: Option<String>,
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -367,24 +396,36 @@ impl Settings {
         Self::load_from(path, &env)
     }
 
-    pub fn load_from(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Settings, String> {
-        let text = match (path, env.get("WIPEHOOK_CONFIG"), env.get("WIPEHOOK_CONFIG_TOML")) {
+    pub fn load_from(
+        path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Settings, String> {
+        let text = match (
+            path,
+            env.get("WIPEHOOK_CONFIG"),
+            env.get("WIPEHOOK_CONFIG_TOML"),
+        ) {
             (Some(p), _, _) => read(p)?,
             (None, Some(p), _) if !p.is_empty() => read(Path::new(p))?,
             (None, _, Some(inline)) => inline.clone(),
             _ => String::new(),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| format!("configuration is not valid TOML: {e}"))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("configuration is not valid TOML: {e}"))?;
         for (k, v) in env {
-            let Some(rest) = k.strip_prefix("WIPEHOOK_") else { continue };
+            let Some(rest) = k.strip_prefix("WIPEHOOK_") else {
+                continue;
+            };
             if !rest.contains("__") {
                 continue; // WIPEHOOK_CONFIG, secret variables, ...
             }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, env_value(v)).map_err(|e| format!("environment variable {k}: {e}"))?;
+            set_path(&mut table, &path, env_value(v))
+                .map_err(|e| format!("environment variable {k}: {e}"))?;
         }
-        let settings: Settings =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| format!("configuration: {e}"))?;
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("configuration: {e}"))?;
         settings.check()?;
         Ok(settings)
     }
@@ -392,18 +433,29 @@ impl Settings {
     fn check(&self) -> Result<(), String> {
         self.cloud.resolve()?;
         self.tenants()?;
-        reqwest::Url::parse(&self.server.public_url)
-            .map_err(|e| format!("server.public_url '{}' is not a URL: {e}", self.server.public_url))?;
+        reqwest::Url::parse(&self.server.public_url).map_err(|e| {
+            format!(
+                "server.public_url '{}' is not a URL: {e}",
+                self.server.public_url
+            )
+        })?;
         if !self.store.url.starts_with("sqlite:") && !self.store.url.starts_with("postgres") {
             return Err("store.url must start with sqlite: or postgres://".into());
         }
         if self.worker.slots == 0 || self.worker.exchange_max_concurrency == 0 {
-            return Err("worker.slots and worker.exchange_max_concurrency must be at least 1".into());
+            return Err(
+                "worker.slots and worker.exchange_max_concurrency must be at least 1".into(),
+            );
         }
-        for p in [&self.policy].into_iter().chain(self.tenants.iter().map(|_| &self.policy)) {
+        for p in [&self.policy]
+            .into_iter()
+            .chain(self.tenants.iter().map(|_| &self.policy))
+        {
             for c in &p.client_types {
                 if !["eas", "outlook", "rest"].contains(&c.to_ascii_lowercase().as_str()) {
-                    return Err(format!("policy.client_types: '{c}' is not one of EAS, Outlook, REST"));
+                    return Err(format!(
+                        "policy.client_types: '{c}' is not one of EAS, Outlook, REST"
+                    ));
                 }
             }
         }
@@ -414,7 +466,11 @@ impl Settings {
         let mut out = vec![];
         for t in &self.tenants {
             let id = TenantId::parse(&t.id)?;
-            let workspaces = t.workspaces.iter().map(|w| WorkspaceRef::parse(w)).collect::<Result<Vec<_>, _>>()?;
+            let workspaces = t
+                .workspaces
+                .iter()
+                .map(|w| WorkspaceRef::parse(w))
+                .collect::<Result<Vec<_>, _>>()?;
             let policy = self.policy.with_overrides(&t.policy);
             for d in &policy.allowed_domains {
                 if d.contains('@') || !d.contains('.') {
@@ -424,12 +480,21 @@ impl Settings {
             for e in &policy.notification_emails {
                 Upn::parse(e).map_err(|e| format!("policy.notification_emails: {e}"))?;
             }
-            if let CredentialSettings::ClientSecret { client_secret_env, .. } = &t.credential
+            if let CredentialSettings::ClientSecret {
+                client_secret_env, ..
+            } = &t.credential
                 && client_secret_env.is_empty()
             {
-                return Err(format!("tenant {id}: client_secret_env must name an environment variable"));
+                return Err(format!(
+                    "tenant {id}: client_secret_env must name an environment variable"
+                ));
             }
-            out.push(Tenant { id, workspaces, credential: t.credential.clone(), policy });
+            out.push(Tenant {
+                id,
+                workspaces,
+                credential: t.credential.clone(),
+                policy,
+            });
         }
         Ok(out)
     }
@@ -438,11 +503,15 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let mut s = self.clone();
         s.store.url = redact_url(&s.store.url);
-        let mut v = toml::Value::try_from(&s).unwrap_or(toml::Value::String("<unprintable>".into()));
+        let mut v =
+            toml::Value::try_from(&s).unwrap_or(toml::Value::String("<unprintable>".into()));
         if let Ok(cloud) = self.cloud.resolve()
             && let Some(t) = v.as_table_mut()
         {
-            t.insert("cloud".into(), toml::Value::try_from(&cloud).unwrap_or(toml::Value::String(String::new())));
+            t.insert(
+                "cloud".into(),
+                toml::Value::try_from(&cloud).unwrap_or(toml::Value::String(String::new())),
+            );
         }
         toml::to_string_pretty(&v).unwrap_or_default()
     }
@@ -460,14 +529,17 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn read(p: &Path) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("cannot read configuration file {}: {e}", p.display()))
+    std::fs::read_to_string(p)
+        .map_err(|e| format!("cannot read configuration file {}: {e}", p.display()))
 }
 
 fn env_value(raw: &str) -> toml::Value {
     // A TOML literal (number, bool, array, inline table) when it parses as one,
     // else the plain string.
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -479,16 +551,26 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
         return Ok(());
     }
     let entry = table.entry(head.clone()).or_insert_with(|| {
-        if rest[0].parse::<usize>().is_ok() { toml::Value::Array(vec![]) } else { toml::Value::Table(Default::default()) }
+        if rest[0].parse::<usize>().is_ok() {
+            toml::Value::Array(vec![])
+        } else {
+            toml::Value::Table(Default::default())
+        }
     });
     set_value_path(entry, rest, value)
 }
 
-fn set_value_path(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+fn set_value_path(
+    node: &mut toml::Value,
+    path: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     match node {
         toml::Value::Table(t) => set_path(t, path, value),
         toml::Value::Array(a) => {
-            let i: usize = path[0].parse().map_err(|_| format!("'{}' is not an array index", path[0]))?;
+            let i: usize = path[0]
+                .parse()
+                .map_err(|_| format!("'{}' is not an array index", path[0]))?;
             while a.len() <= i {
                 a.push(toml::Value::Table(Default::default()));
             }
@@ -506,9 +588,13 @@ fn set_value_path(node: &mut toml::Value, path: &[String], value: toml::Value) -
 /// Parse "90d", "24h", "30m", "15s", "250ms" (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 30s, 15m, 24h, 90d"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 30s, 15m, 24h, 90d"))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -567,7 +653,8 @@ mod opt_dur {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -630,7 +717,10 @@ hold_expiry = "2h"
     #[test]
     fn redaction_and_durations() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            Duration::from_secs(90 * 86400)
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert_eq!(format_duration(Duration::from_secs(86400)), "1d");

@@ -23,10 +23,17 @@ impl Upn {
         if domain.is_empty() {
             return Err(format!("'{raw}' has an empty UPN suffix"));
         }
-        if domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        if domain.contains('@')
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+        {
             return Err(format!("'{raw}' has an invalid UPN suffix"));
         }
-        if s.len() > 320 || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
+        if s.len() > 320
+            || s.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+        {
             return Err(format!("'{raw}' contains characters a UPN cannot have"));
         }
         Ok(Upn(s))
@@ -116,7 +123,9 @@ impl WorkspaceRef {
                 workspace: segs[8].to_ascii_lowercase(),
             })
         } else {
-            Err(format!("'{raw}' is not a Log Analytics workspace resource id"))
+            Err(format!(
+                "'{raw}' is not a Log Analytics workspace resource id"
+            ))
         }
     }
     pub fn arm_id(&self) -> String {
@@ -130,7 +139,8 @@ impl WorkspaceRef {
 fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
 }
 
 /// A Sentinel incident, by its ARM resource id.
@@ -154,11 +164,18 @@ impl IncidentRef {
         if !valid_segment(name) {
             return Err(format!("'{raw}' has an invalid incident name"));
         }
-        Ok(IncidentRef { workspace, name: name.to_string() })
+        Ok(IncidentRef {
+            workspace,
+            name: name.to_string(),
+        })
     }
     /// The canonical ARM id (used as the path of ARM calls and as the store key).
     pub fn arm_id(&self) -> String {
-        format!("{}/providers/Microsoft.SecurityInsights/Incidents/{}", self.workspace.arm_id(), self.name)
+        format!(
+            "{}/providers/Microsoft.SecurityInsights/Incidents/{}",
+            self.workspace.arm_id(),
+            self.name
+        )
     }
 }
 
@@ -267,7 +284,10 @@ impl EasVersion {
     pub fn parse(raw: &str) -> Option<EasVersion> {
         let mut it = raw.trim().split('.');
         let major = it.next()?.trim().parse().ok()?;
-        let minor = it.next().map(|m| m.trim().parse().ok()).unwrap_or(Some(0))?;
+        let minor = it
+            .next()
+            .map(|m| m.trim().parse().ok())
+            .unwrap_or(Some(0))?;
         Some(EasVersion(major, minor))
     }
 }
@@ -284,7 +304,10 @@ mod tests {
 
     #[test]
     fn upn_parsing() {
-        assert_eq!(Upn::parse(" JDoe@Contoso.com ").unwrap().as_str(), "jdoe@contoso.com");
+        assert_eq!(
+            Upn::parse(" JDoe@Contoso.com ").unwrap().as_str(),
+            "jdoe@contoso.com"
+        );
         assert!(Upn::parse("jdoe@").is_err());
         assert!(Upn::parse("jdoe").is_err());
         assert!(Upn::parse("@contoso.com").is_err());

@@ -10,8 +10,9 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::{
-    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
-    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 
 use crate::config::{Cloud, CredentialSettings, Tenant};
@@ -35,12 +36,18 @@ pub struct TokenProvider {
 
 impl std::fmt::Debug for TokenProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenProvider").field("tenant", &self.tenant).finish_non_exhaustive()
+        f.debug_struct("TokenProvider")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
     }
 }
 
 impl TokenProvider {
-    pub fn new(tenant: &Tenant, cloud: &Cloud, http: reqwest::Client) -> anyhow::Result<TokenProvider> {
+    pub fn new(
+        tenant: &Tenant,
+        cloud: &Cloud,
+        http: reqwest::Client,
+    ) -> anyhow::Result<TokenProvider> {
         let cred = build(tenant.id.as_str(), &tenant.credential, cloud, &http)?;
         Ok(TokenProvider {
             tenant: tenant.id.to_string(),
@@ -62,7 +69,11 @@ impl TokenProvider {
 
     /// A bearer token for the resource. The token string never reaches a log.
     pub async fn token(&self, r: Resource) -> Result<String, CallError> {
-        let cred = self.cred.read().map(|c| c.clone()).map_err(|_| CallError::transient("token cache poisoned"))?;
+        let cred = self
+            .cred
+            .read()
+            .map(|c| c.clone())
+            .map_err(|_| CallError::transient("token cache poisoned"))?;
         let scope = self.scope(r);
         match cred.get_token(&[scope.as_str()], None).await {
             Ok(t) => Ok(t.token.secret().to_string()),
@@ -86,7 +97,9 @@ impl TokenProvider {
                     *g = c;
                 }
             }
-            Err(e) => tracing::warn!(tenant = %self.tenant, error = %e, "could not rebuild credential"),
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, error = %e, "could not rebuild credential")
+            }
         }
     }
 }
@@ -103,27 +116,49 @@ fn client_options(cloud: &Cloud, http: &reqwest::Client) -> ClientOptions {
     }
 }
 
-fn build(tenant: &str, s: &CredentialSettings, cloud: &Cloud, http: &reqwest::Client) -> anyhow::Result<Arc<dyn TokenCredential>> {
+fn build(
+    tenant: &str,
+    s: &CredentialSettings,
+    cloud: &Cloud,
+    http: &reqwest::Client,
+) -> anyhow::Result<Arc<dyn TokenCredential>> {
     let opts = client_options(cloud, http);
     Ok(match s {
-        CredentialSettings::ClientSecret { client_id, client_secret_env } => {
+        CredentialSettings::ClientSecret {
+            client_id,
+            client_secret_env,
+        } => {
             let secret = std::env::var(client_secret_env).map_err(|_| {
-                anyhow::anyhow!("tenant {tenant}: the client secret variable {client_secret_env} is not set")
+                anyhow::anyhow!(
+                    "tenant {tenant}: the client secret variable {client_secret_env} is not set"
+                )
             })?;
-            ClientSecretCredential::new(tenant, client_id.clone(), Secret::new(secret), Some(ClientSecretCredentialOptions { client_options: opts }))?
+            ClientSecretCredential::new(
+                tenant,
+                client_id.clone(),
+                Secret::new(secret),
+                Some(ClientSecretCredentialOptions {
+                    client_options: opts,
+                }),
+            )?
         }
-        CredentialSettings::ManagedIdentity { client_id } => ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-            user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-            client_options: opts,
-        }))?,
-        CredentialSettings::WorkloadIdentity { client_id, token_file } => {
-            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions { client_options: opts },
-                client_id: client_id.clone(),
-                tenant_id: Some(tenant.to_string()),
-                token_file_path: token_file.clone(),
-                ..Default::default()
+        CredentialSettings::ManagedIdentity { client_id } => {
+            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                client_options: opts,
             }))?
         }
+        CredentialSettings::WorkloadIdentity {
+            client_id,
+            token_file,
+        } => WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+            credential_options: ClientAssertionCredentialOptions {
+                client_options: opts,
+            },
+            client_id: client_id.clone(),
+            tenant_id: Some(tenant.to_string()),
+            token_file_path: token_file.clone(),
+            ..Default::default()
+        }))?,
     })
 }

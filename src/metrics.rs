@@ -19,7 +19,9 @@ type Labels = Vec<(String, String)>;
 struct Buckets;
 impl MetricConstructor<Histogram> for Buckets {
     fn new_metric(&self) -> Histogram {
-        Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ])
     }
 }
 
@@ -54,29 +56,65 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("wipehook");
         let runs_accepted = Family::<Labels, Counter>::default();
-        r.register("runs_accepted", "Runs created from accepted calls, by trigger", runs_accepted.clone());
+        r.register(
+            "runs_accepted",
+            "Runs created from accepted calls, by trigger",
+            runs_accepted.clone(),
+        );
         let deliveries_deduplicated = Counter::default();
-        r.register("deliveries_deduplicated", "Calls answered with an existing run (Logic Apps retries, duplicate triggers)", deliveries_deduplicated.clone());
+        r.register(
+            "deliveries_deduplicated",
+            "Calls answered with an existing run (Logic Apps retries, duplicate triggers)",
+            deliveries_deduplicated.clone(),
+        );
         let device_outcomes = Family::<Labels, Counter>::default();
         r.register("device_outcomes", "Device decisions: requested, would_request, already_requested, skipped, failed, acknowledged, cancelled", device_outcomes.clone());
         let upstream_latency = Family::<Labels, Histogram, Buckets>::new_with_constructor(Buckets);
-        r.register("upstream_request_duration_seconds", "Latency of calls to Exchange, ARM, Graph, by operation and HTTP status", upstream_latency.clone());
+        r.register(
+            "upstream_request_duration_seconds",
+            "Latency of calls to Exchange, ARM, Graph, by operation and HTTP status",
+            upstream_latency.clone(),
+        );
         let retries = Family::<Labels, Counter>::default();
-        r.register("upstream_retries", "Retried upstream calls, by upstream and reason", retries.clone());
+        r.register(
+            "upstream_retries",
+            "Retried upstream calls, by upstream and reason",
+            retries.clone(),
+        );
         let runs = Family::<Labels, Gauge>::default();
         r.register("runs", "Runs in the store, by status", runs.clone());
         let queue_depth = Gauge::default();
         r.register("queue_depth", "Tasks ready to run now", queue_depth.clone());
         let oldest_pending = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        r.register("oldest_pending_work_seconds", "Age of the oldest task that is due and not yet done", oldest_pending.clone());
+        r.register(
+            "oldest_pending_work_seconds",
+            "Age of the oldest task that is due and not yet done",
+            oldest_pending.clone(),
+        );
         let held_runs = Gauge::default();
-        r.register("held_runs", "Runs held for approval (blast radius or hourly budget)", held_runs.clone());
+        r.register(
+            "held_runs",
+            "Runs held for approval (blast radius or hourly budget)",
+            held_runs.clone(),
+        );
         let dead_tasks = Gauge::default();
-        r.register("dead_tasks", "Tasks given up after retries (see the run's errors)", dead_tasks.clone());
+        r.register(
+            "dead_tasks",
+            "Tasks given up after retries (see the run's errors)",
+            dead_tasks.clone(),
+        );
         let exchange_limit = Family::<Labels, Gauge>::default();
-        r.register("exchange_concurrency_limit", "Current adaptive Exchange concurrency per tenant", exchange_limit.clone());
+        r.register(
+            "exchange_concurrency_limit",
+            "Current adaptive Exchange concurrency per tenant",
+            exchange_limit.clone(),
+        );
         let intake_rejections = Family::<Labels, Counter>::default();
-        r.register("intake_rejections", "Calls refused at intake, by reason", intake_rejections.clone());
+        r.register(
+            "intake_rejections",
+            "Calls refused at intake, by reason",
+            intake_rejections.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
@@ -97,41 +135,83 @@ impl Metrics {
     }
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     pub fn run_accepted(&self, trigger: &str) {
-        self.inner.runs_accepted.get_or_create(&Self::l(&[("trigger", trigger)])).inc();
+        self.inner
+            .runs_accepted
+            .get_or_create(&Self::l(&[("trigger", trigger)]))
+            .inc();
     }
     pub fn delivery_deduplicated(&self) {
         self.inner.deliveries_deduplicated.inc();
     }
     pub fn device_outcome(&self, outcome: &str) {
-        self.inner.device_outcomes.get_or_create(&Self::l(&[("outcome", outcome)])).inc();
+        self.inner
+            .device_outcomes
+            .get_or_create(&Self::l(&[("outcome", outcome)]))
+            .inc();
     }
     pub fn upstream_latency(&self, upstream: &str, operation: &str, status: u16, d: Duration) {
         let s = status.to_string();
-        self.inner.upstream_latency.get_or_create(&Self::l(&[("upstream", upstream), ("operation", operation), ("status", &s)])).observe(d.as_secs_f64());
+        self.inner
+            .upstream_latency
+            .get_or_create(&Self::l(&[
+                ("upstream", upstream),
+                ("operation", operation),
+                ("status", &s),
+            ]))
+            .observe(d.as_secs_f64());
     }
     pub fn retry(&self, upstream: &str, reason: &str) {
-        self.inner.retries.get_or_create(&Self::l(&[("upstream", upstream), ("reason", reason)])).inc();
+        self.inner
+            .retries
+            .get_or_create(&Self::l(&[("upstream", upstream), ("reason", reason)]))
+            .inc();
     }
     pub fn intake_rejected(&self, reason: &str) {
-        self.inner.intake_rejections.get_or_create(&Self::l(&[("reason", reason)])).inc();
+        self.inner
+            .intake_rejections
+            .get_or_create(&Self::l(&[("reason", reason)]))
+            .inc();
     }
     pub fn exchange_limit(&self, tenant: &str, limit: usize) {
-        self.inner.exchange_limit.get_or_create(&Self::l(&[("tenant", tenant)])).set(limit as i64);
+        self.inner
+            .exchange_limit
+            .get_or_create(&Self::l(&[("tenant", tenant)]))
+            .set(limit as i64);
     }
 
     /// Render the text format, after refreshing the store-derived gauges.
     pub fn render(&self, stats: Option<&StoreStats>) -> String {
         if let Some(s) = stats {
-            for st in ["queued", "running", "held", "completed", "expired", "skipped"] {
-                let n = s.runs_by_status.iter().find(|(k, _)| k == st).map(|(_, n)| *n).unwrap_or(0);
-                self.inner.runs.get_or_create(&Self::l(&[("status", st)])).set(n);
+            for st in [
+                "queued",
+                "running",
+                "held",
+                "completed",
+                "expired",
+                "skipped",
+            ] {
+                let n = s
+                    .runs_by_status
+                    .iter()
+                    .find(|(k, _)| k == st)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                self.inner
+                    .runs
+                    .get_or_create(&Self::l(&[("status", st)]))
+                    .set(n);
             }
             self.inner.queue_depth.set(s.ready_tasks);
-            self.inner.oldest_pending.set(s.oldest_ready_ms.unwrap_or(0) as f64 / 1000.0);
+            self.inner
+                .oldest_pending
+                .set(s.oldest_ready_ms.unwrap_or(0) as f64 / 1000.0);
             self.inner.held_runs.set(s.held_runs);
             self.inner.dead_tasks.set(s.dead_tasks);
         }

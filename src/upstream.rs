@@ -11,7 +11,10 @@ use anyhow::{Context, Result};
 pub enum CallError {
     /// Worth retrying later (throttling, 5xx, network, token refresh).
     #[error("{reason}")]
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// Retrying will not help (4xx, a refusal with a reason).
     #[error("{reason}")]
     Permanent { reason: String },
@@ -19,10 +22,15 @@ pub enum CallError {
 
 impl CallError {
     pub fn transient(reason: impl Into<String>) -> CallError {
-        CallError::Transient { reason: reason.into(), retry_after: None }
+        CallError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
     }
     pub fn permanent(reason: impl Into<String>) -> CallError {
-        CallError::Permanent { reason: reason.into() }
+        CallError::Permanent {
+            reason: reason.into(),
+        }
     }
     pub fn reason(&self) -> &str {
         match self {
@@ -58,8 +66,14 @@ impl HttpClients {
     pub fn new(extra_ca_file: Option<&Path>) -> Result<HttpClients> {
         let certs = match extra_ca_file {
             Some(p) => {
-                let pem = std::fs::read(p).with_context(|| format!("cannot read cloud.extra_ca_file {}", p.display()))?;
-                reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("cloud.extra_ca_file {} holds no PEM certificate", p.display()))?
+                let pem = std::fs::read(p)
+                    .with_context(|| format!("cannot read cloud.extra_ca_file {}", p.display()))?;
+                reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                    format!(
+                        "cloud.extra_ca_file {} holds no PEM certificate",
+                        p.display()
+                    )
+                })?
             }
             None => vec![],
         };
@@ -89,13 +103,22 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(16));
     let d = exp.min(cap);
     // ±10 % jitter from the clock's nanoseconds: no RNG needed.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let jitter = (nanos % 200) as f64 / 1000.0 - 0.1;
     d.mul_f64(1.0 + jitter)
 }
 
 /// `Retry-After` as Exchange sends it: decimal seconds (or an HTTP date, ignored).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok()?;
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
     (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v.min(3600.0)))
 }

@@ -60,8 +60,8 @@ fn playbooks_dir() -> PathBuf {
 
 fn load(folder: &str) -> Value {
     let path = playbooks_dir().join(folder).join("azuredeploy.json");
-    let text = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
 }
@@ -141,7 +141,13 @@ fn check_playbook(expected: &Expected) {
             "{folder}: metadata.{field} is missing or empty"
         );
     }
-    for field in ["prerequisites", "postDeployment", "entities", "tags", "releaseNotes"] {
+    for field in [
+        "prerequisites",
+        "postDeployment",
+        "entities",
+        "tags",
+        "releaseNotes",
+    ] {
         assert!(
             metadata[field].is_array(),
             "{folder}: metadata.{field} is missing or not an array"
@@ -165,7 +171,11 @@ fn check_playbook(expected: &Expected) {
         .iter()
         .find(|r| r["type"].as_str() == Some("Microsoft.Web/connections"))
         .unwrap_or_else(|| panic!("{folder}: no Microsoft.Web/connections resource"));
-    assert_eq!(connection["apiVersion"].as_str(), Some("2016-06-01"), "{folder}");
+    assert_eq!(
+        connection["apiVersion"].as_str(),
+        Some("2016-06-01"),
+        "{folder}"
+    );
     assert_eq!(
         connection["properties"]["parameterValueType"].as_str(),
         Some("Alternative"),
@@ -191,8 +201,14 @@ fn check_playbook(expected: &Expected) {
         Some("security"),
         "{folder}"
     );
-    assert!(wf["tags"]["hidden-SentinelTemplateName"].is_string(), "{folder}");
-    assert!(wf["tags"]["hidden-SentinelTemplateVersion"].is_string(), "{folder}");
+    assert!(
+        wf["tags"]["hidden-SentinelTemplateName"].is_string(),
+        "{folder}"
+    );
+    assert!(
+        wf["tags"]["hidden-SentinelTemplateVersion"].is_string(),
+        "{folder}"
+    );
 
     let connections = wf["properties"]["parameters"]["$connections"]["value"]
         .as_object()
@@ -227,7 +243,11 @@ fn check_playbook(expected: &Expected) {
                 Some(INCIDENT_PATH),
                 "{folder}: expected the Microsoft Sentinel incident trigger"
             );
-            assert_eq!(trigger_name.as_str(), "Microsoft_Sentinel_incident", "{folder}");
+            assert_eq!(
+                trigger_name.as_str(),
+                "Microsoft_Sentinel_incident",
+                "{folder}"
+            );
         }
         Trigger::AccountEntity => {
             assert_eq!(
@@ -337,8 +357,8 @@ fn cancel_run_playbook() {
 #[test]
 fn every_playbook_folder_is_known_and_complete() {
     let dir = playbooks_dir();
-    let entries = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let entries =
+        fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     let mut folders = Vec::new();
     for entry in entries {
         let entry = entry.expect("directory entry");
@@ -350,11 +370,17 @@ fn every_playbook_folder_is_known_and_complete() {
 
     let mut known: Vec<String> = EXPECTED.iter().map(|e| e.folder.to_string()).collect();
     known.sort();
-    assert_eq!(folders, known, "playbook folders differ from the expected set");
+    assert_eq!(
+        folders, known,
+        "playbook folders differ from the expected set"
+    );
 
     for folder in &folders {
         let template = load(folder);
-        assert!(template.is_object(), "{folder}: template is not a JSON object");
+        assert!(
+            template.is_object(),
+            "{folder}: template is not a JSON object"
+        );
         let readme = dir.join(folder).join("readme.md");
         assert!(readme.is_file(), "{folder}: readme.md is missing");
     }

@@ -66,29 +66,48 @@ impl Limiter {
     }
 
     pub async fn acquire(&self) -> Permit {
+        enum Step {
+            Got,
+            Sleep(Instant),
+            Wait(oneshot::Receiver<()>),
+        }
         loop {
-            let rx = {
+            let step = {
                 let mut s = self.inner.lock().expect("limiter lock");
                 let now = Instant::now();
-                if let Some(p) = s.paused_until {
-                    if p > now && s.waiters.is_empty() {
-                        drop(s);
-                        tokio::time::sleep_until(p.into()).await;
-                        continue;
-                    } else if p <= now {
-                        s.paused_until = None;
+                match s.paused_until {
+                    Some(p) if p > now && s.waiters.is_empty() => Step::Sleep(p),
+                    _ => {
+                        if s.paused_until.is_some_and(|p| p <= now) {
+                            s.paused_until = None;
+                        }
+                        if !s.paused(now) && s.waiters.is_empty() && s.inflight < s.cap() {
+                            s.inflight += 1;
+                            Step::Got
+                        } else {
+                            let (tx, rx) = oneshot::channel();
+                            s.waiters.push_back(tx);
+                            Step::Wait(rx)
+                        }
                     }
                 }
-                if !s.paused(now) && s.waiters.is_empty() && s.inflight < s.cap() {
-                    s.inflight += 1;
-                    return Permit { limiter: self.clone(), done: false };
-                }
-                let (tx, rx) = oneshot::channel();
-                s.waiters.push_back(tx);
-                rx
             };
-            if rx.await.is_ok() {
-                return Permit { limiter: self.clone(), done: false };
+            match step {
+                Step::Got => {
+                    return Permit {
+                        limiter: self.clone(),
+                        done: false,
+                    };
+                }
+                Step::Sleep(p) => tokio::time::sleep_until(p.into()).await,
+                Step::Wait(rx) => {
+                    if rx.await.is_ok() {
+                        return Permit {
+                            limiter: self.clone(),
+                            done: false,
+                        };
+                    }
+                }
             }
         }
     }
@@ -105,7 +124,9 @@ impl Limiter {
             Outcome::Throttled(retry_after) => {
                 // One cut per half second: a burst of 429s from one overload
                 // is one signal, not ten.
-                if s.last_cut.is_none_or(|t| now.duration_since(t) > Duration::from_millis(500)) {
+                if s.last_cut
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_millis(500))
+                {
                     s.limit = (s.limit / 2.0).max(s.min);
                     s.last_cut = Some(now);
                 }
@@ -137,7 +158,9 @@ impl Limiter {
         }
         s.paused_until = None;
         while s.inflight < s.cap() {
-            let Some(tx) = s.waiters.pop_front() else { break };
+            let Some(tx) = s.waiters.pop_front() else {
+                break;
+            };
             if tx.send(()).is_ok() {
                 s.inflight += 1;
             }

@@ -22,10 +22,19 @@ use limiter::Limiter;
 /// `ExchangeClient`, which fix the safety-relevant parameters.
 #[derive(Clone, Debug)]
 enum Command {
-    GetMobileDevice { mailbox: Upn },
-    ClearAccountOnly { identity: DeviceGuid, notify: Vec<String> },
-    CancelWipe { identity: DeviceGuid },
-    GetStatistics { mailbox: Upn },
+    GetMobileDevice {
+        mailbox: Upn,
+    },
+    ClearAccountOnly {
+        identity: DeviceGuid,
+        notify: Vec<String>,
+    },
+    CancelWipe {
+        identity: DeviceGuid,
+    },
+    GetStatistics {
+        mailbox: Upn,
+    },
 }
 
 impl Command {
@@ -38,21 +47,28 @@ impl Command {
     }
     fn parameters(&self) -> Value {
         match self {
-            Command::GetMobileDevice { mailbox } => json!({"Mailbox": mailbox.as_str(), "ResultSize": "Unlimited"}),
+            Command::GetMobileDevice { mailbox } => {
+                json!({"Mailbox": mailbox.as_str(), "ResultSize": "Unlimited"})
+            }
             Command::ClearAccountOnly { identity, notify } => {
-                let mut p = json!({"Identity": identity.as_str(), "AccountOnly": true, "Confirm": false});
+                let mut p =
+                    json!({"Identity": identity.as_str(), "AccountOnly": true, "Confirm": false});
                 if !notify.is_empty() {
                     p["NotificationEmailAddresses"] = json!(notify);
                 }
                 p
             }
-            Command::CancelWipe { identity } => json!({"Identity": identity.as_str(), "Cancel": true, "Confirm": false}),
+            Command::CancelWipe { identity } => {
+                json!({"Identity": identity.as_str(), "Cancel": true, "Confirm": false})
+            }
             Command::GetStatistics { mailbox } => json!({"Mailbox": mailbox.as_str()}),
         }
     }
     fn anchor(&self, tenant: &TenantId) -> String {
         match self {
-            Command::GetMobileDevice { mailbox } | Command::GetStatistics { mailbox } => format!("UPN:{}", mailbox.as_str()),
+            Command::GetMobileDevice { mailbox } | Command::GetStatistics { mailbox } => {
+                format!("UPN:{}", mailbox.as_str())
+            }
             _ => format!("APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant}"),
         }
     }
@@ -112,13 +128,25 @@ pub struct ExchangeClient {
 
 const CONCURRENCY_MESSAGE: &str = "maximum number of concurrent requests per tenant";
 /// Exception names the EXO module treats as transient (exchange-online.md §1.9).
-const TRANSIENT_EXCEPTIONS: [&str; 5] =
-    ["DCOverloadedException", "SuitabilityDirectoryException", "ServerInMMException", "ADServerSettingsChangedException", "StorageTransientException"];
+const TRANSIENT_EXCEPTIONS: [&str; 5] = [
+    "DCOverloadedException",
+    "SuitabilityDirectoryException",
+    "ServerInMMException",
+    "ADServerSettingsChangedException",
+    "StorageTransientException",
+];
 const MAX_THROTTLE_RETRIES: u32 = 30;
 const MAX_OTHER_RETRIES: u32 = 5;
 
 impl ExchangeClient {
-    pub fn new(http: reqwest::Client, exchange_url: &str, initial: usize, max: usize, backoff_scale: f64, metrics: Metrics) -> ExchangeClient {
+    pub fn new(
+        http: reqwest::Client,
+        exchange_url: &str,
+        initial: usize,
+        max: usize,
+        backoff_scale: f64,
+        metrics: Metrics,
+    ) -> ExchangeClient {
         ExchangeClient {
             http,
             base: exchange_url.trim_end_matches('/').to_string(),
@@ -132,18 +160,37 @@ impl ExchangeClient {
 
     pub fn limiter(&self, tenant: &TenantId) -> Limiter {
         let mut m = self.limiters.lock().expect("limiters lock");
-        m.entry(tenant.to_string()).or_insert_with(|| Limiter::new(self.initial, self.max)).clone()
+        m.entry(tenant.to_string())
+            .or_insert_with(|| Limiter::new(self.initial, self.max))
+            .clone()
     }
 
     /// `Get-MobileDevice -Mailbox <upn>`, every page. Refuses a result that
     /// mixes several mailboxes (the symptom of a filter Exchange ignored).
-    pub async fn mobile_devices(&self, tokens: &TokenProvider, tenant: &TenantId, upn: &Upn) -> Result<Vec<MobileDevice>, CallError> {
-        let rows = self.invoke(tokens, tenant, &Command::GetMobileDevice { mailbox: upn.clone() }).await?;
+    pub async fn mobile_devices(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        upn: &Upn,
+    ) -> Result<Vec<MobileDevice>, CallError> {
+        let rows = self
+            .invoke(
+                tokens,
+                tenant,
+                &Command::GetMobileDevice {
+                    mailbox: upn.clone(),
+                },
+            )
+            .await?;
         let mut devices = vec![];
         for r in &rows {
             let Some(o) = r.as_object() else { continue };
             let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let guid = DeviceGuid::parse(&s("Guid")).map_err(|e| CallError::permanent(format!("Get-MobileDevice returned a device without a valid Guid: {e}")))?;
+            let guid = DeviceGuid::parse(&s("Guid")).map_err(|e| {
+                CallError::permanent(format!(
+                    "Get-MobileDevice returned a device without a valid Guid: {e}"
+                ))
+            })?;
             let eas = s("DeviceActiveSyncVersion");
             let client_version = s("ClientVersion");
             devices.push(MobileDevice {
@@ -156,10 +203,18 @@ impl ExchangeClient {
                 user_agent: s("DeviceUserAgent"),
                 client_type: ClientType::parse(&s("ClientType")),
                 eas_version: EasVersion::parse(&eas).or_else(|| EasVersion::parse(&client_version)),
-                client_version: if client_version.is_empty() { eas } else { client_version },
+                client_version: if client_version.is_empty() {
+                    eas
+                } else {
+                    client_version
+                },
             });
         }
-        let mut owners: Vec<String> = devices.iter().filter_map(|d| identity_mailbox(&d.identity)).map(|m| m.to_ascii_lowercase()).collect();
+        let mut owners: Vec<String> = devices
+            .iter()
+            .filter_map(|d| identity_mailbox(&d.identity))
+            .map(|m| m.to_ascii_lowercase())
+            .collect();
         owners.sort();
         owners.dedup();
         if owners.len() > 1 {
@@ -172,46 +227,112 @@ impl ExchangeClient {
     }
 
     /// `Clear-MobileDevice -Identity <guid> -AccountOnly -Confirm:$false`.
-    pub async fn clear_account_only(&self, tokens: &TokenProvider, tenant: &TenantId, guid: &DeviceGuid, notify: &[String]) -> Result<(), CallError> {
-        self.invoke(tokens, tenant, &Command::ClearAccountOnly { identity: guid.clone(), notify: notify.to_vec() }).await.map(|_| ())
+    pub async fn clear_account_only(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        guid: &DeviceGuid,
+        notify: &[String],
+    ) -> Result<(), CallError> {
+        self.invoke(
+            tokens,
+            tenant,
+            &Command::ClearAccountOnly {
+                identity: guid.clone(),
+                notify: notify.to_vec(),
+            },
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `Clear-MobileDevice -Identity <guid> -Cancel -Confirm:$false`.
-    pub async fn cancel_wipe(&self, tokens: &TokenProvider, tenant: &TenantId, guid: &DeviceGuid) -> Result<(), CallError> {
-        self.invoke(tokens, tenant, &Command::CancelWipe { identity: guid.clone() }).await.map(|_| ())
+    pub async fn cancel_wipe(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        guid: &DeviceGuid,
+    ) -> Result<(), CallError> {
+        self.invoke(
+            tokens,
+            tenant,
+            &Command::CancelWipe {
+                identity: guid.clone(),
+            },
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `Get-MobileDeviceStatistics -Mailbox <upn>`.
-    pub async fn statistics(&self, tokens: &TokenProvider, tenant: &TenantId, upn: &Upn) -> Result<Vec<DeviceStatistics>, CallError> {
-        let rows = self.invoke(tokens, tenant, &Command::GetStatistics { mailbox: upn.clone() }).await?;
+    pub async fn statistics(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        upn: &Upn,
+    ) -> Result<Vec<DeviceStatistics>, CallError> {
+        let rows = self
+            .invoke(
+                tokens,
+                tenant,
+                &Command::GetStatistics {
+                    mailbox: upn.clone(),
+                },
+            )
+            .await?;
         Ok(rows
             .iter()
             .filter_map(Value::as_object)
             .map(|o| {
                 let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                let ack = ["AccountOnlyDeviceWipeAckTime", "DeviceWipeAckTime"].iter().find_map(|k| o.get(*k).and_then(Value::as_str).and_then(parse_time));
-                DeviceStatistics { guid: DeviceGuid::parse(&s("Guid")).ok(), device_id: s("DeviceId"), status: s("Status"), wipe_acked_at: ack }
+                let ack = ["AccountOnlyDeviceWipeAckTime", "DeviceWipeAckTime"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_str).and_then(parse_time));
+                DeviceStatistics {
+                    guid: DeviceGuid::parse(&s("Guid")).ok(),
+                    device_id: s("DeviceId"),
+                    status: s("Status"),
+                    wipe_acked_at: ack,
+                }
             })
             .collect())
     }
 
     /// Send a command, following `@odata.nextLink`, retrying throttling and
     /// transient failures. Returns the `value` rows of every page.
-    async fn invoke(&self, tokens: &TokenProvider, tenant: &TenantId, cmd: &Command) -> Result<Vec<Value>, CallError> {
+    async fn invoke(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        cmd: &Command,
+    ) -> Result<Vec<Value>, CallError> {
         let mut url = format!("{}/adminapi/beta/{}/InvokeCommand", self.base, tenant);
         let body = cmd.body();
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut rows = vec![];
         let mut pages = 0;
         loop {
-            let page = self.page(tokens, tenant, cmd, &url, &body, &request_id).await?;
-            rows.extend(page.get("value").and_then(Value::as_array).cloned().unwrap_or_default());
-            let next = page.get("@odata.nextLink").or_else(|| page.get("odata.nextLink")).and_then(Value::as_str);
+            let page = self
+                .page(tokens, tenant, cmd, &url, &body, &request_id)
+                .await?;
+            rows.extend(
+                page.get("value")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            let next = page
+                .get("@odata.nextLink")
+                .or_else(|| page.get("odata.nextLink"))
+                .and_then(Value::as_str);
             match next {
                 Some(n) if pages < 1000 => {
                     // Only follow links to the same Exchange endpoint.
                     if !n.starts_with(&self.base) {
-                        return Err(CallError::permanent(format!("Exchange returned a nextLink outside {}: refusing to follow", self.base)));
+                        return Err(CallError::permanent(format!(
+                            "Exchange returned a nextLink outside {}: refusing to follow",
+                            self.base
+                        )));
                     }
                     url = n.to_string();
                     pages += 1;
@@ -222,7 +343,15 @@ impl ExchangeClient {
         Ok(rows)
     }
 
-    async fn page(&self, tokens: &TokenProvider, tenant: &TenantId, cmd: &Command, url: &str, body: &Value, request_id: &str) -> Result<Map<String, Value>, CallError> {
+    async fn page(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        cmd: &Command,
+        url: &str,
+        body: &Value,
+        request_id: &str,
+    ) -> Result<Map<String, Value>, CallError> {
         let limiter = self.limiter(tenant);
         let cmdlet = cmd.cmdlet();
         let (mut throttles, mut others, mut unauthorized) = (0u32, 0u32, 0u32);
@@ -249,12 +378,19 @@ impl ExchangeClient {
                     let status = resp.status().as_u16();
                     let ra = retry_after(resp.headers());
                     let text = resp.text().await.unwrap_or_default();
-                    self.metrics.upstream_latency("exchange", cmdlet, status, started.elapsed());
+                    self.metrics
+                        .upstream_latency("exchange", cmdlet, status, started.elapsed());
                     classify(status, ra, &text)
                 }
                 Err(e) => {
-                    self.metrics.upstream_latency("exchange", cmdlet, 0, started.elapsed());
-                    Reply::Retry(CallError::from_reqwest(&format!("{cmdlet}"), e).reason().to_string(), None)
+                    self.metrics
+                        .upstream_latency("exchange", cmdlet, 0, started.elapsed());
+                    Reply::Retry(
+                        CallError::from_reqwest(&format!("{cmdlet}"), e)
+                            .reason()
+                            .to_string(),
+                        None,
+                    )
                 }
             };
             match outcome {
@@ -264,11 +400,25 @@ impl ExchangeClient {
                 }
                 Reply::Throttled(reason, ra) => {
                     self.metrics.retry("exchange", "throttled");
-                    let wait = ra.unwrap_or_else(|| backoff(throttles, Duration::from_millis(500), Duration::from_secs(30)));
-                    permit.throttled(wait.mul_f64(self.backoff_scale.max(0.01)).max(Duration::from_millis(10)));
+                    let wait = ra.unwrap_or_else(|| {
+                        backoff(
+                            throttles,
+                            Duration::from_millis(500),
+                            Duration::from_secs(30),
+                        )
+                    });
+                    permit.throttled(
+                        wait.mul_f64(self.backoff_scale.max(0.01))
+                            .max(Duration::from_millis(10)),
+                    );
                     throttles += 1;
                     if throttles > MAX_THROTTLE_RETRIES {
-                        return Err(CallError::Transient { reason: format!("{cmdlet}: still throttled after {throttles} tries: {reason}"), retry_after: Some(wait) });
+                        return Err(CallError::Transient {
+                            reason: format!(
+                                "{cmdlet}: still throttled after {throttles} tries: {reason}"
+                            ),
+                            retry_after: Some(wait),
+                        });
                     }
                 }
                 Reply::Unauthorized(reason) => {
@@ -285,9 +435,14 @@ impl ExchangeClient {
                     self.metrics.retry("exchange", "transient");
                     others += 1;
                     if others > MAX_OTHER_RETRIES {
-                        return Err(CallError::Transient { reason: format!("{cmdlet}: {reason}"), retry_after: ra });
+                        return Err(CallError::Transient {
+                            reason: format!("{cmdlet}: {reason}"),
+                            retry_after: ra,
+                        });
                     }
-                    let wait = ra.unwrap_or_else(|| backoff(others - 1, Duration::from_secs(2), Duration::from_secs(60)));
+                    let wait = ra.unwrap_or_else(|| {
+                        backoff(others - 1, Duration::from_secs(2), Duration::from_secs(60))
+                    });
                     tokio::time::sleep(wait.mul_f64(self.backoff_scale)).await;
                 }
                 Reply::Fail(reason) => {
@@ -310,18 +465,37 @@ enum Reply {
 fn classify(status: u16, ra: Option<Duration>, text: &str) -> Reply {
     let json: Option<Value> = serde_json::from_str(text).ok();
     let message = json.as_ref().map(error_message).unwrap_or_default();
-    let readable = if message.is_empty() { text.trim_matches(char::from(0)).chars().take(300).collect::<String>() } else { message.clone() };
+    let readable = if message.is_empty() {
+        text.trim_matches(char::from(0))
+            .chars()
+            .take(300)
+            .collect::<String>()
+    } else {
+        message.clone()
+    };
     if text.to_ascii_lowercase().contains(CONCURRENCY_MESSAGE) {
         return Reply::Throttled(format!("tenant concurrency limit: {readable}"), ra);
     }
     match status {
         200..=299 => match json {
             Some(Value::Object(map)) => {
-                if let Some(errs) = map.get("@adminapi.errors").and_then(Value::as_array).filter(|a| !a.is_empty()) {
-                    return Reply::Fail(format!("Exchange reported errors: {}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")));
+                if let Some(errs) = map
+                    .get("@adminapi.errors")
+                    .and_then(Value::as_array)
+                    .filter(|a| !a.is_empty())
+                {
+                    return Reply::Fail(format!(
+                        "Exchange reported errors: {}",
+                        errs.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
                 }
                 if map.contains_key("@adminapi.confirmationmessage") {
-                    return Reply::Fail("Exchange asked for confirmation instead of executing".into());
+                    return Reply::Fail(
+                        "Exchange asked for confirmation instead of executing".into(),
+                    );
                 }
                 Reply::Ok(map)
             }
@@ -330,8 +504,12 @@ fn classify(status: u16, ra: Option<Duration>, text: &str) -> Reply {
         429 => Reply::Throttled(format!("HTTP 429 {readable}"), ra),
         401 => Reply::Unauthorized(format!("HTTP 401 {readable}")),
         408 | 503 | 504 => Reply::Retry(format!("HTTP {status} {readable}"), ra),
-        _ if TRANSIENT_EXCEPTIONS.iter().any(|e| text.contains(e)) => Reply::Retry(format!("HTTP {status} {readable}"), ra),
-        403 => Reply::Fail(format!("HTTP 403: access denied; check Exchange.ManageAsApp and the Exchange RBAC role group ({readable})")),
+        _ if TRANSIENT_EXCEPTIONS.iter().any(|e| text.contains(e)) => {
+            Reply::Retry(format!("HTTP {status} {readable}"), ra)
+        }
+        403 => Reply::Fail(format!(
+            "HTTP 403: access denied; check Exchange.ManageAsApp and the Exchange RBAC role group ({readable})"
+        )),
         _ => Reply::Fail(format!("HTTP {status}: {readable}")),
     }
 }
@@ -340,11 +518,22 @@ fn classify(status: u16, ra: Option<Duration>, text: &str) -> Reply {
 /// (`ErrorId|Exception|text` keeps only the text), then the inner exception.
 fn error_message(v: &Value) -> String {
     let e = &v["error"];
-    let detail = e["details"][0]["message"].as_str().or_else(|| e["innererror"]["internalexception"]["message"].as_str()).or_else(|| e["message"].as_str());
+    let detail = e["details"][0]["message"]
+        .as_str()
+        .or_else(|| e["innererror"]["internalexception"]["message"].as_str())
+        .or_else(|| e["message"].as_str());
     match detail {
         Some(d) => {
             let parts: Vec<&str> = d.splitn(3, '|').collect();
-            if parts.len() == 3 { format!("{} ({})", parts[2].trim(), parts[1].rsplit('.').next().unwrap_or(parts[1])) } else { d.to_string() }
+            if parts.len() == 3 {
+                format!(
+                    "{} ({})",
+                    parts[2].trim(),
+                    parts[1].rsplit('.').next().unwrap_or(parts[1])
+                )
+            } else {
+                d.to_string()
+            }
         }
         None => String::new(),
     }
@@ -364,9 +553,16 @@ mod tests {
     fn commands_are_safe_by_construction() {
         let upn = Upn::parse("a@contoso.com").unwrap();
         let g = DeviceGuid::parse("6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a").unwrap();
-        let get = Command::GetMobileDevice { mailbox: upn.clone() }.body();
+        let get = Command::GetMobileDevice {
+            mailbox: upn.clone(),
+        }
+        .body();
         assert_eq!(get["CmdletInput"]["Parameters"]["Mailbox"], "a@contoso.com");
-        let clear = Command::ClearAccountOnly { identity: g.clone(), notify: vec![] }.body();
+        let clear = Command::ClearAccountOnly {
+            identity: g.clone(),
+            notify: vec![],
+        }
+        .body();
         assert_eq!(clear["CmdletInput"]["Parameters"]["AccountOnly"], true);
         assert_eq!(clear["CmdletInput"]["Parameters"]["Confirm"], false);
         let cancel = Command::CancelWipe { identity: g }.body();
@@ -376,10 +572,23 @@ mod tests {
     #[test]
     fn error_envelope_is_readable() {
         let v: Value = serde_json::from_str(r#"{"error":{"code":"NotFound","message":"Error executing cmdlet","details":[{"message":"Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'x' couldn't be found."}]}}"#).unwrap();
-        assert_eq!(error_message(&v), "The operation couldn't be performed because object 'x' couldn't be found. (ManagementObjectNotFoundException)");
-        assert!(matches!(classify(400, None, "You have reached the maximum number of concurrent requests per tenant. Please wait and try again"), Reply::Throttled(..)));
+        assert_eq!(
+            error_message(&v),
+            "The operation couldn't be performed because object 'x' couldn't be found. (ManagementObjectNotFoundException)"
+        );
+        assert!(matches!(
+            classify(
+                400,
+                None,
+                "You have reached the maximum number of concurrent requests per tenant. Please wait and try again"
+            ),
+            Reply::Throttled(..)
+        ));
         assert!(matches!(classify(503, None, ""), Reply::Retry(..)));
         assert!(matches!(classify(404, None, "{}"), Reply::Fail(..)));
-        assert_eq!(identity_mailbox("jdoe\\ExchangeActiveSyncDevices\\iPhone§X"), Some("jdoe"));
+        assert_eq!(
+            identity_mailbox("jdoe\\ExchangeActiveSyncDevices\\iPhone§X"),
+            Some("jdoe")
+        );
     }
 }

@@ -20,21 +20,53 @@ pub struct ArmClient {
 
 impl ArmClient {
     pub fn new(http: reqwest::Client, arm_url: &str, api_version: &str) -> ArmClient {
-        ArmClient { http, base: arm_url.trim_end_matches('/').to_string(), api_version: api_version.to_string() }
+        ArmClient {
+            http,
+            base: arm_url.trim_end_matches('/').to_string(),
+            api_version: api_version.to_string(),
+        }
     }
 
     /// `POST {incident}/entities`: the incident's entities as candidates.
-    pub async fn incident_entities(&self, tokens: &TokenProvider, incident: &IncidentRef) -> Result<Vec<Candidate>, CallError> {
-        let url = format!("{}{}/entities?api-version={}", self.base, incident.arm_id(), self.api_version);
+    pub async fn incident_entities(
+        &self,
+        tokens: &TokenProvider,
+        incident: &IncidentRef,
+    ) -> Result<Vec<Candidate>, CallError> {
+        let url = format!(
+            "{}{}/entities?api-version={}",
+            self.base,
+            incident.arm_id(),
+            self.api_version
+        );
         let token = tokens.token(Resource::Arm).await?;
-        let resp = self.http.post(&url).bearer_auth(token).json(&json!({})).send().await.map_err(|e| CallError::from_reqwest("ARM entities", e))?;
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .await
+            .map_err(|e| CallError::from_reqwest("ARM entities", e))?;
         let body = read(resp, tokens, "listing the incident's entities").await?;
         parse_entities_response(&body).map_err(CallError::permanent)
     }
 
     /// `PUT {incident}/comments/{id}`: create or update the run's comment.
-    pub async fn put_comment(&self, tokens: &TokenProvider, incident: &IncidentRef, comment_id: &str, html: &str) -> Result<(), CallError> {
-        let url = format!("{}{}/comments/{}?api-version={}", self.base, incident.arm_id(), comment_id, self.api_version);
+    pub async fn put_comment(
+        &self,
+        tokens: &TokenProvider,
+        incident: &IncidentRef,
+        comment_id: &str,
+        html: &str,
+    ) -> Result<(), CallError> {
+        let url = format!(
+            "{}{}/comments/{}?api-version={}",
+            self.base,
+            incident.arm_id(),
+            comment_id,
+            self.api_version
+        );
         let token = tokens.token(Resource::Arm).await?;
         let resp = self
             .http
@@ -44,14 +76,23 @@ impl ArmClient {
             .send()
             .await
             .map_err(|e| CallError::from_reqwest("ARM comment", e))?;
-        read(resp, tokens, "writing the incident comment").await.map(|_| ())
+        read(resp, tokens, "writing the incident comment")
+            .await
+            .map(|_| ())
     }
 }
 
-async fn read(resp: reqwest::Response, tokens: &TokenProvider, what: &str) -> Result<Value, CallError> {
+async fn read(
+    resp: reqwest::Response,
+    tokens: &TokenProvider,
+    what: &str,
+) -> Result<Value, CallError> {
     let status = resp.status();
     let ra = retry_after(resp.headers());
-    let text = resp.text().await.map_err(|e| CallError::from_reqwest(what, e))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| CallError::from_reqwest(what, e))?;
     if status.is_success() {
         return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
     }
@@ -59,18 +100,33 @@ async fn read(resp: reqwest::Response, tokens: &TokenProvider, what: &str) -> Re
         .ok()
         .and_then(|v| {
             let e = v.get("error")?;
-            Some(format!("{}: {}", e.get("code")?.as_str().unwrap_or(""), e.get("message").and_then(Value::as_str).unwrap_or("")))
+            Some(format!(
+                "{}: {}",
+                e.get("code")?.as_str().unwrap_or(""),
+                e.get("message").and_then(Value::as_str).unwrap_or("")
+            ))
         })
         .unwrap_or_else(|| text.chars().take(300).collect());
     let reason = format!("ARM answered {} {what}: {msg}", status.as_u16());
     match status.as_u16() {
         401 => {
             tokens.invalidate();
-            Err(CallError::Transient { reason, retry_after: None })
+            Err(CallError::Transient {
+                reason,
+                retry_after: None,
+            })
         }
-        408 | 409 | 429 | 500..=599 => Err(CallError::Transient { reason, retry_after: ra }),
+        408 | 409 | 429 | 500..=599 => Err(CallError::Transient {
+            reason,
+            retry_after: ra,
+        }),
         // 403 is usually a missing role assignment fixed by an operator: keep trying.
-        403 => Err(CallError::Transient { reason: format!("{reason} (does wipehook's identity have Microsoft Sentinel Responder?)"), retry_after: None }),
+        403 => Err(CallError::Transient {
+            reason: format!(
+                "{reason} (does wipehook's identity have Microsoft Sentinel Responder?)"
+            ),
+            retry_after: None,
+        }),
         _ => Err(CallError::permanent(reason)),
     }
 }

@@ -44,15 +44,27 @@ pub fn render(r: &RunReport, public_url: &str, hold_expiry: &str) -> String {
 
 fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: usize) -> String {
     let s = &r.summary;
-    let link = format!("{}/api/v1/runs/{}", public_url.trim_end_matches('/'), r.run_id);
+    let link = format!(
+        "{}/api/v1/runs/{}",
+        public_url.trim_end_matches('/'),
+        r.run_id
+    );
     let mut h = String::new();
-    let title = if r.mode == "dry_run" { "wipehook (DRY RUN): account-only mobile wipe" } else { "wipehook: account-only mobile wipe" };
+    let title = if r.mode == "dry_run" {
+        "wipehook (DRY RUN): account-only mobile wipe"
+    } else {
+        "wipehook: account-only mobile wipe"
+    };
     let _ = write!(h, "<h3>{title}</h3>");
     let _ = write!(h, "<p><b>Status:</b> {}", escape(&status_words(r)));
     if let Some(reason) = &r.reason {
         let _ = write!(h, " — {}", escape(reason));
     }
-    let _ = write!(h, "<br><b>Summary:</b> {} user(s), {} device(s): ", s.users, s.devices);
+    let _ = write!(
+        h,
+        "<br><b>Summary:</b> {} user(s), {} device(s): ",
+        s.users, s.devices
+    );
     let mut parts = vec![];
     let mut add = |n: usize, what: &str| {
         if n > 0 {
@@ -85,10 +97,20 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
         escape(&r.created_at)
     );
     if let Some(a) = &r.approved {
-        let _ = write!(h, "<br><b>Approved by:</b> {} at {}", escape(&a.by), escape(&a.at));
+        let _ = write!(
+            h,
+            "<br><b>Approved by:</b> {} at {}",
+            escape(&a.by),
+            escape(&a.at)
+        );
     }
     if let Some(c) = &r.cancelled {
-        let _ = write!(h, "<br><b>Cancellation requested by:</b> {} at {}", escape(&c.by), escape(&c.at));
+        let _ = write!(
+            h,
+            "<br><b>Cancellation requested by:</b> {} at {}",
+            escape(&c.by),
+            escape(&c.at)
+        );
     }
     h.push_str("</p>");
     if r.status == "held" {
@@ -135,7 +157,10 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
 fn status_words(r: &RunReport) -> String {
     match r.status.as_str() {
         "queued" | "running" => "in progress".into(),
-        "completed" if r.summary.wipes_requested > 0 && r.summary.acknowledged < r.summary.wipes_requested => {
+        "completed"
+            if r.summary.wipes_requested > 0
+                && r.summary.acknowledged < r.summary.wipes_requested =>
+        {
             "completed; wipes requested, awaiting device acknowledgement".into()
         }
         other => other.to_string(),
@@ -148,28 +173,53 @@ fn user_rows(h: &mut String, u: &UserResult) {
         let outcome = match u.state.as_str() {
             "done" => "no mobile device".to_string(),
             "pending" | "resolving" => "in progress".to_string(),
-            other => format!("{other}{}", u.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+            other => format!(
+                "{other}{}",
+                u.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
         };
-        let _ = write!(h, "<tr><td>{user}</td><td>-</td><td>-</td><td>{}</td></tr>", escape(&outcome));
+        let _ = write!(
+            h,
+            "<tr><td>{user}</td><td>-</td><td>-</td><td>{}</td></tr>",
+            escape(&outcome)
+        );
         return;
     }
     for d in &u.devices {
         let dev = format!("{} {}<br><small>{}</small>", d.model, d.os, d.device_id);
         let client = format!("{} {}", d.client_type, d.client_version);
-        let _ = write!(h, "<tr><td>{user}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape_keep_br(&dev), escape(&client), escape(&device_outcome(d)));
+        let _ = write!(
+            h,
+            "<tr><td>{user}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_keep_br(&dev),
+            escape(&client),
+            escape(&device_outcome(d))
+        );
     }
 }
 
 fn escape_keep_br(s: &str) -> String {
-    escape(s).replace("&lt;br&gt;", "<br>").replace("&lt;small&gt;", "<small>").replace("&lt;/small&gt;", "</small>")
+    escape(s)
+        .replace("&lt;br&gt;", "<br>")
+        .replace("&lt;small&gt;", "<small>")
+        .replace("&lt;/small&gt;", "</small>")
 }
 
 pub fn device_outcome(d: &DeviceResult) -> String {
     let mut o = match d.outcome.as_str() {
         "requested" => match (d.verification.as_deref(), &d.acknowledged_at) {
             (_, Some(at)) => format!("wipe acknowledged by the device at {at}"),
-            (Some("unconfirmed"), _) => format!("wipe requested at {}; still pending at the verification deadline", d.requested_at.as_deref().unwrap_or("?")),
-            _ => format!("wipe requested at {}; awaiting the device's next sync", d.requested_at.as_deref().unwrap_or("?")),
+            (Some("unconfirmed"), _) => format!(
+                "wipe requested at {}; still pending at the verification deadline",
+                d.requested_at.as_deref().unwrap_or("?")
+            ),
+            _ => format!(
+                "wipe requested at {}; awaiting the device's next sync",
+                d.requested_at.as_deref().unwrap_or("?")
+            ),
         },
         "would_request" => "dry run: a wipe would have been requested".into(),
         "already_requested" => format!(
@@ -177,8 +227,17 @@ pub fn device_outcome(d: &DeviceResult) -> String {
             d.prior_requested_at.as_deref().unwrap_or("?"),
             d.prior_run_id.as_deref().unwrap_or("?")
         ),
-        "cancelled" => d.reason.clone().unwrap_or_else(|| "wipe request cancelled".into()),
-        other => format!("{other}{}", d.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+        "cancelled" => d
+            .reason
+            .clone()
+            .unwrap_or_else(|| "wipe request cancelled".into()),
+        other => format!(
+            "{other}{}",
+            d.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
     };
     for n in &d.notes {
         o.push_str(&format!(" [{n}]"));

@@ -1,1 +1,565 @@
-//! Simulated tenant (placeholder).
+//! Simulated Microsoft tenant: an in-process network fake of the endpoints wipehook talks to.
+//!
+//! One actix-web server, two listeners on 127.0.0.1 (plain HTTP and HTTPS with the committed
+//! test CA, see `certs/README.md`), serving the same routes:
+//!
+//! * Entra ID: `POST /{tenant}/oauth2/v2.0/token`, OIDC metadata (v1 and v2) and JWKS;
+//! * App Service managed identity: `GET /msi/token`;
+//! * Exchange Online Admin API: `POST /adminapi/beta/{tenant}/InvokeCommand`;
+//! * ARM / Sentinel: incident entities and comments under `/subscriptions/...`;
+//! * Microsoft Graph: `GET /v1.0/users/{id}`.
+//!
+//! Everything is observable and fault-injectable through [`SimTenant`]. Nothing here is used by
+//! wipehook's production code paths; it exists for integration tests, `wipehook demo` and the
+//! benchmark.
+
+mod arm;
+mod entra;
+mod exchange;
+mod graph;
+mod keys;
+mod state;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+
+use keys::Keys;
+use state::State;
+
+/// Fixed default tenant GUID of the simulated tenant.
+pub const DEFAULT_TENANT_ID: &str = "6f1c2d3e-4b5a-4c6d-8e7f-901a2b3c4d5e";
+/// Fixed default client id of wipehook's app registration in the simulated tenant.
+pub const DEFAULT_CLIENT_ID: &str = "3a7e5b1c-2d4f-4e6a-9b8c-0d1e2f3a4b5c";
+/// Fixed subscription GUID that holds the simulated Sentinel workspace.
+pub const SUBSCRIPTION_ID: &str = "0b9f8e7d-6c5b-4a39-8271-605f4e3d2c1b";
+/// Client id the App Service managed identity endpoint uses when the request has no `client_id`.
+pub const DEFAULT_MANAGED_IDENTITY_CLIENT_ID: &str = "9d8c7b6a-5f4e-4d3c-8b2a-190f8e7d6c5b";
+
+/// Options for [`SimTenant::start`].
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Tenant GUID.
+    pub tenant_id: String,
+    /// Added to every Exchange, ARM and Graph call (not token/OIDC).
+    pub latency: Duration,
+    /// Max concurrent InvokeCommand calls for the tenant; beyond it the call is throttled.
+    pub exchange_concurrency_cap: Option<usize>,
+    /// wipehook's app registration client id (client_secret credential).
+    pub client_id: String,
+    /// The accepted client secret.
+    pub client_secret: String,
+    /// actix workers.
+    pub workers: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            tenant_id: DEFAULT_TENANT_ID.to_string(),
+            latency: Duration::ZERO,
+            exchange_concurrency_cap: None,
+            client_id: DEFAULT_CLIENT_ID.to_string(),
+            client_secret: "sim-secret".to_string(),
+            workers: 2,
+        }
+    }
+}
+
+/// A fault injected into the next InvokeCommand calls (see [`SimTenant::fail_next_exchange`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// HTTP 429 with `Retry-After: <retry_after_secs>` (decimal seconds) and `Rate-Limit-*` headers.
+    Throttle429 { retry_after_secs: f64 },
+    /// HTTP 400 with the plain-text body "You have reached the maximum number of concurrent
+    /// requests per tenant. Please wait and try again".
+    ConcurrencyMessage,
+    /// A bare status code (500, 503, 504, ...) with an Exchange error envelope as body.
+    Status(u16),
+    /// HTTP 401 with an empty body and a `WWW-Authenticate` header.
+    Unauthorized401,
+}
+
+/// What kind of mobile device a mailbox has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceSpec {
+    /// "EAS" | "Outlook" | "REST"
+    pub client_type: String,
+    /// e.g. "iPhone", "Outlook", "Android"
+    pub device_type: String,
+    pub model: String,
+    pub os: String,
+    /// e.g. "16.1" or "14.1"
+    pub eas_version: String,
+    pub user_agent: String,
+}
+
+impl DeviceSpec {
+    /// Native iOS Mail over Exchange ActiveSync 16.1.
+    pub fn iphone() -> Self {
+        DeviceSpec {
+            client_type: "EAS".into(),
+            device_type: "iPhone".into(),
+            model: "iPhone15C2".into(),
+            os: "iOS 17.4 21E219".into(),
+            eas_version: "16.1".into(),
+            user_agent: "Apple-iPhone15C2/2104.219".into(),
+        }
+    }
+    /// Outlook for iOS and Android (REST sync; one device association per user).
+    pub fn outlook() -> Self {
+        DeviceSpec {
+            client_type: "REST".into(),
+            device_type: "Outlook".into(),
+            model: "Outlook for iOS and Android".into(),
+            os: "Outlook for iOS and Android 1.0".into(),
+            eas_version: "16.1".into(),
+            user_agent: "Outlook-iOS-Android/1.0".into(),
+        }
+    }
+    /// A native Android mail app (Samsung Email) over EAS 16.1.
+    pub fn android_native_eas() -> Self {
+        DeviceSpec {
+            client_type: "EAS".into(),
+            device_type: "Android".into(),
+            model: "SM-S918B".into(),
+            os: "Android 14.0.0".into(),
+            eas_version: "16.1".into(),
+            user_agent: "Android-SAMSUNG-SM-S918B/101.140001".into(),
+        }
+    }
+    /// An old EAS 14.1 client: it cannot do an account-only wipe.
+    pub fn old_eas() -> Self {
+        DeviceSpec {
+            client_type: "EAS".into(),
+            device_type: "Android".into(),
+            model: "GT-I9505".into(),
+            os: "Android 5.0.1".into(),
+            eas_version: "14.1".into(),
+            user_agent: "Android-SAMSUNG-GT-I9505/101.50101".into(),
+        }
+    }
+}
+
+/// One InvokeCommand request as the sim received it.
+#[derive(Clone, Debug)]
+pub struct ExchangeCall {
+    /// `CmdletInput.CmdletName` ("" when the body could not be parsed).
+    pub cmdlet: String,
+    /// `CmdletInput.Parameters` (JSON null when absent).
+    pub parameters: serde_json::Value,
+    /// `X-AnchorMailbox` header.
+    pub anchor_mailbox: Option<String>,
+    /// HTTP status the sim answered with.
+    pub response_status: u16,
+    /// Arrival time.
+    pub at: SystemTime,
+}
+
+/// A comment currently on an incident.
+#[derive(Clone, Debug)]
+pub struct SimComment {
+    pub id: String,
+    pub message: String,
+    /// Number of PUTs received for this comment id.
+    pub puts: usize,
+}
+
+/// The state of one simulated mobile device.
+#[derive(Clone, Debug)]
+pub struct SimDevice {
+    pub guid: String,
+    pub upn: String,
+    pub spec: DeviceSpec,
+    /// Time of the last (non-cancelled) wipe request; re-stamped by every request.
+    pub wipe_requested_at: Option<time::OffsetDateTime>,
+    /// The pending/last request was account-only.
+    pub account_only: bool,
+    /// A FULL device wipe was ever requested (sticky; cancel does not clear it).
+    pub full_wipe_requested: bool,
+    /// The device acknowledged the wipe (set by [`SimTenant::sync_device`]).
+    pub wipe_acked_at: Option<time::OffsetDateTime>,
+    pub cancel_count: usize,
+    pub wipe_request_count: usize,
+    /// The wipe command was sent to the device (set by [`SimTenant::sync_device`]).
+    pub wipe_sent_at: Option<time::OffsetDateTime>,
+    /// Last successful sync of the device.
+    pub last_success_sync: Option<time::OffsetDateTime>,
+    /// `NotificationEmailAddresses` of the last Clear-MobileDevice call that executed.
+    pub notification_email_addresses: Vec<String>,
+    /// EAS DeviceId.
+    pub device_id: String,
+    /// `<upn-local>\ExchangeActiveSyncDevices\...` identity.
+    pub identity: String,
+    pub first_sync_time: time::OffsetDateTime,
+}
+
+/// One token request the sim served (successful or not).
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub client_id: String,
+    /// The `scope` (client credentials) or `resource` (managed identity) as sent.
+    pub scope_or_resource: String,
+    /// "client_credentials" | "managed_identity"
+    pub kind: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) msi_header: String,
+    pub(crate) http_url: String,
+    pub(crate) https_url: String,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) keys: Keys,
+    pub(crate) state: Mutex<State>,
+}
+
+impl Inner {
+    pub(crate) fn st(&self) -> MutexGuard<'_, State> {
+        // A poisoned mutex only means a test thread panicked; the data is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// scheme://host:port of the listener that served `req`.
+    pub(crate) fn base_url(&self, req: &HttpRequest) -> String {
+        if req.app_config().secure() {
+            self.https_url.clone()
+        } else {
+            self.http_url.clone()
+        }
+    }
+
+    pub(crate) fn workspace_arm_id(&self) -> String {
+        format!(
+            "/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws"
+        )
+    }
+
+    pub(crate) async fn apply_latency(&self) {
+        let d = self.st().latency;
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+pub(crate) type Shared = web::Data<Inner>;
+
+struct StopGuard {
+    handle: actix_web::dev::ServerHandle,
+    dir: PathBuf,
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        // The stop command is sent eagerly; the returned future only waits for completion.
+        drop(self.handle.stop(false));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Handle on a running simulated tenant. Cheap to clone; the server stops when the last clone
+/// is dropped.
+#[derive(Clone)]
+pub struct SimTenant {
+    inner: Shared,
+    _guard: Arc<StopGuard>,
+}
+
+impl std::fmt::Debug for SimTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimTenant")
+            .field("tenant_id", &self.inner.tenant_id)
+            .field("http_url", &self.inner.http_url)
+            .field("https_url", &self.inner.https_url)
+            .finish()
+    }
+}
+
+fn not_found(req: HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({
+        "error": {
+            "code": "NotFound",
+            "message": format!("The sim has no route for {} {}", req.method(), req.path()),
+        }
+    }))
+}
+
+fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/msi/token", web::get().to(entra::managed_identity_token))
+        .route("/v1.0/users/{id}", web::get().to(graph::get_user))
+        .route(
+            "/adminapi/beta/{tenant}/InvokeCommand",
+            web::post().to(exchange::invoke_command),
+        )
+        .route("/{tenant}/oauth2/v2.0/token", web::post().to(entra::token))
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            web::get().to(entra::openid_configuration_v1),
+        )
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            web::get().to(entra::openid_configuration_v2),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", web::get().to(entra::jwks))
+        .route("/{tenant}/discovery/keys", web::get().to(entra::jwks));
+}
+
+async fn fallback(req: HttpRequest, data: Shared, body: web::Bytes) -> HttpResponse {
+    if req.path().starts_with("/subscriptions/") {
+        arm::handle(req, data, body).await
+    } else {
+        not_found(req)
+    }
+}
+
+impl SimTenant {
+    /// Binds 127.0.0.1:0 twice (plain HTTP and HTTPS) and serves the same routes on both.
+    /// Must be called inside a Tokio runtime.
+    pub async fn start(opts: SimOptions) -> anyhow::Result<SimTenant> {
+        let keys = Keys::load().context("loading the sim's embedded signing keys")?;
+        let tls = tls::server_config().context("building the sim's TLS config")?;
+
+        let http_lst = std::net::TcpListener::bind("127.0.0.1:0").context("binding HTTP")?;
+        let https_lst = std::net::TcpListener::bind("127.0.0.1:0").context("binding HTTPS")?;
+        http_lst.set_nonblocking(true)?;
+        https_lst.set_nonblocking(true)?;
+        let http_url = format!("http://127.0.0.1:{}", http_lst.local_addr()?.port());
+        let https_url = format!("https://127.0.0.1:{}", https_lst.local_addr()?.port());
+
+        let dir = std::env::temp_dir().join(format!("wipehook-sim-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).context("creating the sim's temp dir")?;
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, tls::CA_PEM).context("writing the sim's ca.pem")?;
+
+        let msi_header = format!("sim-identity-header-{}", uuid::Uuid::new_v4().simple());
+        let inner = Inner {
+            tenant_id: opts.tenant_id.clone(),
+            client_id: opts.client_id.clone(),
+            client_secret: opts.client_secret.clone(),
+            msi_header,
+            http_url,
+            https_url,
+            ca_file,
+            keys,
+            state: Mutex::new(State::new(&opts)),
+        };
+        let data: Shared = web::Data::new(inner);
+
+        let app_data = data.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_data.clone())
+                .app_data(web::PayloadConfig::new(8 * 1024 * 1024))
+                .configure(configure)
+                .default_service(web::to(fallback))
+        })
+        .workers(opts.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(http_lst)
+        .context("listening on HTTP")?
+        .listen_rustls_0_23(https_lst, tls)
+        .context("listening on HTTPS")?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+
+        Ok(SimTenant {
+            inner: data,
+            _guard: Arc::new(StopGuard { handle, dir }),
+        })
+    }
+
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.inner.st()
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn http_url(&self) -> String {
+        self.inner.http_url.clone()
+    }
+    /// "https://127.0.0.1:PORT"
+    pub fn https_url(&self) -> String {
+        self.inner.https_url.clone()
+    }
+    /// PEM file of the test CA that signed the HTTPS listener's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.inner.ca_file.clone()
+    }
+    pub fn tenant_id(&self) -> String {
+        self.inner.tenant_id.clone()
+    }
+    pub fn client_id(&self) -> String {
+        self.inner.client_id.clone()
+    }
+    pub fn client_secret(&self) -> String {
+        self.inner.client_secret.clone()
+    }
+    /// "/subscriptions/<sub>/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws"
+    pub fn workspace_arm_id(&self) -> String {
+        self.inner.workspace_arm_id()
+    }
+    /// workspace_arm_id + "/providers/Microsoft.SecurityInsights/Incidents/" + name
+    pub fn incident_arm_id(&self, incident_name: &str) -> String {
+        format!(
+            "{}/providers/Microsoft.SecurityInsights/Incidents/{incident_name}",
+            self.inner.workspace_arm_id()
+        )
+    }
+    /// App Service style `IDENTITY_ENDPOINT`: http_url + "/msi/token".
+    pub fn managed_identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.inner.http_url)
+    }
+    /// App Service style `IDENTITY_HEADER` (expected `x-identity-header` value).
+    pub fn managed_identity_header(&self) -> String {
+        self.inner.msi_header.clone()
+    }
+
+    // --- inbound tokens -------------------------------------------------------------------
+
+    /// RS256 with the current signing key (header kid set); claims given verbatim.
+    pub fn sign_token(&self, claims: serde_json::Value) -> String {
+        let rotated = self.st().rotated;
+        self.inner.keys.sign(&claims, rotated)
+    }
+    /// Signs with signing2.key under a kid that is never in the JWKS
+    /// (`keys::UNKNOWN_KID`).
+    pub fn sign_token_with_unknown_key(&self, claims: serde_json::Value) -> String {
+        self.inner.keys.sign_unknown(&claims)
+    }
+    /// A realistic v1 app-only token as a Logic App's managed identity presents it.
+    pub fn playbook_token(&self, audience: &str, caller_oid: &str, roles: &[&str]) -> String {
+        let tid = &self.inner.tenant_id;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let appid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, caller_oid.as_bytes());
+        let mut claims = serde_json::json!({
+            "aud": audience,
+            "iss": format!("https://sts.windows.net/{tid}/"),
+            "iat": now - 5,
+            "nbf": now - 5,
+            "exp": now + 3600,
+            "aio": "k2BgYGiZ3sim",
+            "appid": appid.to_string(),
+            "appidacr": "2",
+            "idp": format!("https://sts.windows.net/{tid}/"),
+            "idtyp": "app",
+            "oid": caller_oid,
+            "rh": "0.AAAAsim.",
+            "sub": caller_oid,
+            "tid": tid,
+            "uti": uuid::Uuid::new_v4().simple().to_string(),
+            "ver": "1.0",
+            "xms_mirid": format!(
+                "/subscriptions/{SUBSCRIPTION_ID}/resourcegroups/soc-rg/providers/Microsoft.Logic/workflows/wipe-playbook"
+            ),
+        });
+        if !roles.is_empty() {
+            claims["roles"] = serde_json::json!(roles);
+        }
+        self.sign_token(claims)
+    }
+    /// Afterwards the JWKS publishes signing2 too and `sign_token` (and issued tokens) use it.
+    pub fn rotate_signing_key(&self) {
+        self.st().rotated = true;
+    }
+    /// false -> OIDC metadata and JWKS answer 503.
+    pub fn set_oidc_available(&self, up: bool) {
+        self.st().oidc_up = up;
+    }
+    /// Number of JWKS requests received (including those answered 503).
+    pub fn oidc_fetch_count(&self) -> usize {
+        self.st().jwks_fetches
+    }
+
+    // --- directory and mailboxes -----------------------------------------------------------
+
+    /// Adds a Graph user and its mailbox.
+    pub fn add_user(&self, upn: &str, aad_object_id: &str) {
+        self.st().add_user(upn, aad_object_id);
+    }
+    /// Adds a device to the mailbox of `upn` (the mailbox is created if missing); returns its Guid.
+    pub fn add_device(&self, upn: &str, dev: DeviceSpec) -> String {
+        self.st().add_device(upn, dev)
+    }
+    /// Entities (array in ARM shape) returned by `POST {incident}/entities`.
+    pub fn add_incident(&self, incident_name: &str, entities: serde_json::Value) {
+        self.st().add_incident(incident_name, entities);
+    }
+
+    // --- observation -----------------------------------------------------------------------
+
+    pub fn exchange_calls(&self) -> Vec<ExchangeCall> {
+        self.st().exchange_calls.clone()
+    }
+    /// Current comments on the incident (one per comment id), in creation order.
+    pub fn comments(&self, incident_arm_id: &str) -> Vec<SimComment> {
+        let Some(name) = arm::incident_name_from_id(&self.inner, incident_arm_id) else {
+            return Vec::new();
+        };
+        let st = self.st();
+        st.incident(&name)
+            .map(|i| {
+                i.comments
+                    .iter()
+                    .map(|c| SimComment {
+                        id: c.id.clone(),
+                        message: c.message.clone(),
+                        puts: c.puts,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Total comment PUTs received (including rejected ones).
+    pub fn comment_puts(&self) -> usize {
+        self.st().comment_puts
+    }
+    pub fn device(&self, guid: &str) -> Option<SimDevice> {
+        self.st().device_by_guid(guid).cloned()
+    }
+    /// The phone connects: a pending wipe is sent and acknowledged now.
+    pub fn sync_device(&self, guid: &str) {
+        self.st().sync_device(guid);
+    }
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.st().token_requests.clone()
+    }
+    /// Throttle responses sent (concurrency cap and injected Throttle429/ConcurrencyMessage).
+    pub fn throttled_count(&self) -> usize {
+        self.st().throttled
+    }
+
+    // --- fault injection -------------------------------------------------------------------
+
+    pub fn fail_next_exchange(&self, n: usize, fault: Fault) {
+        let mut st = self.st();
+        for _ in 0..n {
+            st.exchange_faults.push_back(fault.clone());
+        }
+    }
+    pub fn fail_next_arm(&self, n: usize, status: u16) {
+        let mut st = self.st();
+        for _ in 0..n {
+            st.arm_faults.push_back(status);
+        }
+    }
+    pub fn fail_next_graph(&self, n: usize, status: u16) {
+        let mut st = self.st();
+        for _ in 0..n {
+            st.graph_faults.push_back(status);
+        }
+    }
+    pub fn set_latency(&self, d: Duration) {
+        self.st().latency = d;
+    }
+}

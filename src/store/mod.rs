@@ -167,7 +167,11 @@ pub enum WipeClaim {
     /// This run may send the wipe (a fresh claim, or its own earlier claim).
     Mine,
     /// Another run requested it already.
-    Existing { run_id: String, state: String, requested_at: i64 },
+    Existing {
+        run_id: String,
+        state: String,
+        requested_at: i64,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -236,7 +240,12 @@ impl Store {
             })
             .connect(&url)
             .await
-            .with_context(|| format!("cannot open the store at {}", crate::config::redact_url(&settings.url)))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the store at {}",
+                    crate::config::redact_url(&settings.url)
+                )
+            })?;
         let store = Store { pool, backend };
         store.migrate().await?;
         Ok(store)
@@ -250,11 +259,17 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         if self.backend == Backend::Postgres {
             // Two replicas starting at once: one migrates, the other waits.
-            sqlx::query("SELECT pg_advisory_lock(7274046)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_lock(7274046)")
+                .execute(&mut *conn)
+                .await?;
         }
-        let res = sqlx::raw_sql(include_str!("schema.sql")).execute(&mut *conn).await;
+        let res = sqlx::raw_sql(include_str!("schema.sql"))
+            .execute(&mut *conn)
+            .await;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_unlock(7274046)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_unlock(7274046)")
+                .execute(&mut *conn)
+                .await?;
         }
         res.context("migrating the store")?;
         Ok(())
@@ -284,7 +299,10 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             tx.rollback().await?;
-            return Ok(Accepted { run_id: row.try_get("run_id")?, created: false });
+            return Ok(Accepted {
+                run_id: row.try_get("run_id")?,
+                created: false,
+            });
         }
         sqlx::query(
             "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at)
@@ -316,22 +334,29 @@ impl Store {
             enqueue_tx(&mut tx, &new.id, &new.tenant_id, k, arg, i as i64, now).await?;
         }
         tx.commit().await?;
-        Ok(Accepted { run_id: new.id.clone(), created: true })
+        Ok(Accepted {
+            run_id: new.id.clone(),
+            created: true,
+        })
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(run_from_row).transpose()
     }
 
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -352,7 +377,11 @@ impl Store {
     /// new run goes before the 200th target of an older one (fair across runs).
     pub async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Task>> {
         let now = now_ms();
-        let lock = if self.backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let lock = if self.backend == Backend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
         let sql = format!(
             "UPDATE tasks SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0, updated_at = $3
              WHERE id = (SELECT id FROM tasks WHERE state = 'ready' AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3)
@@ -390,7 +419,9 @@ impl Store {
 
     /// When the earliest ready task becomes due (for the worker's sleep).
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(not_before) AS t FROM tasks WHERE state = 'ready'").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT MIN(not_before) AS t FROM tasks WHERE state = 'ready'")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<Option<i64>, _>("t")?)
     }
 
@@ -401,7 +432,11 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Lock the run row first: the last two work tasks of a run finishing at
         // once must not both see the other as pending.
-        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2").bind(now).bind(&task.run_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&task.run_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE tasks SET state = CASE WHEN dirty = 1 THEN 'ready' ELSE 'done' END, lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = $1
              WHERE id = $2 AND lease_owner = $3",
@@ -418,11 +453,22 @@ impl Store {
 
     /// Record a failed attempt: retry at `retry_at`, or give up after `max`.
     /// Returns true when the task was given up (dead).
-    pub async fn fail(&self, task: &Task, error: &str, retry_at: i64, max: Option<u32>, hold_expiry: Duration) -> Result<bool> {
+    pub async fn fail(
+        &self,
+        task: &Task,
+        error: &str,
+        retry_at: i64,
+        max: Option<u32>,
+        hold_expiry: Duration,
+    ) -> Result<bool> {
         let now = now_ms();
         let dead = max.is_some_and(|m| task.attempts >= m as i64);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2").bind(now).bind(&task.run_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&task.run_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE tasks SET state = $1, not_before = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
              WHERE id = $5 AND lease_owner = $6",
@@ -452,7 +498,14 @@ impl Store {
     }
 
     /// Enqueue a task, or mark the existing one dirty so it runs again.
-    pub async fn enqueue(&self, run_id: &str, tenant_id: &str, kind: &str, arg: &str, not_before: i64) -> Result<()> {
+    pub async fn enqueue(
+        &self,
+        run_id: &str,
+        tenant_id: &str,
+        kind: &str,
+        arg: &str,
+        not_before: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         enqueue_tx(&mut tx, run_id, tenant_id, kind, arg, 0, not_before).await?;
         tx.commit().await?;
@@ -475,7 +528,11 @@ impl Store {
 
     pub async fn set_status(&self, run_id: &str, status: &str, reason: Option<&str>) -> Result<()> {
         let now = now_ms();
-        let fin = if status::is_final(status) && status != status::HELD { Some(now) } else { None };
+        let fin = if status::is_final(status) && status != status::HELD {
+            Some(now)
+        } else {
+            None
+        };
         sqlx::query("UPDATE runs SET status = $1, reason = $2, updated_at = $3, finished_at = COALESCE($4, finished_at) WHERE id = $5")
             .bind(status)
             .bind(reason)
@@ -499,18 +556,37 @@ impl Store {
     // -------------------------------------------------------------- targets
 
     pub async fn targets(&self, run_id: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT upn, state FROM targets WHERE run_id = $1 ORDER BY seq, upn").bind(run_id).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("upn")?, r.try_get("state")?))).collect()
+        let rows =
+            sqlx::query("SELECT upn, state FROM targets WHERE run_id = $1 ORDER BY seq, upn")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("upn")?, r.try_get("state")?)))
+            .collect()
     }
 
     /// Add targets found after intake (ARM entities, Graph look-ups), with a
     /// contain task for each pending one. Known UPNs are left alone. Returns
     /// the UPNs actually added.
-    pub async fn add_targets(&self, run_id: &str, tenant_id: &str, targets: &[NewTarget], unresolved: &[(String, String)]) -> Result<Vec<String>> {
+    pub async fn add_targets(
+        &self,
+        run_id: &str,
+        tenant_id: &str,
+        targets: &[NewTarget],
+        unresolved: &[(String, String)],
+    ) -> Result<Vec<String>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2").bind(now).bind(run_id).execute(&mut *tx).await?;
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1").bind(run_id).fetch_one(&mut *tx).await?;
+        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let mut seq: i64 = row.try_get("n")?;
         let mut added = vec![];
         for t in targets {
@@ -540,7 +616,13 @@ impl Store {
         Ok(added)
     }
 
-    pub async fn set_target(&self, run_id: &str, upn: &str, state: &str, reason: Option<&str>) -> Result<()> {
+    pub async fn set_target(
+        &self,
+        run_id: &str,
+        upn: &str,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("UPDATE targets SET state = $1, reason = $2 WHERE run_id = $3 AND upn = $4")
             .bind(state)
             .bind(reason)
@@ -552,7 +634,11 @@ impl Store {
     }
 
     pub async fn remove_unresolved(&self, run_id: &str, entity: &str) -> Result<()> {
-        sqlx::query("DELETE FROM unresolved WHERE run_id = $1 AND entity = $2").bind(run_id).bind(entity).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM unresolved WHERE run_id = $1 AND entity = $2")
+            .bind(run_id)
+            .bind(entity)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -566,12 +652,19 @@ impl Store {
     // -------------------------------------------------------------- devices
 
     pub async fn device(&self, run_id: &str, guid: &str) -> Result<Option<DeviceRecord>> {
-        let row = sqlx::query("SELECT * FROM devices WHERE run_id = $1 AND guid = $2").bind(run_id).bind(guid).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM devices WHERE run_id = $1 AND guid = $2")
+            .bind(run_id)
+            .bind(guid)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(device_from_row).transpose()
     }
 
     pub async fn devices(&self, run_id: &str) -> Result<Vec<DeviceRecord>> {
-        let rows = sqlx::query("SELECT * FROM devices WHERE run_id = $1 ORDER BY upn, guid").bind(run_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM devices WHERE run_id = $1 ORDER BY upn, guid")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(device_from_row).collect()
     }
 
@@ -585,7 +678,14 @@ impl Store {
 
     /// Claim the right to wipe a device. A fresh device, this run's own earlier
     /// claim, a cancelled wipe, or `force` give `Mine`.
-    pub async fn claim_wipe(&self, tenant: &str, guid: &str, run_id: &str, upn: &str, force: bool) -> Result<WipeClaim> {
+    pub async fn claim_wipe(
+        &self,
+        tenant: &str,
+        guid: &str,
+        run_id: &str,
+        upn: &str,
+        force: bool,
+    ) -> Result<WipeClaim> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
@@ -604,12 +704,18 @@ impl Store {
         let claim = if r.rows_affected() == 1 {
             WipeClaim::Mine
         } else {
-            let row = sqlx::query("SELECT run_id, state, requested_at FROM wipes WHERE tenant_id = $1 AND guid = $2")
-                .bind(tenant)
-                .bind(guid)
-                .fetch_one(&mut *tx)
-                .await?;
-            WipeClaim::Existing { run_id: row.try_get("run_id")?, state: row.try_get("state")?, requested_at: row.try_get("requested_at")? }
+            let row = sqlx::query(
+                "SELECT run_id, state, requested_at FROM wipes WHERE tenant_id = $1 AND guid = $2",
+            )
+            .bind(tenant)
+            .bind(guid)
+            .fetch_one(&mut *tx)
+            .await?;
+            WipeClaim::Existing {
+                run_id: row.try_get("run_id")?,
+                state: row.try_get("state")?,
+                requested_at: row.try_get("requested_at")?,
+            }
         };
         tx.commit().await?;
         Ok(claim)
@@ -641,7 +747,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn wipe_acknowledged(&self, tenant: &str, run_id: &str, guid: &str, at: i64) -> Result<()> {
+    pub async fn wipe_acknowledged(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        guid: &str,
+        at: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE wipes SET state = 'acknowledged', acked_at = $1 WHERE tenant_id = $2 AND guid = $3 AND run_id = $4")
             .bind(at)
@@ -661,7 +773,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn wipe_cancelled(&self, tenant: &str, run_id: &str, guid: &str, by: &str) -> Result<()> {
+    pub async fn wipe_cancelled(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        guid: &str,
+        by: &str,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE wipes SET state = 'cancelled' WHERE tenant_id = $1 AND guid = $2 AND run_id = $3")
             .bind(tenant)
@@ -681,19 +799,26 @@ impl Store {
     }
 
     pub async fn set_verify(&self, run_id: &str, guid: &str, verify: &str) -> Result<()> {
-        sqlx::query("UPDATE devices SET verify = $1, updated_at = $2 WHERE run_id = $3 AND guid = $4")
-            .bind(verify)
-            .bind(now_ms())
-            .bind(run_id)
-            .bind(guid)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE devices SET verify = $1, updated_at = $2 WHERE run_id = $3 AND guid = $4",
+        )
+        .bind(verify)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(guid)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Wipe requests (any run) in the last hour: the global budget.
     pub async fn wipes_since(&self, since: i64) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM wipes WHERE requested_at >= $1 AND state <> 'cancelled'").bind(since).fetch_one(&self.pool).await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM wipes WHERE requested_at >= $1 AND state <> 'cancelled'",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -713,8 +838,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(0);
         }
-        let rows = sqlx::query("SELECT upn, seq FROM targets WHERE run_id = $1 AND state = 'held' ORDER BY seq").bind(run_id).fetch_all(&mut *tx).await?;
-        let tenant: String = sqlx::query("SELECT tenant_id FROM runs WHERE id = $1").bind(run_id).fetch_one(&mut *tx).await?.try_get("tenant_id")?;
+        let rows = sqlx::query(
+            "SELECT upn, seq FROM targets WHERE run_id = $1 AND state = 'held' ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let tenant: String = sqlx::query("SELECT tenant_id FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("tenant_id")?;
         for r in &rows {
             let upn: String = r.try_get("upn")?;
             let seq: i64 = r.try_get("seq")?;
@@ -775,24 +909,50 @@ impl Store {
     // ------------------------------------------------------------ housekeeping
 
     /// Delete finished runs older than the retention, and old delivery keys.
-    pub async fn prune(&self, run_retention: Duration, delivery_retention: Duration) -> Result<(u64, u64)> {
+    pub async fn prune(
+        &self,
+        run_retention: Duration,
+        delivery_retention: Duration,
+    ) -> Result<(u64, u64)> {
         let now = now_ms();
         let run_cut = now - run_retention.as_millis() as i64;
         let key_cut = now - delivery_retention.as_millis() as i64;
-        let keys = sqlx::query("DELETE FROM deliveries WHERE created_at < $1").bind(key_cut).execute(&self.pool).await?.rows_affected();
+        let keys = sqlx::query("DELETE FROM deliveries WHERE created_at < $1")
+            .bind(key_cut)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         let mut tx = self.pool.begin().await?;
         let old = "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = runs.id AND t.state = 'ready')";
         for table in ["targets", "unresolved", "devices", "tasks"] {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE run_id IN ({old})"))).bind(run_cut).execute(&mut *tx).await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE run_id IN ({old})"
+            )))
+            .bind(run_cut)
+            .execute(&mut *tx)
+            .await?;
         }
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM deliveries WHERE run_id IN ({old})"))).bind(run_cut).execute(&mut *tx).await?;
-        let runs = sqlx::query(AssertSqlSafe(format!("DELETE FROM runs WHERE id IN ({old})"))).bind(run_cut).execute(&mut *tx).await?.rows_affected();
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM deliveries WHERE run_id IN ({old})"
+        )))
+        .bind(run_cut)
+        .execute(&mut *tx)
+        .await?;
+        let runs = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM runs WHERE id IN ({old})"
+        )))
+        .bind(run_cut)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok((runs, keys))
     }
 
     pub async fn stats(&self) -> Result<StoreStats> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
         let mut s = StoreStats::default();
         for r in &rows {
             let st: String = r.try_get("status")?;
@@ -809,7 +969,10 @@ impl Store {
             .await?;
         s.ready_tasks = row.try_get("n")?;
         s.oldest_ready_ms = row.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t);
-        s.dead_tasks = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE state = 'dead'").fetch_one(&self.pool).await?.try_get("n")?;
+        s.dead_tasks = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE state = 'dead'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
         Ok(s)
     }
 
@@ -826,25 +989,65 @@ impl Store {
             let k: String = r.try_get("kind")?;
             let a: String = r.try_get("arg")?;
             let e: Option<String> = r.try_get("last_error")?;
-            errors.push(format!("{k}{}{}: {}", if a.is_empty() { "" } else { " " }, a, e.unwrap_or_default()));
+            errors.push(format!(
+                "{k}{}{}: {}",
+                if a.is_empty() { "" } else { " " },
+                a,
+                e.unwrap_or_default()
+            ));
         }
         Ok((pending, errors))
     }
 
     pub async fn unresolved(&self, run_id: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT entity, reason FROM unresolved WHERE run_id = $1 ORDER BY entity").bind(run_id).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("entity")?, r.try_get("reason")?))).collect()
+        let rows =
+            sqlx::query("SELECT entity, reason FROM unresolved WHERE run_id = $1 ORDER BY entity")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("entity")?, r.try_get("reason")?)))
+            .collect()
     }
 
-    pub(crate) async fn target_rows(&self, run_id: &str) -> Result<Vec<(String, String, String, Option<String>)>> {
-        let rows = sqlx::query("SELECT upn, source, state, reason FROM targets WHERE run_id = $1 ORDER BY seq, upn").bind(run_id).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("upn")?, r.try_get("source")?, r.try_get("state")?, r.try_get("reason")?))).collect()
+    pub(crate) async fn target_rows(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, String, String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT upn, source, state, reason FROM targets WHERE run_id = $1 ORDER BY seq, upn",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("upn")?,
+                    r.try_get("source")?,
+                    r.try_get("state")?,
+                    r.try_get("reason")?,
+                ))
+            })
+            .collect()
     }
 
     /// Total wipe-ledger rows for a device (tests and operators).
     pub async fn ledger(&self, tenant: &str) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query("SELECT guid, run_id, state FROM wipes WHERE tenant_id = $1 ORDER BY guid").bind(tenant).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("guid")?, r.try_get("run_id")?, r.try_get("state")?))).collect()
+        let rows =
+            sqlx::query("SELECT guid, run_id, state FROM wipes WHERE tenant_id = $1 ORDER BY guid")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("guid")?,
+                    r.try_get("run_id")?,
+                    r.try_get("state")?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -863,7 +1066,12 @@ async fn insert_target(tx: &mut Tx<'_>, run_id: &str, t: &NewTarget, seq: i64) -
     Ok(())
 }
 
-async fn insert_unresolved(tx: &mut Tx<'_>, run_id: &str, entity: &str, reason: &str) -> Result<()> {
+async fn insert_unresolved(
+    tx: &mut Tx<'_>,
+    run_id: &str,
+    entity: &str,
+    reason: &str,
+) -> Result<()> {
     sqlx::query("INSERT INTO unresolved (run_id, entity, reason) VALUES ($1, $2, $3) ON CONFLICT (run_id, entity) DO NOTHING")
         .bind(run_id)
         .bind(truncate(entity, 500))
@@ -873,7 +1081,15 @@ async fn insert_unresolved(tx: &mut Tx<'_>, run_id: &str, entity: &str, reason: 
     Ok(())
 }
 
-async fn enqueue_tx(tx: &mut Tx<'_>, run_id: &str, tenant: &str, kind: &str, arg: &str, seq: i64, not_before: i64) -> Result<()> {
+async fn enqueue_tx(
+    tx: &mut Tx<'_>,
+    run_id: &str,
+    tenant: &str,
+    kind: &str,
+    arg: &str,
+    seq: i64,
+    not_before: i64,
+) -> Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at)
@@ -950,8 +1166,16 @@ fn device_from_row(r: &AnyRow) -> Result<DeviceRecord> {
 
 /// When no work task of the run is pending: the run is held (some target
 /// waits for approval) or completed. Returns the new status, if any.
-async fn finalize_if_done(tx: &mut Tx<'_>, run_id: &str, now: i64, hold_expiry: Duration) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT status, tenant_id FROM runs WHERE id = $1").bind(run_id).fetch_optional(&mut **tx).await?;
+async fn finalize_if_done(
+    tx: &mut Tx<'_>,
+    run_id: &str,
+    now: i64,
+    hold_expiry: Duration,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT status, tenant_id FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let st: String = row.try_get("status")?;
     let tenant: String = row.try_get("tenant_id")?;
@@ -966,18 +1190,45 @@ async fn finalize_if_done(tx: &mut Tx<'_>, run_id: &str, now: i64, hold_expiry: 
     if pending > 0 {
         return Ok(None);
     }
-    let held: i64 = sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1 AND state = 'held'").bind(run_id).fetch_one(&mut **tx).await?.try_get("n")?;
-    let new_status = if held > 0 {
-        let reason: Option<String> = sqlx::query("SELECT reason FROM targets WHERE run_id = $1 AND state = 'held' ORDER BY seq LIMIT 1")
+    let held: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1 AND state = 'held'")
             .bind(run_id)
             .fetch_one(&mut **tx)
             .await?
-            .try_get("reason")?;
-        sqlx::query("UPDATE runs SET status = 'held', reason = $1, updated_at = $2 WHERE id = $3").bind(reason).bind(now).bind(run_id).execute(&mut **tx).await?;
-        enqueue_tx(tx, run_id, &tenant, kind::EXPIRE, "", 0, now + hold_expiry.as_millis() as i64).await?;
+            .try_get("n")?;
+    let new_status = if held > 0 {
+        let reason: Option<String> = sqlx::query(
+            "SELECT reason FROM targets WHERE run_id = $1 AND state = 'held' ORDER BY seq LIMIT 1",
+        )
+        .bind(run_id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("reason")?;
+        sqlx::query("UPDATE runs SET status = 'held', reason = $1, updated_at = $2 WHERE id = $3")
+            .bind(reason)
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        enqueue_tx(
+            tx,
+            run_id,
+            &tenant,
+            kind::EXPIRE,
+            "",
+            0,
+            now + hold_expiry.as_millis() as i64,
+        )
+        .await?;
         status::HELD
     } else {
-        sqlx::query("UPDATE runs SET status = 'completed', finished_at = $1, updated_at = $1 WHERE id = $2").bind(now).bind(run_id).execute(&mut **tx).await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'completed', finished_at = $1, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
         status::COMPLETED
     };
     enqueue_tx(tx, run_id, &tenant, kind::COMMENT, "", 0, now).await?;

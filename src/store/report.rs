@@ -102,13 +102,18 @@ pub struct Unresolved {
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 impl Store {
     pub async fn report(&self, run_id: &str) -> Result<Option<RunReport>> {
-        let Some(run) = self.run(run_id).await? else { return Ok(None) };
+        let Some(run) = self.run(run_id).await? else {
+            return Ok(None);
+        };
         let targets = self.target_rows(run_id).await?;
         let devices = self.devices(run_id).await?;
         let unresolved = self.unresolved(run_id).await?;
@@ -124,7 +129,11 @@ fn build(
     unresolved: Vec<(String, String)>,
     errors: Vec<String>,
 ) -> RunReport {
-    let mut s = Summary { users: targets.len(), unresolved_entities: unresolved.len(), ..Default::default() };
+    let mut s = Summary {
+        users: targets.len(),
+        unresolved_entities: unresolved.len(),
+        ..Default::default()
+    };
     let mut users = vec![];
     for (upn, source, state, reason) in targets {
         match state.as_str() {
@@ -134,8 +143,18 @@ fn build(
             "expired" => s.expired_users += 1,
             _ => {}
         }
-        let devs: Vec<DeviceResult> = devices.iter().filter(|d| d.upn == upn).map(device_result).collect();
-        users.push(UserResult { upn, source, state, reason, devices: devs });
+        let devs: Vec<DeviceResult> = devices
+            .iter()
+            .filter(|d| d.upn == upn)
+            .map(device_result)
+            .collect();
+        users.push(UserResult {
+            upn,
+            source,
+            state,
+            reason,
+            devices: devs,
+        });
     }
     for d in &devices {
         s.devices += 1;
@@ -153,7 +172,10 @@ fn build(
         }
     }
     let done = status::is_final(&run.status);
-    let reason = run.reason.clone().or_else(|| default_reason(&run, &s, done));
+    let reason = run
+        .reason
+        .clone()
+        .or_else(|| default_reason(&run, &s, done));
     RunReport {
         run_id: run.id,
         status: run.status,
@@ -172,11 +194,20 @@ fn build(
         }),
         created_at: rfc3339(run.created_at),
         finished_at: run.finished_at.map(rfc3339),
-        approved: run.approved_by.map(|by| Actor { by, at: run.approved_at.map(rfc3339).unwrap_or_default() }),
-        cancelled: run.cancelled_by.map(|by| Actor { by, at: run.cancelled_at.map(rfc3339).unwrap_or_default() }),
+        approved: run.approved_by.map(|by| Actor {
+            by,
+            at: run.approved_at.map(rfc3339).unwrap_or_default(),
+        }),
+        cancelled: run.cancelled_by.map(|by| Actor {
+            by,
+            at: run.cancelled_at.map(rfc3339).unwrap_or_default(),
+        }),
         summary: s,
         users,
-        unresolved: unresolved.into_iter().map(|(entity, reason)| Unresolved { entity, reason }).collect(),
+        unresolved: unresolved
+            .into_iter()
+            .map(|(entity, reason)| Unresolved { entity, reason })
+            .collect(),
         errors,
     }
 }
@@ -196,7 +227,10 @@ fn default_reason(run: &RunRecord, s: &Summary, done: bool) -> Option<String> {
         return Some("no mobile device was found for the affected users".into());
     }
     if run.mode == "dry_run" {
-        return Some(format!("dry run: {} wipe(s) would have been requested; none was sent", s.would_request));
+        return Some(format!(
+            "dry run: {} wipe(s) would have been requested; none was sent",
+            s.would_request
+        ));
     }
     None
 }
@@ -212,7 +246,16 @@ fn device_result(d: &DeviceRecord) -> DeviceResult {
         client_version: d.client_version.clone(),
         outcome: d.outcome.clone(),
         reason: d.reason.clone(),
-        notes: d.flags.as_deref().map(|f| f.split('\n').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default(),
+        notes: d
+            .flags
+            .as_deref()
+            .map(|f| {
+                f.split('\n')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
         requested_at: d.requested_at.map(rfc3339),
         acknowledged_at: d.acked_at.map(rfc3339),
         verification: d.verify.clone(),

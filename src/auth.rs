@@ -1,0 +1,303 @@
+//! Inbound authentication: the playbook presents an Entra access token issued
+//! to its managed identity. RS256 only; issuers and keys come from each
+//! configured tenant's OpenID configuration (v1 and v2) under the configured
+//! authority; keys are cached and refetched on an unknown `kid` at most once
+//! a minute per tenant. When keys cannot be had, calls are refused.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::InboundSettings;
+use crate::domain::TenantId;
+
+/// Who called, from a verified token.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub oid: String,
+    pub tenant: TenantId,
+    pub app_id: Option<String>,
+    /// A human name when the token has one (delegated tokens).
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// How the caller is named in comments and the audit record.
+    pub fn display(&self) -> String {
+        match (&self.name, &self.app_id) {
+            (Some(n), _) => format!("{n} (oid {})", self.oid),
+            (None, Some(a)) => format!("managed identity oid {} (app {a})", self.oid),
+            (None, None) => format!("oid {}", self.oid),
+        }
+    }
+}
+
+/// What the call needs beyond a valid token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Run,
+    Approve,
+    /// Reading a run: either role will do.
+    Read,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("{0}")]
+    Invalid(String),
+    /// Signing keys could not be fetched: refused (fail closed), retry later.
+    #[error("cannot verify tokens now: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    oid: Option<String>,
+    tid: Option<String>,
+    appid: Option<String>,
+    azp: Option<String>,
+    upn: Option<String>,
+    unique_name: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct OidcConfig {
+    issuer: String,
+    jwks_uri: String,
+}
+
+struct TenantKeys {
+    issuers: Vec<String>,
+    keys: HashMap<String, DecodingKey>,
+}
+
+#[derive(Default)]
+struct Cache {
+    tenants: HashMap<String, TenantKeys>,
+    last_fetch: HashMap<String, Instant>,
+}
+
+pub struct InboundAuth {
+    http: reqwest::Client,
+    authority: String,
+    tenants: HashSet<String>,
+    settings: InboundSettings,
+    cache: Arc<Mutex<Cache>>,
+    min_refresh: Duration,
+}
+
+impl InboundAuth {
+    pub fn new(
+        http: reqwest::Client,
+        authority: &str,
+        tenants: &[TenantId],
+        settings: &InboundSettings,
+    ) -> InboundAuth {
+        InboundAuth {
+            http,
+            authority: authority.trim_end_matches('/').to_string(),
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            settings: settings.clone(),
+            cache: Arc::default(),
+            min_refresh: Duration::from_secs(60),
+        }
+    }
+
+    /// Verify an `Authorization` header value.
+    pub async fn verify(&self, header: Option<&str>, need: Need) -> Result<Caller, AuthError> {
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let head = decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
+        if head.alg != Algorithm::RS256 {
+            return Err(AuthError::Invalid(format!(
+                "token algorithm {:?} is not accepted (RS256 only)",
+                head.alg
+            )));
+        }
+        let kid = head
+            .kid
+            .ok_or_else(|| AuthError::Invalid("token has no kid".into()))?;
+        // The tenant decides which keys and issuers apply; it is checked
+        // against the signed claims below (iss is per tenant).
+        let unverified: Claims = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed token claims: {e}")))?;
+        let tid = unverified
+            .tid
+            .as_deref()
+            .and_then(|t| TenantId::parse(t).ok())
+            .ok_or_else(|| AuthError::Invalid("token has no valid tid".into()))?;
+        if !self.tenants.contains(tid.as_str()) {
+            return Err(AuthError::Invalid(format!(
+                "tenant {tid} is not configured"
+            )));
+        }
+        let (key, issuers) = self.key(&tid, &kid).await?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+        v.validate_nbf = true;
+        v.validate_exp = true;
+        v.leeway = self.settings.leeway_secs;
+        v.set_issuer(&issuers);
+        v.set_audience(&self.settings.audiences);
+        let data = decode::<Claims>(token, &key, &v)
+            .map_err(|e| AuthError::Invalid(format!("token rejected: {e}")))?;
+        let c = data.claims;
+        let oid = c
+            .oid
+            .ok_or_else(|| AuthError::Invalid("token has no oid".into()))?
+            .to_ascii_lowercase();
+        if !self
+            .settings
+            .allowed_callers
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&oid))
+        {
+            return Err(AuthError::Invalid(format!(
+                "caller oid {oid} is not in inbound.allowed_callers"
+            )));
+        }
+        let run_role = self.settings.required_role.as_ref();
+        let approve_role = self.settings.approver_role.as_ref().or(run_role);
+        let accepted: Vec<&String> = match need {
+            Need::Run => run_role.into_iter().collect(),
+            Need::Approve => approve_role.into_iter().collect(),
+            Need::Read => run_role.into_iter().chain(approve_role).collect(),
+        };
+        if !accepted.is_empty()
+            && !accepted
+                .iter()
+                .any(|role| c.roles.iter().any(|r| r == *role))
+        {
+            let names: Vec<&str> = accepted.iter().map(|s| s.as_str()).collect();
+            return Err(AuthError::Invalid(format!(
+                "token lacks the app role {}",
+                names.join(" or ")
+            )));
+        }
+        Ok(Caller {
+            oid,
+            tenant: tid,
+            app_id: c.appid.or(c.azp),
+            name: c.upn.or(c.unique_name),
+            roles: c.roles,
+        })
+    }
+
+    async fn key(
+        &self,
+        tid: &TenantId,
+        kid: &str,
+    ) -> Result<(DecodingKey, Vec<String>), AuthError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(t) = cache.tenants.get(tid.as_str())
+            && let Some(k) = t.keys.get(kid)
+        {
+            return Ok((k.clone(), t.issuers.clone()));
+        }
+        let recently = cache
+            .last_fetch
+            .get(tid.as_str())
+            .is_some_and(|t| t.elapsed() < self.min_refresh);
+        if recently {
+            return match cache.tenants.get(tid.as_str()) {
+                Some(_) => Err(AuthError::Invalid(format!("unknown signing key {kid}"))),
+                None => Err(AuthError::Unavailable(
+                    "signing keys could not be fetched recently".into(),
+                )),
+            };
+        }
+        cache.last_fetch.insert(tid.to_string(), Instant::now());
+        let fetched = self.fetch(tid).await;
+        match fetched {
+            Ok(t) => {
+                let found = t.keys.get(kid).cloned();
+                let issuers = t.issuers.clone();
+                cache.tenants.insert(tid.to_string(), t);
+                found
+                    .map(|k| (k, issuers))
+                    .ok_or_else(|| AuthError::Invalid(format!("unknown signing key {kid}")))
+            }
+            Err(e) => {
+                tracing::error!(tenant = %tid, error = %e, "cannot fetch OpenID configuration or signing keys");
+                Err(AuthError::Unavailable(e))
+            }
+        }
+    }
+
+    async fn fetch(&self, tid: &TenantId) -> Result<TenantKeys, String> {
+        let mut issuers = vec![];
+        let mut keys = HashMap::new();
+        let mut uris: Vec<String> = vec![];
+        for path in [
+            ".well-known/openid-configuration",
+            "v2.0/.well-known/openid-configuration",
+        ] {
+            let url = format!("{}/{}/{}", self.authority, tid, path);
+            let cfg: OidcConfig = self.get_json(&url).await?;
+            issuers.push(cfg.issuer);
+            if !uris.contains(&cfg.jwks_uri) {
+                uris.push(cfg.jwks_uri);
+            }
+        }
+        for uri in uris {
+            let set: JwkSet = self.get_json(&uri).await?;
+            for jwk in &set.keys {
+                if let (Some(kid), Ok(k)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+                {
+                    keys.insert(kid, k);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err("the JWKS holds no usable key".into());
+        }
+        Ok(TenantKeys { issuers, keys })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
+        }
+        resp.json::<T>()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    /// For readiness: are keys cached for every tenant (fetching if not)?
+    pub async fn warm(&self) -> Result<(), String> {
+        for t in &self.tenants {
+            let tid = TenantId::parse(t)?;
+            let have = self.cache.lock().await.tenants.contains_key(t);
+            if !have {
+                let keys = self.fetch(&tid).await?;
+                let mut c = self.cache.lock().await;
+                c.last_fetch.insert(t.clone(), Instant::now());
+                c.tenants.insert(t.clone(), keys);
+            }
+        }
+        Ok(())
+    }
+}

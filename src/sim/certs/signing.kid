@@ -1,0 +1,1 @@
+g2lYcRkBzfabq4-lkjhILt3KIas

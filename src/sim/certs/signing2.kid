@@ -1,0 +1,1 @@
+4QLMbeoiQCxWA5zGdyT_5WNQNso

@@ -1,0 +1,813 @@
+//! Simulated Exchange Online Admin API: `POST /adminapi/beta/{tenant}/InvokeCommand`.
+//!
+//! Shapes follow `shared/docs/exchange-online.md` §1.7 (success), §1.8 (errors), §1.9/§4
+//! (throttling), §2 (Get-MobileDevice) and §3 (Clear-MobileDevice, statistics).
+
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, http::StatusCode, web};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::keys::AuthError;
+use super::{ExchangeCall, Fault, Inner, Shared, SimDevice, entra};
+
+/// Retry-After (decimal seconds) sent when the concurrency cap throttles with a 429.
+pub const CAP_RETRY_AFTER: &str = "0.2";
+/// Text of the per-tenant concurrency throttle (plain-text body, HTTP 400).
+pub const CONCURRENCY_MESSAGE: &str = "You have reached the maximum number of concurrent requests per tenant. Please wait and try again";
+/// Fake back-end server name used in error texts and `X-CalculatedBETarget`.
+const BE_SERVER: &str = "SIMPR01MB0001.EURPRD01.PROD.OUTLOOK.COM";
+const DEFAULT_PAGE: usize = 1000;
+const DEFAULT_RESULT_SIZE: usize = 1000;
+
+/// Exchange date format: 7 fractional digits and an offset.
+pub(crate) fn exo_date(t: OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]+00:00"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_default()
+}
+
+fn iso_millis(unix: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+struct InFlight(Shared);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = self.0.st();
+        st.exchange_in_flight = st.exchange_in_flight.saturating_sub(1);
+    }
+}
+
+enum Early {
+    Fault(Fault),
+    CapThrottle429,
+    CapThrottleMessage,
+}
+
+struct Common {
+    remaining: u64,
+    reset: i64,
+    in_flight: usize,
+}
+
+fn builder(status: StatusCode, c: &Common) -> HttpResponseBuilder {
+    let mut b = HttpResponse::build(status);
+    b.insert_header(("Rate-Limit-Limit", super::state::RATE_LIMIT.to_string()))
+        .insert_header(("Rate-Limit-Remaining", c.remaining.to_string()))
+        .insert_header(("Rate-Limit-Reset", iso_millis(c.reset)))
+        .insert_header(("X-ConcurrencyCount", c.in_flight.to_string()))
+        .insert_header(("X-CombinedAppOnlyConcurrencyCount", c.in_flight.to_string()))
+        .insert_header(("request-id", uuid::Uuid::new_v4().to_string()))
+        .insert_header(("X-CalculatedBETarget", BE_SERVER))
+        .insert_header(("X-ExchangeVersion", "Version 15.20 (Build 9999.0)"));
+    b
+}
+
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        408 => "RequestTimeout",
+        429 => "TooManyRequests",
+        500 => "InternalServerError",
+        502 => "BadGateway",
+        503 => "ServiceUnavailable",
+        504 => "GatewayTimeout",
+        _ => "Error",
+    }
+}
+
+/// The §1.8 error envelope.
+fn envelope(
+    status: StatusCode,
+    c: &Common,
+    error_id: &str,
+    exception: &str,
+    text: &str,
+) -> HttpResponse {
+    let message = match status.as_u16() {
+        400 => "Invalid Operation",
+        404 => "Error executing cmdlet",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    let short = exception.rsplit('.').next().unwrap_or(exception);
+    builder(status, c)
+        .insert_header(("X-ExceptionType", short))
+        .json(json!({
+            "error": {
+                "code": status_code_name(status),
+                "message": message,
+                "details": [{
+                    "code": "Client",
+                    "target": "",
+                    "message": format!("{error_id}|{exception}|{text}"),
+                }],
+                "innererror": {
+                    "message": "Error executing cmdlet",
+                    "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                    "stacktrace": "   at Microsoft.Exchange.AdminApi.CommandInvocation.CommandInvoker.InvokeCommand()",
+                    "internalexception": {
+                        "message": text,
+                        "type": "Microsoft.Exchange.Management.PSDirectInvoke.DirectInvokeCmdletExecutionException",
+                        "stacktrace": "",
+                    }
+                }
+            },
+            "adminapi.warnings@odata.type": "#Collection(String)",
+            "@adminapi.warnings": [],
+        }))
+}
+
+fn unauthorized(c: &Common) -> HttpResponse {
+    builder(StatusCode::UNAUTHORIZED, c)
+        .insert_header((
+            "WWW-Authenticate",
+            "Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\", trusted_issuers=\"00000001-0000-0000-c000-000000000000@*\", token_types=\"app_asserted_user_v1 service_asserted_app_v1\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"invalid_token\"",
+        ))
+        .finish()
+}
+
+fn throttle_429(c: &Common, retry_after: &str) -> HttpResponse {
+    let mut r = envelope(
+        StatusCode::TOO_MANY_REQUESTS,
+        c,
+        "",
+        "Microsoft.Exchange.Data.Directory.ThrottlingException",
+        &format!("Too many requests. Please retry after {retry_after} seconds."),
+    );
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(retry_after) {
+        r.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn concurrency_message(c: &Common) -> HttpResponse {
+    builder(StatusCode::BAD_REQUEST, c)
+        .content_type("text/plain; charset=utf-8")
+        .body(CONCURRENCY_MESSAGE)
+}
+
+fn not_found_object(c: &Common, what: &str) -> HttpResponse {
+    envelope(
+        StatusCode::NOT_FOUND,
+        c,
+        "Ex6F9304",
+        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+        &format!(
+            "The operation couldn't be performed because object '{what}' couldn't be found on '{BE_SERVER}'."
+        ),
+    )
+}
+
+fn bad_param(c: &Common, text: &str) -> HttpResponse {
+    envelope(
+        StatusCode::BAD_REQUEST,
+        c,
+        "",
+        "System.Management.Automation.ParameterBindingException",
+        text,
+    )
+}
+
+/// `POST /adminapi/beta/{tenant}/InvokeCommand`
+pub(crate) async fn invoke_command(
+    req: HttpRequest,
+    data: Shared,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let tenant = path.into_inner();
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let cmdlet = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/CmdletInput/CmdletName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let params = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/CmdletInput/Parameters"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let anchor = req
+        .headers()
+        .get("X-AnchorMailbox")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let (idx, early, common, guard) = {
+        let mut st = data.st();
+        let idx = st.exchange_calls.len();
+        st.exchange_calls.push(ExchangeCall {
+            cmdlet: cmdlet.clone(),
+            parameters: params.clone(),
+            anchor_mailbox: anchor,
+            response_status: 0,
+            at: std::time::SystemTime::now(),
+        });
+        let (remaining, reset) = st.rate_tick();
+        let mut early = st.exchange_faults.pop_front().map(Early::Fault);
+        if matches!(
+            early,
+            Some(Early::Fault(
+                Fault::Throttle429 { .. } | Fault::ConcurrencyMessage
+            ))
+        ) {
+            st.throttled += 1;
+        }
+        let mut guard = None;
+        if early.is_none() {
+            match st.cap {
+                Some(cap) if st.exchange_in_flight >= cap => {
+                    st.throttled += 1;
+                    early = Some(if st.next_throttle_is_message {
+                        Early::CapThrottleMessage
+                    } else {
+                        Early::CapThrottle429
+                    });
+                    st.next_throttle_is_message = !st.next_throttle_is_message;
+                }
+                _ => {
+                    st.exchange_in_flight += 1;
+                    guard = Some(InFlight(data.clone()));
+                }
+            }
+        }
+        let common = Common {
+            remaining,
+            reset,
+            in_flight: st.exchange_in_flight,
+        };
+        (idx, early, common, guard)
+    };
+
+    let resp = match early {
+        Some(Early::Fault(f)) => match f {
+            Fault::Throttle429 { retry_after_secs } => {
+                throttle_429(&common, &format!("{retry_after_secs}"))
+            }
+            Fault::ConcurrencyMessage => concurrency_message(&common),
+            Fault::Unauthorized401 => unauthorized(&common),
+            Fault::Status(code) => {
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                envelope(
+                    status,
+                    &common,
+                    "",
+                    "Microsoft.Exchange.Data.Storage.StorageTransientException",
+                    &format!(
+                        "The service is temporarily unavailable (simulated HTTP {code}). Please try again later."
+                    ),
+                )
+            }
+        },
+        Some(Early::CapThrottle429) => throttle_429(&common, CAP_RETRY_AFTER),
+        Some(Early::CapThrottleMessage) => concurrency_message(&common),
+        None => {
+            data.apply_latency().await;
+            let r = execute(
+                &req,
+                &data,
+                &tenant,
+                parsed.as_ref(),
+                &cmdlet,
+                &params,
+                &common,
+            );
+            drop(guard);
+            r
+        }
+    };
+
+    if let Some(call) = data.st().exchange_calls.get_mut(idx) {
+        call.response_status = resp.status().as_u16();
+    }
+    resp
+}
+
+fn execute(
+    req: &HttpRequest,
+    data: &Inner,
+    tenant: &str,
+    parsed: Option<&Value>,
+    cmdlet: &str,
+    params: &Value,
+    c: &Common,
+) -> HttpResponse {
+    let rotated = data.st().rotated;
+    match data.keys.verify_request(req, entra::EXCHANGE, rotated) {
+        Ok(claims) => {
+            let tid = claims
+                .get("tid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !tid.eq_ignore_ascii_case(&data.tenant_id) {
+                return unauthorized(c);
+            }
+        }
+        Err(AuthError::Missing | AuthError::Invalid(_) | AuthError::WrongAudience) => {
+            return unauthorized(c);
+        }
+    }
+    if !tenant.eq_ignore_ascii_case(&data.tenant_id) {
+        // A token of this tenant presented for another tenant's URL.
+        return unauthorized(c);
+    }
+    if parsed.is_none() || cmdlet.is_empty() {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            c,
+            "",
+            "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+            "The request body is invalid: expected {\"CmdletInput\":{\"CmdletName\":...,\"Parameters\":{...}}}.",
+        );
+    }
+    let params = match params {
+        Value::Object(m) => m.clone(),
+        Value::Null => Map::new(),
+        _ => {
+            return bad_param(c, "CmdletInput.Parameters must be an object.");
+        }
+    };
+    let base = data.base_url(req);
+    let ctx = Ctx {
+        req,
+        data,
+        c,
+        base,
+        params,
+    };
+    match cmdlet.to_ascii_lowercase().as_str() {
+        "get-mobiledevice" => get_mobile_device(&ctx),
+        "get-mobiledevicestatistics" => get_statistics(&ctx),
+        "clear-mobiledevice" => clear_mobile_device(&ctx),
+        _ => envelope(
+            StatusCode::BAD_REQUEST,
+            c,
+            "",
+            "System.Management.Automation.CommandNotFoundException",
+            &format!(
+                "The term '{cmdlet}' is not recognized as a name of a cmdlet, function, script file, or executable program. Check the spelling of the name, or if a path was included, verify that the path is correct and try again."
+            ),
+        ),
+    }
+}
+
+struct Ctx<'a> {
+    req: &'a HttpRequest,
+    data: &'a Inner,
+    c: &'a Common,
+    base: String,
+    params: Map<String, Value>,
+}
+
+impl Ctx<'_> {
+    fn str_param(&self, name: &str) -> Option<String> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    }
+    fn param(&self, name: &str) -> Option<&Value> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+    fn bool_param(&self, name: &str) -> Option<bool> {
+        match self.param(name)? {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s
+                .trim()
+                .trim_start_matches('$')
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    fn context_url(&self) -> String {
+        format!(
+            "{}/adminapi/beta/{}/$metadata#Collection(Exchange.GenericHashTable)",
+            self.base, self.data.tenant_id
+        )
+    }
+    /// 200 with a page of `items` starting at the request's `$skiptoken`.
+    fn page(&self, items: Vec<Value>, warnings: Vec<String>) -> HttpResponse {
+        let skip = match self
+            .req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| {
+                kv.strip_prefix("$skiptoken=")
+                    .or(kv.strip_prefix("%24skiptoken="))
+            }) {
+            None => 0,
+            Some(t) => match t.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => return bad_param(self.c, &format!("The skip token '{t}' is invalid.")),
+            },
+        };
+        let page_size = page_size(self.req);
+        let end = (skip + page_size).min(items.len());
+        let value: Vec<Value> = items
+            .get(skip.min(items.len())..end)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default();
+        let mut body = json!({
+            "@odata.context": self.context_url(),
+            "adminapi.warnings@odata.type": "#Collection(String)",
+            "@adminapi.warnings": warnings,
+            "value": value,
+        });
+        if end < items.len() {
+            body["@odata.nextLink"] = json!(format!(
+                "{}/adminapi/beta/{}/InvokeCommand?$skiptoken={end}",
+                self.base, self.data.tenant_id
+            ));
+        }
+        self.ok(body, Some(page_size))
+    }
+    fn ok(&self, body: Value, page_size: Option<usize>) -> HttpResponse {
+        let mut b = builder(StatusCode::OK, self.c);
+        b.insert_header(("OData-Version", "4.0"));
+        let pref = match page_size {
+            Some(n) => format!("odata.include-annotations=\"*\",odata.maxpagesize={n}"),
+            None => "odata.include-annotations=\"*\"".to_string(),
+        };
+        b.insert_header(("Preference-Applied", pref));
+        b.content_type(
+            "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
+        )
+        .body(body.to_string())
+    }
+}
+
+fn page_size(req: &HttpRequest) -> usize {
+    for h in ["Prefer", "X-Prefer"] {
+        for v in req.headers().get_all(h) {
+            let Ok(s) = v.to_str() else { continue };
+            for part in s.split(',') {
+                if let Some(n) = part.trim().strip_prefix("odata.maxpagesize=")
+                    && let Ok(n) = n.trim().parse::<usize>()
+                    && n > 0
+                {
+                    return n;
+                }
+            }
+        }
+    }
+    DEFAULT_PAGE
+}
+
+fn result_size(ctx: &Ctx) -> Result<usize, HttpResponse> {
+    match ctx.param("ResultSize") {
+        None | Some(Value::Null) => Ok(DEFAULT_RESULT_SIZE),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| bad_param(ctx.c, "Cannot bind parameter 'ResultSize'.")),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("unlimited") => Ok(usize::MAX),
+        Some(Value::String(s)) => s.trim().parse::<usize>().map_err(|_| {
+            bad_param(
+                ctx.c,
+                &format!("Cannot bind parameter 'ResultSize'. Cannot convert value \"{s}\" to type \"Microsoft.Exchange.Data.Unlimited`1[System.UInt32]\"."),
+            )
+        }),
+        Some(_) => Err(bad_param(ctx.c, "Cannot bind parameter 'ResultSize'.")),
+    }
+}
+
+fn domain_of(upn: &str) -> &str {
+    upn.split_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("contoso.onmicrosoft.com")
+}
+
+fn device_json(d: &SimDevice, tenant_id: &str) -> Value {
+    let local = d.upn.split('@').next().unwrap_or(&d.upn);
+    let name = d.identity.rsplit('\\').next().unwrap_or_default();
+    json!({
+        "Identity": d.identity,
+        "Name": name,
+        "Guid@data.type": "System.Guid",
+        "Guid@odata.type": "#Guid",
+        "Guid": d.guid,
+        "ExchangeObjectId@data.type": "System.Guid",
+        "ExchangeObjectId@odata.type": "#Guid",
+        "ExchangeObjectId": d.guid,
+        "FriendlyName": "",
+        "DeviceId": d.device_id,
+        "DeviceImei": "",
+        "DeviceMobileOperator": "",
+        "DeviceOS": d.spec.os,
+        "DeviceOSLanguage": "",
+        "DeviceTelephoneNumber": "",
+        "DeviceType": d.spec.device_type,
+        "DeviceUserAgent": d.spec.user_agent,
+        "DeviceModel": d.spec.model,
+        "ClientType": d.spec.client_type,
+        "ClientVersion": d.spec.eas_version,
+        "DeviceActiveSyncVersion": d.spec.eas_version,
+        "DeviceAccessState": "Allowed",
+        "DeviceAccessStateReason": "Global",
+        "IsManaged": false,
+        "IsCompliant": false,
+        "IsDisabled": false,
+        "FirstSyncTime@data.type": "System.DateTime",
+        "FirstSyncTime": exo_date(d.first_sync_time),
+        "WhenCreated@data.type": "System.DateTime",
+        "WhenCreated": exo_date(d.first_sync_time),
+        "WhenChanged@data.type": "System.DateTime",
+        "WhenChanged": exo_date(d.first_sync_time),
+        "UserDisplayName": format!("{}/Users/{}", domain_of(&d.upn), local),
+        "OrganizationId": format!("EURPR01A001.PROD.OUTLOOK.COM/Microsoft Exchange Hosted Organizations/{} - EURPR01A001.PROD.OUTLOOK.COM/ConfigurationUnits/{tenant_id}/Configuration", domain_of(&d.upn)),
+    })
+}
+
+fn opt_date(m: &mut Map<String, Value>, key: &str, t: Option<OffsetDateTime>) {
+    if let Some(t) = t {
+        m.insert(format!("{key}@data.type"), json!("System.DateTime"));
+        m.insert(key.to_string(), json!(exo_date(t)));
+    } else {
+        m.insert(key.to_string(), Value::Null);
+    }
+}
+
+pub(crate) fn wipe_status(d: &SimDevice) -> &'static str {
+    match (d.wipe_requested_at, d.wipe_acked_at, d.account_only) {
+        (Some(_), Some(_), true) => "AccountOnlyDeviceWipeSucceeded",
+        (Some(_), Some(_), false) => "DeviceWipeSucceeded",
+        (Some(_), None, true) => "AccountOnlyDeviceWipePending",
+        (Some(_), None, false) => "DeviceWipePending",
+        (None, _, _) => "DeviceOk",
+    }
+}
+
+fn statistics_json(d: &SimDevice) -> Value {
+    let mut m = Map::new();
+    m.insert("Identity".into(), json!(d.identity));
+    m.insert("Guid@data.type".into(), json!("System.Guid"));
+    m.insert("Guid@odata.type".into(), json!("#Guid"));
+    m.insert("Guid".into(), json!(d.guid));
+    m.insert("DeviceId".into(), json!(d.device_id));
+    m.insert("DeviceType".into(), json!(d.spec.device_type));
+    m.insert("DeviceModel".into(), json!(d.spec.model));
+    m.insert("DeviceOS".into(), json!(d.spec.os));
+    m.insert("DeviceUserAgent".into(), json!(d.spec.user_agent));
+    m.insert("DeviceFriendlyName".into(), json!(""));
+    m.insert("DeviceImei".into(), json!(""));
+    m.insert("ClientType".into(), json!(d.spec.client_type));
+    m.insert("ClientVersion".into(), json!(d.spec.eas_version));
+    m.insert("DeviceActiveSyncVersion".into(), json!(d.spec.eas_version));
+    m.insert("Status".into(), json!(wipe_status(d)));
+    m.insert("StatusNote".into(), Value::Null);
+    m.insert("IsRemoteWipeSupported".into(), json!(true));
+    m.insert("NumberOfFoldersSynced".into(), json!(12));
+    opt_date(&mut m, "FirstSyncTime", Some(d.first_sync_time));
+    opt_date(&mut m, "LastSuccessSync", d.last_success_sync);
+    opt_date(&mut m, "LastSyncAttemptTime", d.last_success_sync);
+    let (ao, full) = if d.account_only {
+        (d.wipe_requested_at.is_some(), false)
+    } else {
+        (false, d.wipe_requested_at.is_some())
+    };
+    let pick = |on: bool, t: Option<OffsetDateTime>| if on { t } else { None };
+    opt_date(
+        &mut m,
+        "AccountOnlyDeviceWipeRequestTime",
+        pick(ao, d.wipe_requested_at),
+    );
+    opt_date(
+        &mut m,
+        "AccountOnlyDeviceWipeSentTime",
+        pick(ao, d.wipe_sent_at),
+    );
+    opt_date(
+        &mut m,
+        "AccountOnlyDeviceWipeAckTime",
+        pick(ao, d.wipe_acked_at),
+    );
+    opt_date(
+        &mut m,
+        "DeviceWipeRequestTime",
+        pick(full, d.wipe_requested_at),
+    );
+    opt_date(&mut m, "DeviceWipeSentTime", pick(full, d.wipe_sent_at));
+    opt_date(&mut m, "DeviceWipeAckTime", pick(full, d.wipe_acked_at));
+    m.insert("LastDeviceWipeRequestor".into(), Value::Null);
+    m.insert("LastAccountOnlyDeviceWipeRequestor".into(), Value::Null);
+    Value::Object(m)
+}
+
+/// Get-MobileDevice. Without `Mailbox`, a null/missing/unknown `Identity` returns EVERY device
+/// in the tenant (documented behaviour).
+fn get_mobile_device(ctx: &Ctx) -> HttpResponse {
+    let limit = match result_size(ctx) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let mailbox = ctx.str_param("Mailbox");
+    let identity = ctx.str_param("Identity");
+    if mailbox.is_some() && identity.is_some() {
+        return bad_param(
+            ctx.c,
+            "Parameter set cannot be resolved using the specified named parameters.",
+        );
+    }
+    let tid = &ctx.data.tenant_id;
+    let items: Vec<Value> = {
+        let st = ctx.data.st();
+        if let Some(mb) = mailbox {
+            let Some(upn) = st.resolve_mailbox(&mb) else {
+                drop(st);
+                return not_found_object(ctx.c, &mb);
+            };
+            st.devices
+                .iter()
+                .filter(|d| d.upn == upn)
+                .map(|d| device_json(d, tid))
+                .collect()
+        } else {
+            match identity.as_deref().and_then(|i| st.find_device_index(i)) {
+                Some(i) => vec![device_json(&st.devices[i], tid)],
+                None => st.devices.iter().map(|d| device_json(d, tid)).collect(),
+            }
+        }
+    };
+    let items = items.into_iter().take(limit).collect();
+    ctx.page(items, Vec::new())
+}
+
+fn get_statistics(ctx: &Ctx) -> HttpResponse {
+    let mailbox = ctx.str_param("Mailbox");
+    let identity = ctx.str_param("Identity");
+    let st = ctx.data.st();
+    let items: Vec<Value> = match (mailbox, identity) {
+        (Some(_), Some(_)) => {
+            drop(st);
+            return bad_param(
+                ctx.c,
+                "Parameter set cannot be resolved using the specified named parameters.",
+            );
+        }
+        (Some(mb), None) => {
+            let Some(upn) = st.resolve_mailbox(&mb) else {
+                drop(st);
+                return not_found_object(ctx.c, &mb);
+            };
+            st.devices
+                .iter()
+                .filter(|d| d.upn == upn)
+                .map(statistics_json)
+                .collect()
+        }
+        (None, Some(id)) => match st.find_device_index(&id) {
+            Some(i) => vec![statistics_json(&st.devices[i])],
+            None => {
+                drop(st);
+                return not_found_object(ctx.c, &id);
+            }
+        },
+        (None, None) => {
+            drop(st);
+            return bad_param(
+                ctx.c,
+                "Cannot process command because of one or more missing mandatory parameters: Mailbox.",
+            );
+        }
+    };
+    drop(st);
+    ctx.page(items, Vec::new())
+}
+
+fn eas_at_least_16_1(v: &str) -> bool {
+    let mut it = v.trim().split('.');
+    let major = it.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let minor = it.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    (major, minor) >= (16, 1)
+}
+
+fn clear_mobile_device(ctx: &Ctx) -> HttpResponse {
+    let Some(id) = ctx.str_param("Identity").filter(|s| !s.trim().is_empty()) else {
+        return bad_param(
+            ctx.c,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        );
+    };
+    let cancel = ctx.bool_param("Cancel").unwrap_or(false);
+    let account_only = ctx.bool_param("AccountOnly").unwrap_or(false);
+    let confirm = ctx.bool_param("Confirm");
+    let emails: Vec<String> = match ctx.param("NotificationEmailAddresses") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+
+    let mut st = ctx.data.st();
+    let Some(i) = st.find_device_index(&id) else {
+        drop(st);
+        return not_found_object(ctx.c, &id);
+    };
+    let d = &mut st.devices[i];
+
+    if confirm != Some(false) {
+        // Validation call (Confirm missing or true): nothing is executed.
+        let action = if cancel {
+            format!(
+                "Canceling the remote wipe of mobile device \"{}\".",
+                d.identity
+            )
+        } else {
+            format!(
+                "Wiping mobile device \"{}\". If you confirm the wipe, all data on the device will be permanently removed.",
+                d.identity
+            )
+        };
+        let body = json!({
+            "@odata.context": ctx.context_url(),
+            "adminapi.warnings@odata.type": "#Collection(String)",
+            "@adminapi.warnings": [],
+            "@adminapi.confirmationmessage": format!("Are you sure you want to perform this action?\r\n{action}"),
+            "value": [],
+        });
+        drop(st);
+        return ctx.ok(body, None);
+    }
+
+    let mut warnings = Vec::new();
+    if cancel {
+        if d.wipe_requested_at.is_some() && d.wipe_acked_at.is_none() {
+            d.wipe_requested_at = None;
+            d.wipe_sent_at = None;
+            d.account_only = false;
+            d.cancel_count += 1;
+        } else {
+            warnings.push(format!(
+                "CannotCancelWipe: There is no pending wipe request for mobile device '{}' to cancel.",
+                d.identity
+            ));
+        }
+    } else {
+        if account_only
+            && d.spec.client_type.eq_ignore_ascii_case("EAS")
+            && !eas_at_least_16_1(&d.spec.eas_version)
+        {
+            let text = format!(
+                "The mobile device '{}' doesn't support account-only remote wipe. Account-only remote wipe requires Exchange ActiveSync 16.1 or later; the device uses version {}.",
+                d.identity, d.spec.eas_version
+            );
+            drop(st);
+            return envelope(
+                StatusCode::BAD_REQUEST,
+                ctx.c,
+                "Ex1A0F3E",
+                "Microsoft.Exchange.Management.Tasks.DeviceDoesNotSupportAccountOnlyWipeException",
+                &text,
+            );
+        }
+        let now = OffsetDateTime::now_utc();
+        d.wipe_requested_at = Some(now);
+        d.account_only = account_only;
+        if !account_only {
+            d.full_wipe_requested = true;
+        }
+        d.wipe_request_count += 1;
+        d.notification_email_addresses = emails;
+    }
+    drop(st);
+    let body = json!({
+        "@odata.context": ctx.context_url(),
+        "adminapi.warnings@odata.type": "#Collection(String)",
+        "@adminapi.warnings": warnings,
+        "value": [],
+    });
+    ctx.ok(body, None)
+}

@@ -1,0 +1,251 @@
+//! Mutable state of the simulated tenant (behind one std Mutex; never held across `.await`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::{DeviceSpec, ExchangeCall, Fault, SimDevice, SimOptions, TokenRequest};
+
+#[derive(Clone, Debug)]
+pub(crate) struct User {
+    pub upn: String,
+    pub object_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Comment {
+    pub id: String,
+    pub message: String,
+    pub puts: usize,
+    pub created: OffsetDateTime,
+    pub modified: OffsetDateTime,
+    pub etag: String,
+    pub author_oid: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Incident {
+    pub name: String,
+    pub entities: Vec<serde_json::Value>,
+    pub comments: Vec<Comment>,
+}
+
+pub(crate) struct State {
+    pub latency: Duration,
+    pub cap: Option<usize>,
+    pub exchange_in_flight: usize,
+    /// Alternates the concurrency-cap answer between 429 and the concurrency message.
+    pub next_throttle_is_message: bool,
+    pub throttled: usize,
+    pub oidc_up: bool,
+    pub jwks_fetches: usize,
+    pub rotated: bool,
+    pub users: Vec<User>,
+    /// Mailboxes by UPN (lower case); a user always has one.
+    pub mailboxes: Vec<String>,
+    pub devices: Vec<SimDevice>,
+    pub incidents: Vec<Incident>,
+    pub exchange_calls: Vec<ExchangeCall>,
+    pub comment_puts: usize,
+    pub token_requests: Vec<TokenRequest>,
+    pub exchange_faults: VecDeque<Fault>,
+    pub arm_faults: VecDeque<u16>,
+    pub graph_faults: VecDeque<u16>,
+    /// Rate-Limit window: start (unix seconds) and calls in it.
+    pub rate_window_start: i64,
+    pub rate_window_calls: u64,
+}
+
+pub(crate) const RATE_LIMIT: u64 = 30000;
+
+impl State {
+    pub fn new(opts: &SimOptions) -> State {
+        State {
+            latency: opts.latency,
+            cap: opts.exchange_concurrency_cap,
+            exchange_in_flight: 0,
+            next_throttle_is_message: false,
+            throttled: 0,
+            oidc_up: true,
+            jwks_fetches: 0,
+            rotated: false,
+            users: Vec::new(),
+            mailboxes: Vec::new(),
+            devices: Vec::new(),
+            incidents: Vec::new(),
+            exchange_calls: Vec::new(),
+            comment_puts: 0,
+            token_requests: Vec::new(),
+            exchange_faults: VecDeque::new(),
+            arm_faults: VecDeque::new(),
+            graph_faults: VecDeque::new(),
+            rate_window_start: 0,
+            rate_window_calls: 0,
+        }
+    }
+
+    pub fn add_user(&mut self, upn: &str, object_id: &str) {
+        if let Some(u) = self
+            .users
+            .iter_mut()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+        {
+            u.object_id = object_id.to_string();
+        } else {
+            self.users.push(User {
+                upn: upn.to_string(),
+                object_id: object_id.to_string(),
+            });
+        }
+        self.ensure_mailbox(upn);
+    }
+
+    fn ensure_mailbox(&mut self, upn: &str) {
+        let l = upn.to_ascii_lowercase();
+        if !self.mailboxes.contains(&l) {
+            self.mailboxes.push(l);
+        }
+    }
+
+    /// Resolves a `Mailbox` parameter (UPN/SMTP, Entra object id, or alias) to the mailbox UPN.
+    pub fn resolve_mailbox(&self, id: &str) -> Option<String> {
+        let id = id.trim();
+        let l = id.to_ascii_lowercase();
+        if self.mailboxes.contains(&l) {
+            return Some(l);
+        }
+        if let Some(u) = self
+            .users
+            .iter()
+            .find(|u| u.object_id.eq_ignore_ascii_case(id))
+        {
+            return Some(u.upn.to_ascii_lowercase());
+        }
+        // Alias (local part) when unambiguous.
+        let hits: Vec<&String> = self
+            .mailboxes
+            .iter()
+            .filter(|m| m.split('@').next() == Some(l.as_str()))
+            .collect();
+        if hits.len() == 1 {
+            return Some(hits[0].clone());
+        }
+        None
+    }
+
+    pub fn add_device(&mut self, upn: &str, spec: DeviceSpec) -> String {
+        self.ensure_mailbox(upn);
+        let guid = uuid::Uuid::new_v4().to_string();
+        let raw = uuid::Uuid::new_v4().simple().to_string();
+        let device_id = if spec.client_type.eq_ignore_ascii_case("EAS") {
+            raw.to_ascii_uppercase()
+        } else {
+            raw
+        };
+        let local = upn.split('@').next().unwrap_or(upn);
+        // EAS: `<DeviceType>§<DeviceId>`; Outlook/REST: `<ClientType>§<DeviceType>§<DeviceId>`
+        // (as in the Get-MobileDevice docs: `REST§Outlook§5eec4e94...`).
+        let name = if spec.client_type.eq_ignore_ascii_case("EAS") {
+            format!("{}§{}", spec.device_type, device_id)
+        } else {
+            format!("{}§{}§{}", spec.client_type, spec.device_type, device_id)
+        };
+        let now = OffsetDateTime::now_utc();
+        let first = now - time::Duration::days(30);
+        self.devices.push(SimDevice {
+            guid: guid.clone(),
+            upn: upn.to_ascii_lowercase(),
+            identity: format!("{local}\\ExchangeActiveSyncDevices\\{name}"),
+            device_id,
+            spec,
+            wipe_requested_at: None,
+            account_only: false,
+            full_wipe_requested: false,
+            wipe_acked_at: None,
+            cancel_count: 0,
+            wipe_request_count: 0,
+            wipe_sent_at: None,
+            last_success_sync: Some(now - time::Duration::minutes(10)),
+            notification_email_addresses: Vec::new(),
+            first_sync_time: first,
+        });
+        guid
+    }
+
+    pub fn device_by_guid(&self, guid: &str) -> Option<&SimDevice> {
+        self.devices
+            .iter()
+            .find(|d| d.guid.eq_ignore_ascii_case(guid.trim()))
+    }
+
+    /// Resolves a MobileDeviceIdParameter: Guid or `<mailbox>\ExchangeActiveSyncDevices\<name>`.
+    pub fn find_device_index(&self, id: &str) -> Option<usize> {
+        let id = id.trim();
+        self.devices
+            .iter()
+            .position(|d| d.guid.eq_ignore_ascii_case(id) || d.identity.eq_ignore_ascii_case(id))
+    }
+
+    pub fn sync_device(&mut self, guid: &str) {
+        let now = OffsetDateTime::now_utc();
+        if let Some(d) = self
+            .devices
+            .iter_mut()
+            .find(|d| d.guid.eq_ignore_ascii_case(guid.trim()))
+        {
+            if d.wipe_requested_at.is_some() && d.wipe_acked_at.is_none() {
+                d.wipe_sent_at = Some(now);
+                d.wipe_acked_at = Some(now);
+            }
+            d.last_success_sync = Some(now);
+        }
+    }
+
+    pub fn add_incident(&mut self, name: &str, entities: serde_json::Value) {
+        let list = match entities {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Null => Vec::new(),
+            other => vec![other],
+        };
+        let inc = self.incident_mut_or_create(name);
+        inc.entities = list;
+    }
+
+    pub fn incident(&self, name: &str) -> Option<&Incident> {
+        self.incidents
+            .iter()
+            .find(|i| i.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn incident_mut_or_create(&mut self, name: &str) -> &mut Incident {
+        if let Some(i) = self
+            .incidents
+            .iter()
+            .position(|i| i.name.eq_ignore_ascii_case(name))
+        {
+            return &mut self.incidents[i];
+        }
+        self.incidents.push(Incident {
+            name: name.to_string(),
+            entities: Vec::new(),
+            comments: Vec::new(),
+        });
+        let last = self.incidents.len() - 1;
+        &mut self.incidents[last]
+    }
+
+    /// Counts one Exchange call in the rate window; returns (remaining, reset unix secs).
+    pub fn rate_tick(&mut self) -> (u64, i64) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if now - self.rate_window_start >= 60 {
+            self.rate_window_start = now;
+            self.rate_window_calls = 0;
+        }
+        self.rate_window_calls += 1;
+        (
+            RATE_LIMIT.saturating_sub(self.rate_window_calls),
+            self.rate_window_start + 60,
+        )
+    }
+}

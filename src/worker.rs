@@ -1,0 +1,753 @@
+//! The worker: claims tasks from the store (woken at once by new work, with a
+//! slow poll only for work other replicas or expired leases leave), runs
+//! each under a renewed lease, and records the outcome. All Exchange calls
+//! happen here, never in an HTTP handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
+
+use crate::app::{App, TenantCtx};
+use crate::domain::{DeviceGuid, IncidentRef, TenantId, Upn};
+use crate::intake::plan_targets;
+use crate::policy::{self, DeviceDecision};
+use crate::sentinel::{Candidate, comment};
+use crate::store::{DeviceRecord, RunRecord, Task, WipeClaim, kind, now_ms, status, target};
+use crate::upstream::{CallError, backoff};
+
+/// Run until `stop` is notified; then finish in-flight tasks (up to the
+/// grace period) and give back every lease.
+pub async fn run(app: Arc<App>, stop: Arc<Notify>) {
+    let slots = Arc::new(Semaphore::new(app.settings.worker.slots));
+    let lease = app.settings.store.lease;
+    let freed = Arc::new(Notify::new());
+    loop {
+        if app.is_shutting_down() {
+            break;
+        }
+        // Fill free slots.
+        let mut claimed_any = false;
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            match app.store.claim(&app.instance, lease).await {
+                Ok(Some(task)) => {
+                    claimed_any = true;
+                    let app2 = app.clone();
+                    let freed2 = freed.clone();
+                    tokio::spawn(async move {
+                        execute(app2, task).await;
+                        drop(permit);
+                        freed2.notify_one();
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot claim work from the store");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+        if claimed_any && slots.available_permits() > 0 {
+            continue;
+        }
+        let idle = app.settings.worker.idle_poll;
+        let wait = match app.store.next_due().await {
+            Ok(Some(t)) => {
+                Duration::from_millis((t - now_ms()).clamp(0, idle.as_millis() as i64) as u64)
+            }
+            _ => idle,
+        };
+        let wait = if slots.available_permits() == 0 {
+            idle
+        } else {
+            wait
+        };
+        tokio::select! {
+            _ = app.wake.notified() => {},
+            _ = freed.notified() => {},
+            _ = stop.notified() => {},
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {},
+        }
+    }
+    // Graceful: wait for in-flight tasks, then release what is left.
+    let total = app.settings.worker.slots as u32;
+    let _ = tokio::time::timeout(
+        app.settings.server.shutdown_grace,
+        slots.acquire_many(total),
+    )
+    .await;
+    match app.store.release_all(&app.instance).await {
+        Ok(n) if n > 0 => tracing::info!(released = n, "released leases"),
+        _ => {}
+    }
+}
+
+/// Delete expired runs and delivery keys, hourly.
+pub async fn prune_loop(app: Arc<App>) {
+    loop {
+        match app
+            .store
+            .prune(
+                app.settings.store.run_retention,
+                app.settings.store.delivery_retention,
+            )
+            .await
+        {
+            Ok((runs, keys)) if runs + keys > 0 => {
+                tracing::info!(runs, delivery_keys = keys, "pruned")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        if app.is_shutting_down() {
+            return;
+        }
+    }
+}
+
+/// What a handler tells the executor.
+enum Done {
+    /// Finished: mark the task done.
+    Complete,
+    /// Come back at this time (verification backoff).
+    Reschedule(i64),
+}
+
+async fn execute(app: Arc<App>, task: Task) {
+    let run = app.store.run(&task.run_id).await.ok().flatten();
+    let span = tracing::info_span!(
+        "task",
+        run_id = %task.run_id,
+        tenant = %task.tenant_id,
+        incident = run.as_ref().and_then(|r| r.incident_number).map(|n| n.to_string()).unwrap_or_default(),
+        kind = %task.kind,
+        arg = %task.arg,
+        attempt = task.attempts,
+    );
+    // Renew the lease while the task runs.
+    let renewer = {
+        let app = app.clone();
+        let task = task.clone();
+        tokio::spawn(async move {
+            let lease = app.settings.store.lease;
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match app.store.renew(&task, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(task = %task.id, "lease lost");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                }
+            }
+        })
+    };
+    let outcome = {
+        let app = app.clone();
+        let task = task.clone();
+        // A panic in a handler is caught here and recorded as a failure.
+        tokio::spawn(async move { handle(&app, &task, run).await }.instrument(span.clone())).await
+    };
+    renewer.abort();
+    let hold = app.settings.policy.hold_expiry;
+    let result = match outcome {
+        Ok(r) => r,
+        Err(e) => Err(CallError::transient(format!(
+            "internal error: {}",
+            if e.is_panic() {
+                "handler panicked"
+            } else {
+                "handler cancelled"
+            }
+        ))),
+    };
+    let _g = span.enter();
+    let recorded = match result {
+        Ok(Done::Complete) => app.store.complete(&task, hold).await.map(|s| {
+            if let Some(s) = s {
+                tracing::info!(status = %s, "run finished its work");
+            }
+        }),
+        Ok(Done::Reschedule(at)) => app.store.reschedule(&task, at).await,
+        Err(e) => record_failure(&app, &task, e).await,
+    };
+    if let Err(e) = recorded {
+        tracing::error!(error = %format!("{e:#}"), "cannot record the task's outcome; its lease will expire and it will run again");
+    }
+    app.wake.notify_one();
+}
+
+async fn record_failure(app: &App, task: &Task, e: CallError) -> anyhow::Result<()> {
+    let w = &app.settings.worker;
+    let hold = app.settings.policy.hold_expiry;
+    let is_comment = task.kind == kind::COMMENT;
+    match &e {
+        CallError::Permanent { reason } if !is_comment => {
+            tracing::warn!(reason = %reason, "task failed permanently");
+            if task.kind == kind::CONTAIN {
+                app.store
+                    .set_target(&task.run_id, &task.arg, target::FAILED, Some(reason))
+                    .await?;
+            } else if task.kind == kind::ENTITIES {
+                app.store
+                    .add_unresolved(
+                        &task.run_id,
+                        "incident entities (ARM)",
+                        &format!("could not be read: {reason}"),
+                    )
+                    .await?;
+            } else if task.kind == kind::RESOLVE {
+                app.store
+                    .add_unresolved(
+                        &task.run_id,
+                        &format!("Account aadUserId {}", task.arg),
+                        reason,
+                    )
+                    .await?;
+            }
+            app.store.complete(task, hold).await?;
+        }
+        _ => {
+            // Transient (or a comment, which is retried until it succeeds).
+            let retry_after = match &e {
+                CallError::Transient { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let attempt = task.attempts.max(1) as u32 - 1;
+            let cap = if is_comment {
+                Duration::from_secs(300)
+            } else {
+                Duration::from_secs(120)
+            };
+            let delay = retry_after
+                .unwrap_or_else(|| backoff(attempt, Duration::from_secs(2), cap))
+                .mul_f64(w.backoff_scale);
+            let max = if is_comment {
+                None
+            } else {
+                Some(w.max_attempts)
+            };
+            let dying = max.is_some_and(|m| task.attempts >= m as i64);
+            if dying && task.kind == kind::CONTAIN {
+                app.store
+                    .set_target(
+                        &task.run_id,
+                        &task.arg,
+                        target::FAILED,
+                        Some(&format!(
+                            "gave up after {} attempts: {}",
+                            task.attempts,
+                            e.reason()
+                        )),
+                    )
+                    .await?;
+            }
+            tracing::warn!(reason = %e.reason(), retry_in_ms = delay.as_millis() as u64, given_up = dying, "task failed");
+            app.store
+                .fail(
+                    task,
+                    e.reason(),
+                    now_ms() + delay.as_millis() as i64,
+                    max,
+                    hold,
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle(app: &App, task: &Task, run: Option<RunRecord>) -> Result<Done, CallError> {
+    let Some(run) = run else {
+        return Ok(Done::Complete);
+    };
+    let tid = TenantId::parse(&task.tenant_id).map_err(CallError::permanent)?;
+    let Some(t) = app.tenant(&tid) else {
+        return Err(CallError::permanent(format!(
+            "tenant {tid} is no longer configured"
+        )));
+    };
+    let store_err = |e: anyhow::Error| CallError::transient(format!("store: {e:#}"));
+    match task.kind.as_str() {
+        kind::CONTAIN => contain(app, t, &run, &task.arg).await,
+        kind::ENTITIES => entities(app, t, &run).await,
+        kind::RESOLVE => resolve(app, t, &run, &task.arg).await,
+        kind::COMMENT => write_comment(app, t, &run).await,
+        kind::VERIFY => verify(app, t, &run, &task.arg).await,
+        kind::CANCEL => cancel(app, t, &run).await,
+        kind::EXPIRE => {
+            if app.store.expire_hold(&run.id).await.map_err(store_err)? {
+                tracing::info!("hold expired without approval");
+                comment_later(app, &run).await?;
+            }
+            Ok(Done::Complete)
+        }
+        other => Err(CallError::permanent(format!("unknown task kind {other}"))),
+    }
+}
+
+fn store_err(e: anyhow::Error) -> CallError {
+    CallError::transient(format!("store: {e:#}"))
+}
+
+async fn comment_later(app: &App, run: &RunRecord) -> Result<(), CallError> {
+    if run.incident_arm_id.is_some() {
+        app.store
+            .enqueue(&run.id, &run.tenant_id, kind::COMMENT, "", now_ms())
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(())
+}
+
+/// List the user's devices, apply the policy, request account-only wipes.
+async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result<Done, CallError> {
+    let state = app
+        .store
+        .targets(&run.id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .find(|(u, _)| u == upn)
+        .map(|(_, s)| s);
+    if state.as_deref() != Some(target::PENDING) {
+        return Ok(Done::Complete); // cancelled or decided meanwhile
+    }
+    app.store.mark_running(&run.id).await.map_err(store_err)?;
+    let upn = Upn::parse(upn).map_err(CallError::permanent)?;
+    let p = &t.tenant.policy;
+    let devices = app
+        .exchange
+        .mobile_devices(&t.tokens, &t.tenant.id, &upn)
+        .await?;
+    let tenant = t.tenant.id.as_str();
+    if devices.is_empty() {
+        app.store
+            .set_target(
+                &run.id,
+                upn.as_str(),
+                target::DONE,
+                Some("no mobile device"),
+            )
+            .await
+            .map_err(store_err)?;
+        return Ok(Done::Complete);
+    }
+    let decisions: Vec<_> = devices.iter().map(|d| (d, policy::device(p, d))).collect();
+    let dry = run.mode == "dry_run";
+    // The hourly budget holds unapproved runs before anything is sent.
+    let to_wipe = decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, DeviceDecision::Wipe { .. }))
+        .count() as i64;
+    if !dry && run.approved_by.is_none() && to_wipe > 0 {
+        let used = app
+            .store
+            .wipes_since(now_ms() - 3_600_000)
+            .await
+            .map_err(store_err)?;
+        let mine = app
+            .store
+            .devices(&run.id)
+            .await
+            .map_err(store_err)?
+            .iter()
+            .filter(|d| d.upn == upn.as_str())
+            .count() as i64;
+        if mine == 0 && used + to_wipe > p.max_wipes_per_hour as i64 {
+            let why = format!(
+                "hourly budget: {used} wipe(s) requested in the last hour, this user would add {to_wipe} (policy.max_wipes_per_hour = {}); approval required",
+                p.max_wipes_per_hour
+            );
+            app.store
+                .set_target(&run.id, upn.as_str(), target::HELD, Some(&why))
+                .await
+                .map_err(store_err)?;
+            return Ok(Done::Complete);
+        }
+    }
+    let mut requested = 0;
+    for (d, decision) in decisions {
+        if let Some(existing) = app
+            .store
+            .device(&run.id, d.guid.as_str())
+            .await
+            .map_err(store_err)?
+        {
+            if existing.outcome != "sending" {
+                continue; // decided on an earlier attempt of this task
+            }
+        }
+        let mut rec = DeviceRecord {
+            run_id: run.id.clone(),
+            upn: upn.to_string(),
+            guid: d.guid.to_string(),
+            device_id: d.device_id.clone(),
+            device_type: d.device_type.clone(),
+            model: d.model.clone(),
+            os: d.os.clone(),
+            client_type: d.client_type.as_str().to_string(),
+            client_version: d.client_version.clone(),
+            outcome: String::new(),
+            reason: None,
+            flags: None,
+            requested_at: None,
+            acked_at: None,
+            verify: None,
+            prior_run_id: None,
+            prior_at: None,
+        };
+        match decision {
+            DeviceDecision::Skip { reason, notes } => {
+                rec.outcome = "skipped".into();
+                rec.reason = Some(reason);
+                rec.flags = Some(notes.join("\n"));
+                app.store.put_device(&rec).await.map_err(store_err)?;
+                app.metrics.device_outcome("skipped");
+            }
+            DeviceDecision::Wipe { notes } => {
+                rec.flags = Some(notes.join("\n"));
+                if dry {
+                    rec.outcome = "would_request".into();
+                    rec.reason =
+                        Some("dry run: Clear-MobileDevice -AccountOnly was not sent".into());
+                    app.store.put_device(&rec).await.map_err(store_err)?;
+                    app.metrics.device_outcome("would_request");
+                    continue;
+                }
+                match app
+                    .store
+                    .claim_wipe(tenant, d.guid.as_str(), &run.id, upn.as_str(), run.force)
+                    .await
+                    .map_err(store_err)?
+                {
+                    WipeClaim::Existing {
+                        run_id,
+                        state,
+                        requested_at,
+                    } => {
+                        rec.outcome = "already_requested".into();
+                        rec.reason = Some(format!(
+                            "a wipe is already {state} (run {run_id}); not sent again (use force to re-send)"
+                        ));
+                        rec.prior_run_id = Some(run_id);
+                        rec.prior_at = Some(requested_at);
+                        app.store.put_device(&rec).await.map_err(store_err)?;
+                        app.metrics.device_outcome("already_requested");
+                    }
+                    WipeClaim::Mine => match app
+                        .exchange
+                        .clear_account_only(
+                            &t.tokens,
+                            &t.tenant.id,
+                            &d.guid,
+                            &p.notification_emails,
+                        )
+                        .await
+                    {
+                        Ok(()) => {
+                            rec.outcome = "requested".into();
+                            rec.requested_at = Some(now_ms());
+                            rec.verify = Some("pending".into());
+                            app.store
+                                .wipe_requested(tenant, &rec)
+                                .await
+                                .map_err(store_err)?;
+                            app.metrics.device_outcome("requested");
+                            tracing::info!(device = %d.guid, upn = %upn, "account-only wipe requested");
+                            requested += 1;
+                        }
+                        Err(CallError::Permanent { reason }) => {
+                            app.store
+                                .release_wipe(tenant, d.guid.as_str(), &run.id)
+                                .await
+                                .map_err(store_err)?;
+                            rec.outcome = "failed".into();
+                            rec.reason = Some(reason);
+                            app.store.put_device(&rec).await.map_err(store_err)?;
+                            app.metrics.device_outcome("failed");
+                        }
+                        // Transient: the claim stays ours; the retry re-sends
+                        // this one call (a repeated account-only wipe request
+                        // only re-stamps the request time).
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
+        }
+    }
+    app.store
+        .set_target(&run.id, upn.as_str(), target::DONE, None)
+        .await
+        .map_err(store_err)?;
+    if requested > 0 {
+        let at = now_ms() + app.settings.policy.verify_interval.as_millis() as i64;
+        app.store
+            .enqueue(&run.id, &run.tenant_id, kind::VERIFY, upn.as_str(), at)
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(Done::Complete)
+}
+
+/// Merge the incident's entities (read through ARM) into the run.
+async fn entities(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, CallError> {
+    let Some(inc) = run
+        .incident_arm_id
+        .as_deref()
+        .and_then(|i| IncidentRef::parse(i).ok())
+    else {
+        return Ok(Done::Complete);
+    };
+    let candidates = app.arm.incident_entities(&t.tokens, &inc).await?;
+    let mut upns = vec![];
+    let mut unresolved = vec![];
+    for c in candidates {
+        match c {
+            Candidate::Upn { upn, source } => {
+                upns.push((upn, format!("{source}, from the incident's entities")))
+            }
+            Candidate::AadUser { object_id, .. } => {
+                app.store
+                    .enqueue(&run.id, &run.tenant_id, kind::RESOLVE, &object_id, now_ms())
+                    .await
+                    .map_err(store_err)?;
+            }
+            Candidate::Unresolved { entity, reason } => unresolved.push((entity, reason)),
+        }
+    }
+    add_found(app, t, run, upns, unresolved).await?;
+    Ok(Done::Complete)
+}
+
+/// Resolve an Account that carries only `aadUserId`.
+async fn resolve(
+    app: &App,
+    t: &TenantCtx,
+    run: &RunRecord,
+    object_id: &str,
+) -> Result<Done, CallError> {
+    match app.graph.user_principal_name(&t.tokens, object_id).await? {
+        Some(upn) => {
+            add_found(
+                app,
+                t,
+                run,
+                vec![(upn, "Account entity (aadUserId via Microsoft Graph)".into())],
+                vec![],
+            )
+            .await?
+        }
+        None => {
+            app.store
+                .add_unresolved(
+                    &run.id,
+                    &format!("Account aadUserId {object_id}"),
+                    "no such user in Microsoft Graph",
+                )
+                .await
+                .map_err(store_err)?;
+        }
+    }
+    Ok(Done::Complete)
+}
+
+async fn add_found(
+    app: &App,
+    t: &TenantCtx,
+    run: &RunRecord,
+    upns: Vec<(Upn, String)>,
+    unresolved: Vec<(String, String)>,
+) -> Result<(), CallError> {
+    if run.status == status::SKIPPED || run.cancelled_at.is_some() {
+        return Ok(());
+    }
+    let existing = app.store.targets(&run.id).await.map_err(store_err)?;
+    let new: Vec<(Upn, String)> = upns
+        .into_iter()
+        .filter(|(u, _)| !existing.iter().any(|(e, _)| e == u.as_str()))
+        .collect();
+    let eligible = existing
+        .iter()
+        .filter(|(_, s)| matches!(s.as_str(), "pending" | "done" | "held" | "failed"))
+        .count();
+    let held = existing.iter().any(|(_, s)| s == target::HELD);
+    let planned = plan_targets(
+        &t.tenant.policy,
+        &new,
+        eligible,
+        run.approved_by.is_some(),
+        held,
+    );
+    let added = app
+        .store
+        .add_targets(&run.id, &run.tenant_id, &planned, &unresolved)
+        .await
+        .map_err(store_err)?;
+    if !added.is_empty() {
+        tracing::info!(added = added.len(), "targets added after intake");
+        app.wake.notify_one();
+    }
+    Ok(())
+}
+
+async fn write_comment(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, CallError> {
+    let (Some(inc), Some(cid)) = (
+        run.incident_arm_id
+            .as_deref()
+            .and_then(|i| IncidentRef::parse(i).ok()),
+        run.comment_id.as_deref(),
+    ) else {
+        return Ok(Done::Complete);
+    };
+    let Some(report) = app.store.report(&run.id).await.map_err(store_err)? else {
+        return Ok(Done::Complete);
+    };
+    let html = comment::render(
+        &report,
+        &app.settings.server.public_url,
+        &crate::config::format_duration(t.tenant.policy.hold_expiry),
+    );
+    let started = std::time::Instant::now();
+    let r = app.arm.put_comment(&t.tokens, &inc, cid, &html).await;
+    app.metrics.upstream_latency(
+        "arm",
+        "put-comment",
+        if r.is_ok() { 200 } else { 0 },
+        started.elapsed(),
+    );
+    r?;
+    tracing::info!(chars = html.chars().count(), "incident comment written");
+    Ok(Done::Complete)
+}
+
+/// Follow requested wipes until the device acknowledges or the deadline passes.
+async fn verify(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result<Done, CallError> {
+    let devices: Vec<DeviceRecord> = app
+        .store
+        .devices(&run.id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|d| {
+            d.upn == upn
+                && d.outcome == "requested"
+                && d.acked_at.is_none()
+                && d.verify.as_deref() == Some("pending")
+        })
+        .collect();
+    if devices.is_empty() {
+        return Ok(Done::Complete);
+    }
+    let upn_t = Upn::parse(upn).map_err(CallError::permanent)?;
+    let stats = app
+        .exchange
+        .statistics(&t.tokens, &t.tenant.id, &upn_t)
+        .await?;
+    let now = now_ms();
+    let deadline = t.tenant.policy.verify_deadline.as_millis() as i64;
+    let mut changed = false;
+    let mut waiting = vec![];
+    for d in &devices {
+        let s = stats.iter().find(|s| {
+            s.guid.as_ref().map(DeviceGuid::as_str) == Some(d.guid.as_str())
+                || (!d.device_id.is_empty() && s.device_id == d.device_id)
+        });
+        match s {
+            Some(s) if s.acknowledged() => {
+                app.store
+                    .wipe_acknowledged(
+                        &t.tenant.id.to_string(),
+                        &run.id,
+                        &d.guid,
+                        s.wipe_acked_at.unwrap_or(now),
+                    )
+                    .await
+                    .map_err(store_err)?;
+                app.metrics.device_outcome("acknowledged");
+                tracing::info!(device = %d.guid, "wipe acknowledged by the device");
+                changed = true;
+            }
+            _ if now - d.requested_at.unwrap_or(now) >= deadline => {
+                app.store
+                    .set_verify(&run.id, &d.guid, "unconfirmed")
+                    .await
+                    .map_err(store_err)?;
+                changed = true;
+            }
+            _ => waiting.push(d.requested_at.unwrap_or(now)),
+        }
+    }
+    if changed {
+        comment_later(app, run).await?;
+    }
+    match waiting.iter().min() {
+        None => Ok(Done::Complete),
+        Some(oldest) => {
+            let interval = app.settings.policy.verify_interval.as_millis() as i64;
+            let elapsed = now - oldest;
+            let next = elapsed.clamp(interval, 15 * 60 * 1000);
+            let at = (now + next).min(oldest + deadline);
+            Ok(Done::Reschedule(at.max(now + 10)))
+        }
+    }
+}
+
+/// Undo: cancel every wipe of the run the device has not acknowledged.
+async fn cancel(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, CallError> {
+    let by = run
+        .cancelled_by
+        .clone()
+        .unwrap_or_else(|| "an analyst".into());
+    let devices: Vec<DeviceRecord> = app
+        .store
+        .devices(&run.id)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|d| d.outcome == "requested")
+        .collect();
+    let mut upns: Vec<String> = devices.iter().map(|d| d.upn.clone()).collect();
+    upns.dedup();
+    let tenant = t.tenant.id.to_string();
+    for u in upns {
+        let upn = Upn::parse(&u).map_err(CallError::permanent)?;
+        // Fresh state first: an acknowledged wipe cannot be cancelled.
+        let stats = app
+            .exchange
+            .statistics(&t.tokens, &t.tenant.id, &upn)
+            .await?;
+        for d in devices.iter().filter(|d| d.upn == u) {
+            let acked = d.acked_at.is_some()
+                || stats.iter().any(|s| {
+                    s.guid.as_ref().map(DeviceGuid::as_str) == Some(d.guid.as_str())
+                        && s.acknowledged()
+                });
+            if acked {
+                if d.acked_at.is_none() {
+                    app.store
+                        .wipe_acknowledged(&tenant, &run.id, &d.guid, now_ms())
+                        .await
+                        .map_err(store_err)?;
+                }
+                continue; // shown as acknowledged: could not be cancelled
+            }
+            let guid = DeviceGuid::parse(&d.guid).map_err(CallError::permanent)?;
+            app.exchange
+                .cancel_wipe(&t.tokens, &t.tenant.id, &guid)
+                .await?;
+            app.store
+                .wipe_cancelled(&tenant, &run.id, &d.guid, &by)
+                .await
+                .map_err(store_err)?;
+            app.metrics.device_outcome("cancelled");
+            tracing::info!(device = %d.guid, "wipe request cancelled");
+        }
+    }
+    comment_later(app, run).await?;
+    Ok(Done::Complete)
+}
