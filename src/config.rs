@@ -694,7 +694,7 @@ hold_expiry = "2h"
         assert_eq!(s.server.listen, "127.0.0.1:9");
         assert_eq!(s.policy.max_targets_per_run, 3);
         assert_eq!(s.policy.hold_expiry, Duration::from_secs(7200));
-        assert_eq!(s.tenants()[0].workspaces.len(), 1);
+        assert_eq!(s.tenants().unwrap()[0].workspaces.len(), 1);
         assert_eq!(s.policy.allowed_domains, vec!["contoso.com"]);
     }
 

@@ -62,7 +62,7 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED || self.code == "keys_unavailable" {
             r.insert_header((
                 "WWW-Authenticate",
                 format!(

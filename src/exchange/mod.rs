@@ -400,17 +400,13 @@ impl ExchangeClient {
                 }
                 Reply::Throttled(reason, ra) => {
                     self.metrics.retry("exchange", "throttled");
+                    // Exchange's Retry-After is honoured as given; only our
+                    // own backoff (no Retry-After) is scaled in tests.
                     let wait = ra.unwrap_or_else(|| {
-                        backoff(
-                            throttles,
-                            Duration::from_millis(500),
-                            Duration::from_secs(30),
-                        )
+                        backoff(throttles, Duration::from_millis(500), Duration::from_secs(30))
+                            .mul_f64(self.backoff_scale)
                     });
-                    permit.throttled(
-                        wait.mul_f64(self.backoff_scale.max(0.01))
-                            .max(Duration::from_millis(10)),
-                    );
+                    permit.throttled(wait.max(Duration::from_millis(10)));
                     throttles += 1;
                     if throttles > MAX_THROTTLE_RETRIES {
                         return Err(CallError::Transient {
@@ -442,8 +438,9 @@ impl ExchangeClient {
                     }
                     let wait = ra.unwrap_or_else(|| {
                         backoff(others - 1, Duration::from_secs(2), Duration::from_secs(60))
+                            .mul_f64(self.backoff_scale)
                     });
-                    tokio::time::sleep(wait.mul_f64(self.backoff_scale)).await;
+                    tokio::time::sleep(wait).await;
                 }
                 Reply::Fail(reason) => {
                     drop(permit);

@@ -1,0 +1,1 @@
+//! Never twice, never lost (exactly-once issue).

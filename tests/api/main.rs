@@ -1,0 +1,10 @@
+//! One integration-test binary: every module drives the real service over
+//! HTTP against the simulated tenant.
+
+mod helpers;
+
+mod auth;
+mod exactly_once;
+mod operations;
+mod pipeline;
+mod safety;

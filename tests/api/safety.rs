@@ -1,0 +1,1 @@
+//! Safety interlocks and analyst control (safety issue).
