@@ -223,8 +223,9 @@ async fn record_failure(app: &App, task: &Task, e: CallError) -> anyhow::Result<
             } else {
                 Duration::from_secs(120)
             };
-            let delay = retry_after
-                .unwrap_or_else(|| backoff(attempt, Duration::from_secs(2), cap).mul_f64(w.backoff_scale));
+            let delay = retry_after.unwrap_or_else(|| {
+                backoff(attempt, Duration::from_secs(2), cap).mul_f64(w.backoff_scale)
+            });
             let max = if is_comment {
                 None
             } else {

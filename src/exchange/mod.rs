@@ -403,8 +403,12 @@ impl ExchangeClient {
                     // Exchange's Retry-After is honoured as given; only our
                     // own backoff (no Retry-After) is scaled in tests.
                     let wait = ra.unwrap_or_else(|| {
-                        backoff(throttles, Duration::from_millis(500), Duration::from_secs(30))
-                            .mul_f64(self.backoff_scale)
+                        backoff(
+                            throttles,
+                            Duration::from_millis(500),
+                            Duration::from_secs(30),
+                        )
+                        .mul_f64(self.backoff_scale)
                     });
                     permit.throttled(wait.max(Duration::from_millis(10)));
                     throttles += 1;

@@ -41,12 +41,18 @@ pub fn fast(s: &mut Settings) {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_with(SimOptions::default(), StoreKind::Sqlite, |_| {}).await.expect("app")
+    spawn_with(SimOptions::default(), StoreKind::Sqlite, |_| {})
+        .await
+        .expect("app")
 }
 
 /// `None` when the store kind is not available here (PostgreSQL not running);
 /// the caller then reports the skip.
-pub async fn spawn_with(opts: SimOptions, store: StoreKind, f: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+pub async fn spawn_with(
+    opts: SimOptions,
+    store: StoreKind,
+    f: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let h = Harness::start(opts).await.expect("simulated tenant");
     let mut settings = h.settings();
     fast(&mut settings);
@@ -59,7 +65,14 @@ pub async fn spawn_with(opts: SimOptions, store: StoreKind, f: impl FnOnce(&mut 
     f(&mut settings);
     let running = h.spawn(settings.clone()).await.expect("wipehook starts");
     let base = format!("http://127.0.0.1:{}", running.port);
-    Some(TestApp { h, running: Some(running), base, client: reqwest::Client::new(), settings, pg_db })
+    Some(TestApp {
+        h,
+        running: Some(running),
+        base,
+        client: reqwest::Client::new(),
+        settings,
+        pg_db,
+    })
 }
 
 impl TestApp {
@@ -76,21 +89,35 @@ impl TestApp {
     }
 
     pub async fn post_incident(&self, body: &Value) -> reqwest::Response {
-        self.post("/api/v1/sentinel/incidents", Some(&self.h.run_token()), body).await
+        self.post(
+            "/api/v1/sentinel/incidents",
+            Some(&self.h.run_token()),
+            body,
+        )
+        .await
     }
 
     /// Poll the run's status URL until it answers 200.
     pub async fn wait_done(&self, location: &str) -> Value {
         let started = Instant::now();
         loop {
-            let r = self.client.get(location).bearer_auth(self.h.run_token()).send().await.expect("poll");
+            let r = self
+                .client
+                .get(location)
+                .bearer_auth(self.h.run_token())
+                .send()
+                .await
+                .expect("poll");
             let status = r.status().as_u16();
             let body: Value = r.json().await.expect("json");
             if status == 200 {
                 return body;
             }
             assert_eq!(status, 202, "unexpected poll answer {body}");
-            assert!(started.elapsed() < Duration::from_secs(30), "run not done in 30 s: {body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "run not done in 30 s: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -104,23 +131,40 @@ impl TestApp {
     }
 
     pub async fn run(&self, id: &str) -> Value {
-        let r = self.client.get(format!("{}/api/v1/runs/{id}", self.base)).bearer_auth(self.h.run_token()).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}/api/v1/runs/{id}", self.base))
+            .bearer_auth(self.h.run_token())
+            .send()
+            .await
+            .unwrap();
         r.json().await.unwrap()
     }
 
     pub fn clears(&self) -> Vec<ExchangeCall> {
-        self.h.sim.exchange_calls().into_iter().filter(|c| c.cmdlet == "Clear-MobileDevice" && c.parameters.get("Cancel").is_none()).collect()
+        self.h
+            .sim
+            .exchange_calls()
+            .into_iter()
+            .filter(|c| c.cmdlet == "Clear-MobileDevice" && c.parameters.get("Cancel").is_none())
+            .collect()
     }
 
     pub fn successful_clears(&self) -> Vec<ExchangeCall> {
-        self.clears().into_iter().filter(|c| c.response_status == 200).collect()
+        self.clears()
+            .into_iter()
+            .filter(|c| c.response_status == 200)
+            .collect()
     }
 
     /// Wait until a condition on the simulated tenant holds.
     pub async fn eventually(&self, what: &str, f: impl Fn() -> bool) {
         let started = Instant::now();
         while !f() {
-            assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for: {what}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "timed out waiting for: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -134,9 +178,19 @@ impl TestApp {
 pub fn assert_safe(calls: &[ExchangeCall]) {
     for c in calls {
         match c.cmdlet.as_str() {
-            "Get-MobileDevice" => assert!(c.parameters["Mailbox"].as_str().is_some_and(|m| !m.is_empty()), "Get-MobileDevice without Mailbox: {:?}", c.parameters),
+            "Get-MobileDevice" => assert!(
+                c.parameters["Mailbox"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "Get-MobileDevice without Mailbox: {:?}",
+                c.parameters
+            ),
             "Clear-MobileDevice" if c.parameters.get("Cancel").is_none() => {
-                assert_eq!(c.parameters["AccountOnly"], true, "wipe without AccountOnly: {:?}", c.parameters);
+                assert_eq!(
+                    c.parameters["AccountOnly"], true,
+                    "wipe without AccountOnly: {:?}",
+                    c.parameters
+                );
                 assert_eq!(c.parameters["Confirm"], false);
             }
             _ => {}
@@ -147,7 +201,8 @@ pub fn assert_safe(calls: &[ExchangeCall]) {
 // ---------------------------------------------------------------- PostgreSQL
 
 pub fn pg_admin_url() -> String {
-    std::env::var("WIPEHOOK_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("WIPEHOOK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh database for one test, or None (with the reason printed) when
@@ -160,32 +215,51 @@ pub async fn pg_database() -> Option<String> {
     match sqlx::AnyConnection::connect(&admin).await {
         Ok(mut c) => {
             let name = format!("wh_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.expect("create database");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut c)
+                .await
+                .expect("create database");
             let _ = c.close().await;
-            let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_string())
+                .unwrap_or(admin);
             Some(format!("{base}/{name}"))
         }
         Err(e) => {
             if std::env::var("WIPEHOOK_TEST_POSTGRES").as_deref() == Ok("required") {
-                panic!("PostgreSQL is required (WIPEHOOK_TEST_POSTGRES=required) but not reachable at {admin}: {e}");
+                panic!(
+                    "PostgreSQL is required (WIPEHOOK_TEST_POSTGRES=required) but not reachable at {admin}: {e}"
+                );
             }
-            eprintln!("SKIPPED (PostgreSQL half): not reachable at {admin}: {e}. Set WIPEHOOK_TEST_POSTGRES_URL or start PostgreSQL.");
+            eprintln!(
+                "SKIPPED (PostgreSQL half): not reachable at {admin}: {e}. Set WIPEHOOK_TEST_POSTGRES_URL or start PostgreSQL."
+            );
             None
         }
     }
 }
 
 fn drop_pg_database(url: String) {
-    let Some((_, name)) = url.rsplit_once('/') else { return };
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
     let name = name.to_string();
     let admin = pg_admin_url();
     // Best effort, on a thread of its own (Drop cannot await).
     let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             use sqlx::Connection;
             if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
             }
         });
     })

@@ -10,11 +10,19 @@ use crate::both_stores;
 use crate::helpers::*;
 
 fn devices_of<'a>(result: &'a Value, upn: &str) -> Vec<&'a Value> {
-    result["users"].as_array().unwrap().iter().find(|u| u["upn"] == upn).map(|u| u["devices"].as_array().unwrap().iter().collect()).unwrap_or_default()
+    result["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["upn"] == upn)
+        .map(|u| u["devices"].as_array().unwrap().iter().collect())
+        .unwrap_or_default()
 }
 
 async fn happy_path(store: StoreKind) {
-    let Some(app) = spawn_with(SimOptions::default(), store, |_| {}).await else { return };
+    let Some(app) = spawn_with(SimOptions::default(), store, |_| {}).await else {
+        return;
+    };
     let sim = &app.h.sim;
     sim.add_user("alice@contoso.com", "a0000000-0000-4000-8000-000000000001");
     sim.add_user("dave@contoso.com", "a0000000-0000-4000-8000-000000000002");
@@ -26,11 +34,21 @@ async fn happy_path(store: StoreKind) {
     let c1 = sim.add_device("carol@contoso.com", DeviceSpec::outlook());
     let e1 = sim.add_device("erin@contoso.com", DeviceSpec::iphone());
     // Someone else's device: must never be touched.
-    sim.add_user("bystander@contoso.com", "a0000000-0000-4000-8000-000000000009");
+    sim.add_user(
+        "bystander@contoso.com",
+        "a0000000-0000-4000-8000-000000000009",
+    );
     let other = sim.add_device("bystander@contoso.com", DeviceSpec::iphone());
 
-    let mut body = app.h.incident_body("inc-happy", 1001, "High", &["Alice@Contoso.com", "dave@contoso.com"]);
-    let ents = body["object"]["properties"]["relatedEntities"].as_array_mut().unwrap();
+    let mut body = app.h.incident_body(
+        "inc-happy",
+        1001,
+        "High",
+        &["Alice@Contoso.com", "dave@contoso.com"],
+    );
+    let ents = body["object"]["properties"]["relatedEntities"]
+        .as_array_mut()
+        .unwrap();
     // PascalCase duplicate of Alice, an Account with only aadUserId (Erin, via
     // Graph), an Account with an empty UPN suffix, a Mailbox entity.
     ents.push(json!({"Type": "account", "Name": "alice", "UPNSuffix": "contoso.com"}));
@@ -65,18 +83,46 @@ async fn happy_path(store: StoreKind) {
     assert_eq!(dave[0]["guid"], old.as_str());
     assert_eq!(dave[0]["outcome"], "skipped");
     assert!(dave[0]["reason"].as_str().unwrap().contains("16.1"));
-    let carol = result["users"].as_array().unwrap().iter().find(|u| u["upn"] == "carol@contoso.com").unwrap();
-    assert!(carol["source"].as_str().unwrap().contains("incident's entities"));
-    let erin = result["users"].as_array().unwrap().iter().find(|u| u["upn"] == "erin@contoso.com").unwrap();
+    let carol = result["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["upn"] == "carol@contoso.com")
+        .unwrap();
+    assert!(
+        carol["source"]
+            .as_str()
+            .unwrap()
+            .contains("incident's entities")
+    );
+    let erin = result["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["upn"] == "erin@contoso.com")
+        .unwrap();
     assert!(erin["source"].as_str().unwrap().contains("Graph"));
-    assert!(result["unresolved"].as_array().unwrap().iter().any(|u| u["reason"].as_str().unwrap().contains("empty UPN suffix")));
-    assert_eq!(result["users"].as_array().unwrap().len(), 4, "alice deduplicated, lower-cased");
+    assert!(
+        result["unresolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["reason"].as_str().unwrap().contains("empty UPN suffix"))
+    );
+    assert_eq!(
+        result["users"].as_array().unwrap().len(),
+        4,
+        "alice deduplicated, lower-cased"
+    );
 
     // Exchange saw exactly what it should.
     let calls = sim.exchange_calls();
     assert_safe(&calls);
     for c in calls.iter().filter(|c| c.cmdlet == "Get-MobileDevice") {
-        assert_eq!(c.anchor_mailbox.as_deref(), Some(format!("UPN:{}", c.parameters["Mailbox"].as_str().unwrap()).as_str()));
+        assert_eq!(
+            c.anchor_mailbox.as_deref(),
+            Some(format!("UPN:{}", c.parameters["Mailbox"].as_str().unwrap()).as_str())
+        );
     }
     assert_eq!(app.successful_clears().len(), 4);
     let dev = sim.device(&other).unwrap();
@@ -85,7 +131,12 @@ async fn happy_path(store: StoreKind) {
     // Tokens were asked for the real resource identifiers, never our URLs.
     for t in sim.token_requests() {
         assert!(
-            ["https://outlook.office365.com/.default", "https://management.azure.com/.default", "https://graph.microsoft.com/.default"].contains(&t.scope_or_resource.as_str()),
+            [
+                "https://outlook.office365.com/.default",
+                "https://management.azure.com/.default",
+                "https://graph.microsoft.com/.default"
+            ]
+            .contains(&t.scope_or_resource.as_str()),
             "token scope {}",
             t.scope_or_resource
         );
@@ -93,11 +144,17 @@ async fn happy_path(store: StoreKind) {
 
     // One comment on the incident, with the table.
     let incident = app.incident_id("inc-happy");
-    app.eventually("comment written", || !sim.comments(&incident).is_empty()).await;
+    app.eventually("comment written", || !sim.comments(&incident).is_empty())
+        .await;
     let comments = sim.comments(&incident);
     assert_eq!(comments.len(), 1);
     let html = &comments[0].message;
-    assert!(html.contains("alice@contoso.com") && html.contains("wipe requested") && html.contains("16.1"), "{html}");
+    assert!(
+        html.contains("alice@contoso.com")
+            && html.contains("wipe requested")
+            && html.contains("16.1"),
+        "{html}"
+    );
     assert!(html.contains(accepted["run_id"].as_str().unwrap()));
     assert!(html.contains("<table>"));
 }
@@ -113,9 +170,15 @@ async fn entity_trigger_contains_one_account_with_and_without_an_incident() {
     let body = json!({"Entity": {"properties": {"Name": "frank", "UPNSuffix": "contoso.com"}}, "IncidentArmID": incident});
     let result = app.contain(&body).await;
     assert_eq!(result["trigger"], "entity");
-    assert_eq!(devices_of(&result, "frank@contoso.com")[0]["outcome"], "requested");
+    assert_eq!(
+        devices_of(&result, "frank@contoso.com")[0]["outcome"],
+        "requested"
+    );
     assert_eq!(sim.device(&g).unwrap().wipe_request_count, 1);
-    app.eventually("comment on the incident", || !sim.comments(&incident).is_empty()).await;
+    app.eventually("comment on the incident", || {
+        !sim.comments(&incident).is_empty()
+    })
+    .await;
 
     // Without an incident: the result lives only in the run.
     sim.add_user("gina@contoso.com", "b0000000-0000-4000-8000-000000000002");
@@ -123,7 +186,10 @@ async fn entity_trigger_contains_one_account_with_and_without_an_incident() {
     let puts = sim.comment_puts();
     let body = json!({"Entity": {"properties": {"Name": "gina", "UPNSuffix": "contoso.com"}}, "IncidentArmID": null});
     let result = app.contain(&body).await;
-    assert_eq!(devices_of(&result, "gina@contoso.com")[0]["outcome"], "requested");
+    assert_eq!(
+        devices_of(&result, "gina@contoso.com")[0]["outcome"],
+        "requested"
+    );
     assert!(result["incident"].is_null());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sim.comment_puts(), puts, "no comment without an incident");
@@ -132,14 +198,36 @@ async fn entity_trigger_contains_one_account_with_and_without_an_incident() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_without_devices_still_ends_with_200_and_says_why() {
     let app = spawn_app().await;
-    app.h.sim.add_user("nodevice@contoso.com", "c0000000-0000-4000-8000-000000000001");
-    let result = app.contain(&app.h.incident_body("inc-none", 7, "High", &["nodevice@contoso.com"])).await;
+    app.h.sim.add_user(
+        "nodevice@contoso.com",
+        "c0000000-0000-4000-8000-000000000001",
+    );
+    let result = app
+        .contain(
+            &app.h
+                .incident_body("inc-none", 7, "High", &["nodevice@contoso.com"]),
+        )
+        .await;
     assert_eq!(result["status"], "completed");
-    assert!(result["reason"].as_str().unwrap().contains("no mobile device"), "{result}");
+    assert!(
+        result["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no mobile device"),
+        "{result}"
+    );
     app.h.sim.add_incident("inc-empty", json!([]));
-    let result = app.contain(&app.h.incident_body("inc-empty", 8, "High", &[])).await;
+    let result = app
+        .contain(&app.h.incident_body("inc-empty", 8, "High", &[]))
+        .await;
     assert_eq!(result["status"], "completed");
-    assert!(result["reason"].as_str().unwrap().contains("no Account or Mailbox"), "{result}");
+    assert!(
+        result["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no Account or Mailbox"),
+        "{result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,19 +237,40 @@ async fn throttling_and_transient_failures_are_retried_and_retry_after_honoured(
     sim.add_user("hank@contoso.com", "d0000000-0000-4000-8000-000000000001");
     let g1 = sim.add_device("hank@contoso.com", DeviceSpec::iphone());
     let g2 = sim.add_device("hank@contoso.com", DeviceSpec::outlook());
-    sim.fail_next_exchange(1, Fault::Throttle429 { retry_after_secs: 0.4 });
+    sim.fail_next_exchange(
+        1,
+        Fault::Throttle429 {
+            retry_after_secs: 0.4,
+        },
+    );
     sim.fail_next_exchange(1, Fault::ConcurrencyMessage);
     sim.fail_next_exchange(1, Fault::Status(503));
     sim.fail_next_exchange(1, Fault::Unauthorized401);
-    let result = app.contain(&app.h.incident_body("inc-throttle", 9, "High", &["hank@contoso.com"])).await;
+    let result = app
+        .contain(
+            &app.h
+                .incident_body("inc-throttle", 9, "High", &["hank@contoso.com"]),
+        )
+        .await;
     for g in [&g1, &g2] {
-        assert_eq!(sim.device(g).unwrap().wipe_request_count, 1, "exactly one successful wipe per device");
+        assert_eq!(
+            sim.device(g).unwrap().wipe_request_count,
+            1,
+            "exactly one successful wipe per device"
+        );
     }
-    assert!(devices_of(&result, "hank@contoso.com").iter().all(|d| d["outcome"] == "requested"));
+    assert!(
+        devices_of(&result, "hank@contoso.com")
+            .iter()
+            .all(|d| d["outcome"] == "requested")
+    );
     let calls = sim.exchange_calls();
     assert_safe(&calls);
     // Nothing lost; the Retry-After spacing itself is checked below.
-    let first_429 = calls.iter().position(|c| c.response_status == 429).expect("a 429");
+    let first_429 = calls
+        .iter()
+        .position(|c| c.response_status == 429)
+        .expect("a 429");
     assert!(calls.len() > first_429 + 1);
     assert!(sim.throttled_count() >= 2);
 }
@@ -172,12 +281,24 @@ async fn retry_after_is_honoured_at_full_scale() {
     let sim = &app.h.sim;
     sim.add_user("ivy@contoso.com", "d0000000-0000-4000-8000-000000000002");
     sim.add_device("ivy@contoso.com", DeviceSpec::iphone());
-    sim.fail_next_exchange(1, Fault::Throttle429 { retry_after_secs: 0.7 });
-    app.contain(&app.h.incident_body("inc-ra", 10, "High", &["ivy@contoso.com"])).await;
+    sim.fail_next_exchange(
+        1,
+        Fault::Throttle429 {
+            retry_after_secs: 0.7,
+        },
+    );
+    app.contain(
+        &app.h
+            .incident_body("inc-ra", 10, "High", &["ivy@contoso.com"]),
+    )
+    .await;
     let calls = sim.exchange_calls();
     let i = calls.iter().position(|c| c.response_status == 429).unwrap();
     let gap = calls[i + 1].at.duration_since(calls[i].at).unwrap();
-    assert!(gap >= Duration::from_millis(650), "next call after {gap:?}, Retry-After was 0.7 s");
+    assert!(
+        gap >= Duration::from_millis(650),
+        "next call after {gap:?}, Retry-After was 0.7 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,9 +309,16 @@ async fn comment_writes_are_retried_until_they_succeed_and_never_duplicated() {
     sim.add_device("jack@contoso.com", DeviceSpec::iphone());
     sim.add_incident("inc-arm", json!([]));
     sim.fail_next_arm(3, 503);
-    app.contain(&app.h.incident_body("inc-arm", 11, "High", &["jack@contoso.com"])).await;
+    app.contain(
+        &app.h
+            .incident_body("inc-arm", 11, "High", &["jack@contoso.com"]),
+    )
+    .await;
     let incident = app.incident_id("inc-arm");
-    app.eventually("comment after ARM recovered", || !sim.comments(&incident).is_empty()).await;
+    app.eventually("comment after ARM recovered", || {
+        !sim.comments(&incident).is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sim.comments(&incident).len(), 1);
 }
