@@ -234,9 +234,6 @@ pub async fn accept(
                 .iter()
                 .find(|t| t.state == target::HELD)
                 .and_then(|t| t.reason.clone());
-            if held {
-                tasks.push((kind::EXPIRE.into(), String::new()));
-            }
         }
     }
     if status::is_final(&run_status) && trigger.incident.is_some() {
