@@ -109,7 +109,7 @@ impl InboundAuth {
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
             settings: settings.clone(),
             cache: Arc::default(),
-            min_refresh: Duration::from_secs(60),
+            min_refresh: settings.key_refresh_interval,
         }
     }
 

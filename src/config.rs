@@ -199,10 +199,14 @@ pub struct InboundSettings {
     /// Role needed to approve or cancel a run (defaults to `required_role`).
     pub approver_role: Option<String>,
     pub leeway_secs: u64,
+    /// An unknown `kid` refetches the tenant's keys at most this often.
+    #[serde(with = "dur")]
+    pub key_refresh_interval: Duration,
 }
 impl Default for InboundSettings {
     fn default() -> Self {
         InboundSettings {
+            key_refresh_interval: Duration::from_secs(60),
             audiences: vec![],
             allowed_callers: vec![],
             required_role: None,
@@ -724,5 +728,47 @@ hold_expiry = "2h"
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert_eq!(format_duration(Duration::from_secs(86400)), "1d");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// docs/config.example.toml loads, and documents every key there is.
+    #[test]
+    fn the_example_is_valid_and_complete() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let s = Settings::load_from(Some(Path::new(path)), &BTreeMap::new())
+            .expect("the example loads");
+        assert_eq!(s.tenants().unwrap().len(), 1);
+        let mut full = s.clone();
+        full.cloud.extra_ca_file = Some("/x".into());
+        full.policy.min_severity = Some(Severity::High);
+        let v = toml::Value::try_from(&full).unwrap();
+        let mut missing = vec![];
+        fn walk(v: &toml::Value, text: &str, missing: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, child) in t {
+                    if !text.contains(&format!("{k} ="))
+                        && !text.contains(&format!("[{k}]"))
+                        && !text.contains(&format!("[[{k}]]"))
+                    {
+                        missing.push(k.clone());
+                    }
+                    walk(child, text, missing);
+                }
+            } else if let toml::Value::Array(a) = v {
+                for c in a {
+                    walk(c, text, missing);
+                }
+            }
+        }
+        walk(&v, &text, &mut missing);
+        assert!(
+            missing.is_empty(),
+            "keys not documented in docs/config.example.toml: {missing:?}"
+        );
     }
 }

@@ -62,7 +62,7 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED || self.code == "keys_unavailable" {
+        if self.status == StatusCode::UNAUTHORIZED {
             r.insert_header((
                 "WWW-Authenticate",
                 format!(
@@ -70,6 +70,9 @@ impl ResponseError for ApiError {
                     self.message.replace('"', "'")
                 ),
             ));
+        } else if self.code == "keys_unavailable" {
+            // The token may be fine: say only that bearer auth applies.
+            r.insert_header(("WWW-Authenticate", "Bearer realm=\"wipehook\""));
         }
         if let Some(s) = self.retry_after {
             r.insert_header(("Retry-After", s.to_string()));
@@ -134,6 +137,14 @@ pub fn server(app: Arc<App>, listener: TcpListener) -> anyhow::Result<actix_web:
     let server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(data.clone())
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("invalid query string: {e}"),
+                )
+                .into()
+            }))
             .wrap(from_fn(request_id))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -563,13 +574,34 @@ async fn post_incident_cancel(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (caller, runs) = incident_runs(&app, &req, payload).await?;
-    let Some(run) = runs.iter().find(|r| r.cancelled_at.is_none()) else {
+    // Undo on an incident: every run of it that requested wipes or holds
+    // users, not yet cancelled.
+    let mut out = vec![];
+    for run in runs.iter().filter(|r| r.cancelled_at.is_none()) {
+        let devices = app
+            .store
+            .devices(&run.id)
+            .await
+            .map_err(ApiError::internal)?;
+        let targets = app
+            .store
+            .targets(&run.id)
+            .await
+            .map_err(ApiError::internal)?;
+        let undoable = devices
+            .iter()
+            .any(|d| d.outcome == "requested" && d.acked_at.is_none())
+            || targets.iter().any(|(_, s)| s == crate::store::target::HELD);
+        if undoable {
+            out.push(cancel_run(&app, &caller, run).await?);
+        }
+    }
+    if out.is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "already_cancelled",
-            "every run of this incident was already cancelled",
+            "nothing_to_cancel",
+            "no run of this incident has an unacknowledged wipe request or a held user left to cancel",
         ));
-    };
-    let body = cancel_run(&app, &caller, run).await?;
-    Ok(HttpResponse::Ok().json(body))
+    }
+    Ok(HttpResponse::Ok().json(json!({"cancelled": out})))
 }

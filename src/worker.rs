@@ -370,17 +370,18 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
             return Ok(Done::Complete);
         }
     }
-    let mut requested = 0;
+    // Decide every device first (store only), then send this user's wipes
+    // together: the Exchange limiter, not this loop, bounds concurrency.
+    let mut to_send: Vec<(DeviceGuid, DeviceRecord)> = vec![];
     for (d, decision) in decisions {
-        if let Some(existing) = app
+        if app
             .store
             .device(&run.id, d.guid.as_str())
             .await
             .map_err(store_err)?
+            .is_some()
         {
-            if existing.outcome != "sending" {
-                continue; // decided on an earlier attempt of this task
-            }
+            continue; // decided on an earlier attempt of this task
         }
         let mut rec = DeviceRecord {
             run_id: run.id.clone(),
@@ -439,46 +440,57 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
                         app.store.put_device(&rec).await.map_err(store_err)?;
                         app.metrics.device_outcome("already_requested");
                     }
-                    WipeClaim::Mine => match app
-                        .exchange
-                        .clear_account_only(
-                            &t.tokens,
-                            &t.tenant.id,
-                            &d.guid,
-                            &p.notification_emails,
-                        )
-                        .await
-                    {
-                        Ok(()) => {
-                            rec.outcome = "requested".into();
-                            rec.requested_at = Some(now_ms());
-                            rec.verify = Some("pending".into());
-                            app.store
-                                .wipe_requested(tenant, &rec)
-                                .await
-                                .map_err(store_err)?;
-                            app.metrics.device_outcome("requested");
-                            tracing::info!(device = %d.guid, upn = %upn, "account-only wipe requested");
-                            requested += 1;
-                        }
-                        Err(CallError::Permanent { reason }) => {
-                            app.store
-                                .release_wipe(tenant, d.guid.as_str(), &run.id)
-                                .await
-                                .map_err(store_err)?;
-                            rec.outcome = "failed".into();
-                            rec.reason = Some(reason);
-                            app.store.put_device(&rec).await.map_err(store_err)?;
-                            app.metrics.device_outcome("failed");
-                        }
-                        // Transient: the claim stays ours; the retry re-sends
-                        // this one call (a repeated account-only wipe request
-                        // only re-stamps the request time).
-                        Err(e) => return Err(e),
-                    },
+                    WipeClaim::Mine => to_send.push((d.guid.clone(), rec)),
                 }
             }
         }
+    }
+    let sends = to_send.iter().map(|(guid, _)| {
+        app.exchange
+            .clear_account_only(&t.tokens, &t.tenant.id, guid, &p.notification_emails)
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let mut requested = 0;
+    let mut transient = None;
+    for ((guid, mut rec), result) in to_send.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                rec.outcome = "requested".into();
+                rec.requested_at = Some(now_ms());
+                rec.verify = Some("pending".into());
+                app.store
+                    .wipe_requested(tenant, &rec)
+                    .await
+                    .map_err(store_err)?;
+                app.metrics.device_outcome("requested");
+                tracing::info!(device = %guid, upn = %upn, "account-only wipe requested");
+                requested += 1;
+            }
+            Err(CallError::Permanent { reason }) => {
+                app.store
+                    .release_wipe(tenant, guid.as_str(), &run.id)
+                    .await
+                    .map_err(store_err)?;
+                rec.outcome = "failed".into();
+                rec.reason = Some(reason);
+                app.store.put_device(&rec).await.map_err(store_err)?;
+                app.metrics.device_outcome("failed");
+            }
+            // Transient: the claim stays this run's; the task's retry
+            // re-sends this one call (a repeated account-only wipe request
+            // only re-stamps the request time).
+            Err(e) => transient = Some(e),
+        }
+    }
+    if let Some(e) = transient {
+        if requested > 0 {
+            let at = now_ms() + app.settings.policy.verify_interval.as_millis() as i64;
+            app.store
+                .enqueue(&run.id, &run.tenant_id, kind::VERIFY, upn.as_str(), at)
+                .await
+                .map_err(store_err)?;
+        }
+        return Err(e);
     }
     app.store
         .set_target(&run.id, upn.as_str(), target::DONE, None)

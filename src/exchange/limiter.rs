@@ -1,7 +1,17 @@
-//! Per-tenant adaptive concurrency for Exchange calls (AIMD): the limit grows
-//! by one per window of successful calls, halves on a throttle, and a
-//! `Retry-After` pauses the whole tenant. Waiters are served first in, first
-//! out, so a large run cannot starve a small one that queued after it.
+//! Per-tenant adaptive concurrency for Exchange calls. Exchange caps
+//! concurrent requests per tenant (the number is undocumented) and answers
+//! 429 or "maximum number of concurrent requests per tenant" beyond it.
+//!
+//! - Success: the limit grows by one per window of successful calls
+//!   (additive increase), and only slowly (one probe per ten windows) once it
+//!   has reached the level where Exchange last throttled.
+//! - Throttle: the limit drops to the number of calls that were in flight
+//!   when Exchange refused one, minus one (the cap just measured), never
+//!   below one. A short `Retry-After` delays only the refused call; a long one
+//!   (a budget, not a concurrency cap) halves the limit and pauses the tenant.
+//!
+//! Waiters are served first in, first out, so a large run cannot starve a
+//! small one that queued after it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,16 +19,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+/// A `Retry-After` at least this long pauses the whole tenant.
+const TENANT_PAUSE: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 struct State {
     limit: f64,
-    min: f64,
     max: f64,
+    /// The limit after the last throttle: growth above it is a slow probe.
+    ceiling: Option<f64>,
     inflight: usize,
     waiters: VecDeque<oneshot::Sender<()>>,
     paused_until: Option<Instant>,
-    last_cut: Option<Instant>,
     timer_armed: bool,
+    throttles: u64,
 }
 
 impl State {
@@ -46,13 +60,13 @@ impl Limiter {
         Limiter {
             inner: Arc::new(Mutex::new(State {
                 limit: (initial.max(1) as f64).min(max),
-                min: 1.0,
                 max,
+                ceiling: None,
                 inflight: 0,
                 waiters: VecDeque::new(),
                 paused_until: None,
-                last_cut: None,
                 timer_armed: false,
+                throttles: 0,
             })),
         }
     }
@@ -63,6 +77,10 @@ impl Limiter {
 
     pub fn inflight(&self) -> usize {
         self.inner.lock().map(|s| s.inflight).unwrap_or(0)
+    }
+
+    pub fn throttles(&self) -> u64 {
+        self.inner.lock().map(|s| s.throttles).unwrap_or(0)
     }
 
     pub async fn acquire(&self) -> Permit {
@@ -114,26 +132,30 @@ impl Limiter {
 
     fn release(&self, outcome: Outcome) {
         let mut s = self.inner.lock().expect("limiter lock");
+        let in_flight_before = s.inflight;
         s.inflight = s.inflight.saturating_sub(1);
-        let now = Instant::now();
         match outcome {
             Outcome::Success => {
-                let inc = 1.0 / s.limit.max(1.0);
-                s.limit = (s.limit + inc).min(s.max);
+                let step = 1.0 / s.limit.max(1.0);
+                let step = if s.ceiling.is_some_and(|c| s.limit >= c) {
+                    step / 10.0
+                } else {
+                    step
+                };
+                s.limit = (s.limit + step).min(s.max);
             }
             Outcome::Throttled(retry_after) => {
-                // One cut per half second: a burst of 429s from one overload
-                // is one signal, not ten.
-                if s.last_cut
-                    .is_none_or(|t| now.duration_since(t) > Duration::from_millis(500))
-                {
-                    s.limit = (s.limit / 2.0).max(s.min);
-                    s.last_cut = Some(now);
+                s.throttles += 1;
+                let measured = (in_flight_before as f64 - 1.0).max(1.0);
+                s.limit = s.limit.min(measured).max(1.0);
+                if retry_after >= TENANT_PAUSE {
+                    s.limit = (s.limit / 2.0).max(1.0);
+                    let until = Instant::now() + retry_after;
+                    if s.paused_until.is_none_or(|p| p < until) {
+                        s.paused_until = Some(until);
+                    }
                 }
-                let until = now + retry_after;
-                if s.paused_until.is_none_or(|p| p < until) {
-                    s.paused_until = Some(until);
-                }
+                s.ceiling = Some(s.limit.floor().max(1.0));
             }
             Outcome::Neutral => {}
         }
@@ -179,9 +201,17 @@ impl Permit {
         self.done = true;
         self.limiter.release(Outcome::Success);
     }
-    pub fn throttled(mut self, retry_after: Duration) {
+    /// Exchange refused the call: adapt, and tell the caller how long this
+    /// call should wait before it is tried again (tenant pauses are applied
+    /// by `acquire` itself).
+    pub fn throttled(mut self, retry_after: Duration) -> Duration {
         self.done = true;
         self.limiter.release(Outcome::Throttled(retry_after));
+        if retry_after >= TENANT_PAUSE {
+            Duration::ZERO
+        } else {
+            retry_after
+        }
     }
 }
 
@@ -198,19 +228,46 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn grows_on_success_and_halves_on_throttle() {
-        let l = Limiter::new(4, 16);
+    async fn grows_on_success_and_learns_the_cap_on_throttle() {
+        let l = Limiter::new(4, 32);
         for _ in 0..40 {
             l.acquire().await.success();
         }
         assert!(l.current_limit() > 4);
-        let before = l.current_limit();
-        l.acquire().await.throttled(Duration::from_millis(50));
-        assert_eq!(l.current_limit(), (before / 2).max(1));
-        // Paused: the next acquire waits at least the Retry-After.
+        let l = Limiter::new(10, 32);
+        // Ten in flight, one refused: the cap is nine.
+        let permits: Vec<Permit> =
+            futures_util::future::join_all((0..10).map(|_| l.acquire())).await;
+        let mut it = permits.into_iter();
+        let wait = it.next().unwrap().throttled(Duration::from_millis(200));
+        assert_eq!(
+            wait,
+            Duration::from_millis(200),
+            "a short Retry-After delays only that call"
+        );
+        assert_eq!(l.current_limit(), 9);
+        for p in it {
+            p.success();
+        }
+        // Above the measured cap, growth is a slow probe.
+        for _ in 0..9 {
+            l.acquire().await.success();
+        }
+        assert_eq!(l.current_limit(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_long_retry_after_halves_and_pauses_the_tenant() {
+        let l = Limiter::new(8, 8);
+        let p = l.acquire().await;
+        assert_eq!(p.throttled(Duration::from_secs(2)), Duration::ZERO);
+        assert!(l.current_limit() <= 1);
         let t = Instant::now();
         l.acquire().await.success();
-        assert!(t.elapsed() >= Duration::from_millis(40));
+        assert!(
+            t.elapsed() >= Duration::from_millis(1900),
+            "the tenant was paused for the Retry-After"
+        );
     }
 
     #[tokio::test]

@@ -410,7 +410,7 @@ impl ExchangeClient {
                         )
                         .mul_f64(self.backoff_scale)
                     });
-                    permit.throttled(wait.max(Duration::from_millis(10)));
+                    let delay = permit.throttled(wait.max(Duration::from_millis(10)));
                     throttles += 1;
                     if throttles > MAX_THROTTLE_RETRIES {
                         return Err(CallError::Transient {
@@ -419,6 +419,9 @@ impl ExchangeClient {
                             ),
                             retry_after: Some(wait),
                         });
+                    }
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
                     }
                 }
                 Reply::Unauthorized(reason) => {

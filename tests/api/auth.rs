@@ -225,8 +225,13 @@ async fn keys_unavailable_fails_closed_and_unknown_kid_refreshes_once_a_minute()
     );
 
     // A fresh app: keys fetched once, then a rotated key is picked up on
-    // its unknown kid, and unknown kids do not refetch more than once a minute.
-    let app = spawn_app().await;
+    // its unknown kid, and unknown kids do not refetch more often than
+    // inbound.key_refresh_interval (60 s by default; 300 ms here).
+    let app = spawn_with(wipehook::sim::SimOptions::default(), StoreKind::Sqlite, |s| {
+        s.inbound.key_refresh_interval = std::time::Duration::from_millis(300)
+    })
+    .await
+    .unwrap();
     let sim = &app.h.sim;
     assert_eq!(
         app.post_incident(&app.h.incident_body("k2", 2, "High", &[]))
@@ -237,6 +242,7 @@ async fn keys_unavailable_fails_closed_and_unknown_kid_refreshes_once_a_minute()
     );
     let fetches = sim.oidc_fetch_count();
     sim.rotate_signing_key();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(
         app.post_incident(&app.h.incident_body("k3", 3, "High", &[]))
             .await

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod exactly_once;
+mod openapi;
 mod operations;
 mod pipeline;
 mod safety;
