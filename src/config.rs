@@ -70,6 +70,9 @@ pub struct StoreSettings {
     /// A claimed task is owned this long unless its worker renews the lease.
     #[serde(with = "dur")]
     pub lease: Duration,
+    /// SQLite only: "full" (a commit survives power loss) or "normal" (it
+    /// survives a killed process; the last commits can be lost on power loss).
+    pub sqlite_synchronous: String,
 }
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -79,6 +82,7 @@ impl Default for StoreSettings {
             run_retention: Duration::from_secs(90 * 86400),
             delivery_retention: Duration::from_secs(7 * 86400),
             lease: Duration::from_secs(30),
+            sqlite_synchronous: "full".into(),
         }
     }
 }

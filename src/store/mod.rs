@@ -1,19 +1,37 @@
 //! The durable store: runs, their targets and device outcomes, the delivery
 //! keys that deduplicate calls, the device-level wipe ledger, and the task
-//! queue the worker drains. One SQL text serves SQLite (embedded default) and
-//! PostgreSQL (several replicas) through sqlx's `Any` driver.
+//! queue the worker drains. One SQL text (`sql.rs`) runs on SQLite (the
+//! embedded default: one connection behind a mutex, SQLite has one writer)
+//! and on PostgreSQL (a pool; several replicas), each on its native driver.
 
 mod report;
 
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Executor};
+use tokio::sync::Mutex;
 
 pub use report::*;
 
 use crate::config::StoreSettings;
+
+mod sqlite {
+    pub type Db = sqlx::Sqlite;
+    const LOCK: &str = "";
+    include!("sql.rs");
+}
+
+mod postgres {
+    pub type Db = sqlx::Postgres;
+    /// Replicas claim different tasks without waiting on each other.
+    const LOCK: &str = "FOR UPDATE SKIP LOCKED";
+    include!("sql.rs");
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -22,9 +40,26 @@ pub enum Backend {
 }
 
 #[derive(Clone)]
+enum Inner {
+    /// One connection: SQLite has one writer anyway, and queueing on a
+    /// mutex is cheaper than a pool's acquire and SQLITE_BUSY retries.
+    Sqlite(Arc<Mutex<SqliteConnection>>),
+    Postgres(PgPool),
+}
+
+#[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    inner: Inner,
+}
+
+/// Run one `sql.rs` function on this store's connection.
+macro_rules! dispatch {
+    ($self:ident, $f:ident($($arg:expr),*)) => {
+        match &$self.inner {
+            Inner::Sqlite(m) => sqlite::$f(&mut *m.lock().await, $($arg),*).await,
+            Inner::Postgres(p) => postgres::$f(&mut *p.acquire().await?, $($arg),*).await,
+        }
+    };
 }
 
 pub fn now_ms() -> i64 {
@@ -183,272 +218,125 @@ pub struct StoreStats {
     pub dead_tasks: i64,
 }
 
-const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at";
-
-fn run_from_row(r: &AnyRow) -> Result<RunRecord> {
-    Ok(RunRecord {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        incident_arm_id: r.try_get("incident_arm_id")?,
-        incident_number: r.try_get("incident_number")?,
-        incident_title: r.try_get("incident_title")?,
-        severity: r.try_get("severity")?,
-        trigger_kind: r.try_get("trigger_kind")?,
-        caller: r.try_get("caller")?,
-        mode: r.try_get("mode")?,
-        force: r.try_get::<i64, _>("force")? != 0,
-        status: r.try_get("status")?,
-        reason: r.try_get("reason")?,
-        approved_by: r.try_get("approved_by")?,
-        approved_at: r.try_get("approved_at")?,
-        cancelled_by: r.try_get("cancelled_by")?,
-        cancelled_at: r.try_get("cancelled_at")?,
-        comment_id: r.try_get("comment_id")?,
-        created_at: r.try_get("created_at")?,
-        finished_at: r.try_get("finished_at")?,
-    })
-}
-
 impl Store {
     /// Connect and migrate. `sqlite://path` creates the file when missing.
     pub async fn connect(settings: &StoreSettings) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = if settings.url.starts_with("sqlite:") {
-            let mut url = settings.url.clone();
-            if !url.contains('?') && !url.contains(":memory:") {
-                url.push_str("?mode=rwc");
-            }
-            (Backend::Sqlite, url)
-        } else {
-            (Backend::Postgres, settings.url.clone())
+        let open_err = || {
+            format!(
+                "cannot open the store at {}",
+                crate::config::redact_url(&settings.url)
+            )
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers never block the writer. FULL: a commit
-                        // survives power loss, not only a killed process.
-                        conn.execute("PRAGMA journal_mode=WAL").await?;
-                        conn.execute("PRAGMA synchronous=FULL").await?;
-                        conn.execute("PRAGMA busy_timeout=10000").await?;
-                        conn.execute("PRAGMA foreign_keys=ON").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the store at {}",
-                    crate::config::redact_url(&settings.url)
-                )
-            })?;
-        let store = Store { pool, backend };
+        let store = if settings.url.starts_with("sqlite:") {
+            // WAL: readers never block the writer. FULL: a commit survives
+            // power loss, not only a killed process.
+            let sync = if settings.sqlite_synchronous == "normal" {
+                SqliteSynchronous::Normal
+            } else {
+                SqliteSynchronous::Full
+            };
+            let conn = SqliteConnectOptions::from_str(&settings.url)
+                .with_context(open_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sync)
+                .busy_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .with_context(open_err)?;
+            Store {
+                inner: Inner::Sqlite(Arc::new(Mutex::new(conn))),
+            }
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                // A ping before every acquire doubles the round trips; a
+                // broken connection surfaces as an error on the query.
+                .test_before_acquire(false)
+                .connect(&settings.url)
+                .await
+                .with_context(open_err)?;
+            Store {
+                inner: Inner::Postgres(pool),
+            }
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        if self.backend == Backend::Postgres {
-            // Two replicas starting at once: one migrates, the other waits.
-            sqlx::query("SELECT pg_advisory_lock(7274046)")
-                .execute(&mut *conn)
-                .await?;
+        let schema = include_str!("schema.sql");
+        match &self.inner {
+            Inner::Sqlite(m) => {
+                let mut c = m.lock().await;
+                sqlx::raw_sql(schema)
+                    .execute(&mut *c)
+                    .await
+                    .context("migrating the store")?;
+            }
+            Inner::Postgres(p) => {
+                let mut c = p.acquire().await?;
+                // Two replicas starting at once: one migrates, the other waits.
+                c.execute("SELECT pg_advisory_lock(7274046)").await?;
+                let res = sqlx::raw_sql(schema).execute(&mut *c).await;
+                c.execute("SELECT pg_advisory_unlock(7274046)").await?;
+                res.context("migrating the store")?;
+            }
         }
-        let res = sqlx::raw_sql(include_str!("schema.sql"))
-            .execute(&mut *conn)
-            .await;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_unlock(7274046)")
-                .execute(&mut *conn)
-                .await?;
-        }
-        res.context("migrating the store")?;
         Ok(())
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        dispatch!(self, ping())
     }
 
     /// Record an accepted call as a run with its targets and tasks, in one
     /// transaction with its delivery key. The same key returns the same run.
     pub async fn accept(&self, new: &NewRun) -> Result<Accepted> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO deliveries (key, run_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING RETURNING run_id",
-        )
-        .bind(&new.delivery_key)
-        .bind(&new.id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if inserted.is_none() {
-            let row = sqlx::query("SELECT run_id FROM deliveries WHERE key = $1")
-                .bind(&new.delivery_key)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            return Ok(Accepted {
-                run_id: row.try_get("run_id")?,
-                created: false,
-            });
-        }
-        sqlx::query(
-            "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
-        )
-        .bind(&new.id)
-        .bind(&new.tenant_id)
-        .bind(&new.incident_arm_id)
-        .bind(new.incident_number)
-        .bind(&new.incident_title)
-        .bind(&new.severity)
-        .bind(&new.trigger_kind)
-        .bind(&new.caller)
-        .bind(&new.mode)
-        .bind(new.force as i64)
-        .bind(&new.status)
-        .bind(&new.reason)
-        .bind(&new.comment_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for (i, t) in new.targets.iter().enumerate() {
-            insert_target(&mut tx, &new.id, t, i as i64).await?;
-        }
-        for (entity, reason) in &new.unresolved {
-            insert_unresolved(&mut tx, &new.id, entity, reason).await?;
-        }
-        for (i, (k, arg)) in new.tasks.iter().enumerate() {
-            enqueue_tx(&mut tx, &new.id, &new.tenant_id, k, arg, i as i64, now).await?;
-        }
-        tx.commit().await?;
-        Ok(Accepted {
-            run_id: new.id.clone(),
-            created: true,
-        })
+        dispatch!(self, accept(new))
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        dispatch!(self, run(id))
     }
 
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"
-        )))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        dispatch!(self, list_runs(limit))
     }
 
     /// Runs of one incident, newest first.
     pub async fn runs_for_incident(&self, incident_arm_id: &str) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE lower(incident_arm_id) = lower($1) ORDER BY created_at DESC, id DESC LIMIT 50"
-        )))
-        .bind(incident_arm_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        dispatch!(self, runs_for_incident(incident_arm_id))
     }
-
-    // ---------------------------------------------------------------- tasks
 
     /// Claim the next ready task. Order: `seq` first, so the first target of a
     /// new run goes before the 200th target of an older one (fair across runs).
     pub async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Task>> {
-        let now = now_ms();
-        let lock = if self.backend == Backend::Postgres {
-            "FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE tasks SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0, updated_at = $3
-             WHERE id = (SELECT id FROM tasks WHERE state = 'ready' AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3)
-                         ORDER BY seq, not_before, created_at LIMIT 1 {lock})
-             RETURNING id, run_id, tenant_id, kind, arg, attempts"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(Task {
-            id: r.try_get("id")?,
-            run_id: r.try_get("run_id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            kind: r.try_get("kind")?,
-            arg: r.try_get("arg")?,
-            attempts: r.try_get("attempts")?,
-            owner: owner.to_string(),
-        }))
+        dispatch!(self, claim(owner, lease))
     }
 
     /// Extend a lease; false when this owner lost it.
     pub async fn renew(&self, task: &Task, lease: Duration) -> Result<bool> {
-        let r = sqlx::query("UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
-            .bind(now_ms() + lease.as_millis() as i64)
-            .bind(&task.id)
-            .bind(&task.owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+        dispatch!(self, renew(task, lease))
     }
 
     /// When the earliest ready task becomes due (for the worker's sleep).
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(not_before) AS t FROM tasks WHERE state = 'ready'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>("t")?)
+        dispatch!(self, next_due())
     }
 
     /// Finish a task. A task marked dirty while it ran goes back to ready.
     /// For work tasks, the run is finalised when its last work task ends.
     pub async fn complete(&self, task: &Task, hold_expiry: Duration) -> Result<Option<String>> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // Lock the run row first: the last two work tasks of a run finishing at
-        // once must not both see the other as pending.
-        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&task.run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE tasks SET state = CASE WHEN dirty = 1 THEN 'ready' ELSE 'done' END, lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = $1
-             WHERE id = $2 AND lease_owner = $3",
-        )
-        .bind(now)
-        .bind(&task.id)
-        .bind(&task.owner)
-        .execute(&mut *tx)
-        .await?;
-        let finished = finalize_if_done(&mut tx, &task.run_id, now, hold_expiry).await?;
-        tx.commit().await?;
-        Ok(finished)
+        dispatch!(self, complete(task, hold_expiry))
     }
 
     /// Record a failed attempt: retry at `retry_at`, or give up after `max`.
@@ -461,40 +349,12 @@ impl Store {
         max: Option<u32>,
         hold_expiry: Duration,
     ) -> Result<bool> {
-        let now = now_ms();
-        let dead = max.is_some_and(|m| task.attempts >= m as i64);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&task.run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE tasks SET state = $1, not_before = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
-             WHERE id = $5 AND lease_owner = $6",
-        )
-        .bind(if dead { "dead" } else { "ready" })
-        .bind(retry_at)
-        .bind(truncate(error, 2000))
-        .bind(now)
-        .bind(&task.id)
-        .bind(&task.owner)
-        .execute(&mut *tx)
-        .await?;
-        if dead {
-            finalize_if_done(&mut tx, &task.run_id, now, hold_expiry).await?;
-        }
-        tx.commit().await?;
-        Ok(dead)
+        dispatch!(self, fail(task, error, retry_at, max, hold_expiry))
     }
 
     /// Give back every lease of this owner (graceful shutdown).
     pub async fn release_all(&self, owner: &str) -> Result<u64> {
-        let r = sqlx::query("UPDATE tasks SET lease_owner = NULL, lease_until = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE lease_owner = $1 AND state = 'ready'")
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        dispatch!(self, release_all(owner))
     }
 
     /// Enqueue a task, or mark the existing one dirty so it runs again.
@@ -506,64 +366,24 @@ impl Store {
         arg: &str,
         not_before: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        enqueue_tx(&mut tx, run_id, tenant_id, kind, arg, 0, not_before).await?;
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self, enqueue(run_id, tenant_id, kind, arg, not_before))
     }
 
     /// Reschedule the running task itself (verification backoff) and finish it.
     pub async fn reschedule(&self, task: &Task, at: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE tasks SET state = 'ready', not_before = $1, lease_owner = NULL, lease_until = NULL, attempts = 0, updated_at = $2 WHERE id = $3 AND lease_owner = $4",
-        )
-        .bind(at)
-        .bind(now_ms())
-        .bind(&task.id)
-        .bind(&task.owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        dispatch!(self, reschedule(task, at))
     }
 
     pub async fn set_status(&self, run_id: &str, status: &str, reason: Option<&str>) -> Result<()> {
-        let now = now_ms();
-        let fin = if status::is_final(status) && status != status::HELD {
-            Some(now)
-        } else {
-            None
-        };
-        sqlx::query("UPDATE runs SET status = $1, reason = $2, updated_at = $3, finished_at = COALESCE($4, finished_at) WHERE id = $5")
-            .bind(status)
-            .bind(reason)
-            .bind(now)
-            .bind(fin)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        dispatch!(self, set_status(run_id, status, reason))
     }
 
     pub async fn mark_running(&self, run_id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET status = 'running', updated_at = $1 WHERE id = $2 AND status = 'queued'")
-            .bind(now_ms())
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        dispatch!(self, mark_running(run_id))
     }
 
-    // -------------------------------------------------------------- targets
-
     pub async fn targets(&self, run_id: &str) -> Result<Vec<(String, String)>> {
-        let rows =
-            sqlx::query("SELECT upn, state FROM targets WHERE run_id = $1 ORDER BY seq, upn")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("upn")?, r.try_get("state")?)))
-            .collect()
+        dispatch!(self, targets(run_id))
     }
 
     /// Add targets found after intake (ARM entities, Graph look-ups), with a
@@ -576,44 +396,7 @@ impl Store {
         targets: &[NewTarget],
         unresolved: &[(String, String)],
     ) -> Result<Vec<String>> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut seq: i64 = row.try_get("n")?;
-        let mut added = vec![];
-        for t in targets {
-            let r = sqlx::query(
-                "INSERT INTO targets (run_id, upn, source, state, reason, seq) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, upn) DO NOTHING",
-            )
-            .bind(run_id)
-            .bind(&t.upn)
-            .bind(&t.source)
-            .bind(&t.state)
-            .bind(&t.reason)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() == 1 {
-                if t.state == target::PENDING {
-                    enqueue_tx(&mut tx, run_id, tenant_id, kind::CONTAIN, &t.upn, seq, now).await?;
-                }
-                added.push(t.upn.clone());
-                seq += 1;
-            }
-        }
-        for (e, r) in unresolved {
-            insert_unresolved(&mut tx, run_id, e, r).await?;
-        }
-        tx.commit().await?;
-        Ok(added)
+        dispatch!(self, add_targets(run_id, tenant_id, targets, unresolved))
     }
 
     pub async fn set_target(
@@ -623,57 +406,28 @@ impl Store {
         state: &str,
         reason: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("UPDATE targets SET state = $1, reason = $2 WHERE run_id = $3 AND upn = $4")
-            .bind(state)
-            .bind(reason)
-            .bind(run_id)
-            .bind(upn)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        dispatch!(self, set_target(run_id, upn, state, reason))
     }
 
     pub async fn remove_unresolved(&self, run_id: &str, entity: &str) -> Result<()> {
-        sqlx::query("DELETE FROM unresolved WHERE run_id = $1 AND entity = $2")
-            .bind(run_id)
-            .bind(entity)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        dispatch!(self, remove_unresolved(run_id, entity))
     }
 
     pub async fn add_unresolved(&self, run_id: &str, entity: &str, reason: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        insert_unresolved(&mut tx, run_id, entity, reason).await?;
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self, add_unresolved(run_id, entity, reason))
     }
 
-    // -------------------------------------------------------------- devices
-
     pub async fn device(&self, run_id: &str, guid: &str) -> Result<Option<DeviceRecord>> {
-        let row = sqlx::query("SELECT * FROM devices WHERE run_id = $1 AND guid = $2")
-            .bind(run_id)
-            .bind(guid)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(device_from_row).transpose()
+        dispatch!(self, device(run_id, guid))
     }
 
     pub async fn devices(&self, run_id: &str) -> Result<Vec<DeviceRecord>> {
-        let rows = sqlx::query("SELECT * FROM devices WHERE run_id = $1 ORDER BY upn, guid")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(device_from_row).collect()
+        dispatch!(self, devices(run_id))
     }
 
     /// Insert or replace a device outcome of a run.
     pub async fn put_device(&self, d: &DeviceRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        put_device_tx(&mut tx, d).await?;
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self, put_device(d))
     }
 
     /// Claim the right to wipe a device. A fresh device, this run's own earlier
@@ -686,65 +440,17 @@ impl Store {
         upn: &str,
         force: bool,
     ) -> Result<WipeClaim> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(
-            "INSERT INTO wipes (tenant_id, guid, run_id, upn, state, requested_at) VALUES ($1, $2, $3, $4, 'sending', $5)
-             ON CONFLICT (tenant_id, guid) DO UPDATE SET run_id = excluded.run_id, upn = excluded.upn, state = 'sending', requested_at = excluded.requested_at, acked_at = NULL
-             WHERE wipes.state = 'cancelled' OR wipes.run_id = excluded.run_id OR $6 = 1",
-        )
-        .bind(tenant)
-        .bind(guid)
-        .bind(run_id)
-        .bind(upn)
-        .bind(now)
-        .bind(force as i64)
-        .execute(&mut *tx)
-        .await?;
-        let claim = if r.rows_affected() == 1 {
-            WipeClaim::Mine
-        } else {
-            let row = sqlx::query(
-                "SELECT run_id, state, requested_at FROM wipes WHERE tenant_id = $1 AND guid = $2",
-            )
-            .bind(tenant)
-            .bind(guid)
-            .fetch_one(&mut *tx)
-            .await?;
-            WipeClaim::Existing {
-                run_id: row.try_get("run_id")?,
-                state: row.try_get("state")?,
-                requested_at: row.try_get("requested_at")?,
-            }
-        };
-        tx.commit().await?;
-        Ok(claim)
+        dispatch!(self, claim_wipe(tenant, guid, run_id, upn, force))
     }
 
     /// After Exchange accepted the wipe: the ledger and the run's device row, together.
     pub async fn wipe_requested(&self, tenant: &str, d: &DeviceRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE wipes SET state = 'requested', requested_at = $1 WHERE tenant_id = $2 AND guid = $3 AND run_id = $4")
-            .bind(d.requested_at.unwrap_or_else(now_ms))
-            .bind(tenant)
-            .bind(&d.guid)
-            .bind(&d.run_id)
-            .execute(&mut *tx)
-            .await?;
-        put_device_tx(&mut tx, d).await?;
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self, wipe_requested(tenant, d))
     }
 
     /// Exchange refused the wipe: release the claim so a later run may try.
     pub async fn release_wipe(&self, tenant: &str, guid: &str, run_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM wipes WHERE tenant_id = $1 AND guid = $2 AND run_id = $3 AND state = 'sending'")
-            .bind(tenant)
-            .bind(guid)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        dispatch!(self, release_wipe(tenant, guid, run_id))
     }
 
     pub async fn wipe_acknowledged(
@@ -754,23 +460,7 @@ impl Store {
         guid: &str,
         at: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE wipes SET state = 'acknowledged', acked_at = $1 WHERE tenant_id = $2 AND guid = $3 AND run_id = $4")
-            .bind(at)
-            .bind(tenant)
-            .bind(guid)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE devices SET acked_at = $1, verify = 'acknowledged', updated_at = $2 WHERE run_id = $3 AND guid = $4")
-            .bind(at)
-            .bind(now_ms())
-            .bind(run_id)
-            .bind(guid)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self, wipe_acknowledged(tenant, run_id, guid, at))
     }
 
     pub async fn wipe_cancelled(
@@ -780,133 +470,33 @@ impl Store {
         guid: &str,
         by: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE wipes SET state = 'cancelled' WHERE tenant_id = $1 AND guid = $2 AND run_id = $3")
-            .bind(tenant)
-            .bind(guid)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE devices SET outcome = 'cancelled', reason = $1, verify = NULL, updated_at = $2 WHERE run_id = $3 AND guid = $4")
-            .bind(format!("wipe request cancelled by {by}"))
-            .bind(now_ms())
-            .bind(run_id)
-            .bind(guid)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        dispatch!(self, wipe_cancelled(tenant, run_id, guid, by))
     }
 
     pub async fn set_verify(&self, run_id: &str, guid: &str, verify: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE devices SET verify = $1, updated_at = $2 WHERE run_id = $3 AND guid = $4",
-        )
-        .bind(verify)
-        .bind(now_ms())
-        .bind(run_id)
-        .bind(guid)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        dispatch!(self, set_verify(run_id, guid, verify))
     }
 
     /// Wipe requests (any run) in the last hour: the global budget.
     pub async fn wipes_since(&self, since: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM wipes WHERE requested_at >= $1 AND state <> 'cancelled'",
-        )
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("n")?)
+        dispatch!(self, wipes_since(since))
     }
-
-    // ------------------------------------------------ approval, cancellation
 
     /// Approve a held run: held targets become pending with contain tasks.
     pub async fn approve(&self, run_id: &str, who: &str) -> Result<usize> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE runs SET status = 'running', reason = NULL, approved_by = $1, approved_at = $2, updated_at = $2 WHERE id = $3 AND status = 'held'")
-            .bind(who)
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        let rows = sqlx::query(
-            "SELECT upn, seq FROM targets WHERE run_id = $1 AND state = 'held' ORDER BY seq",
-        )
-        .bind(run_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let tenant: String = sqlx::query("SELECT tenant_id FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("tenant_id")?;
-        for r in &rows {
-            let upn: String = r.try_get("upn")?;
-            let seq: i64 = r.try_get("seq")?;
-            sqlx::query("UPDATE targets SET state = 'pending', reason = NULL WHERE run_id = $1 AND upn = $2").bind(run_id).bind(&upn).execute(&mut *tx).await?;
-            enqueue_tx(&mut tx, run_id, &tenant, kind::CONTAIN, &upn, seq, now).await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len())
+        dispatch!(self, approve(run_id, who))
     }
 
     /// Record a cancellation request and enqueue the task that sends it.
     /// Held targets of the run can no longer be approved.
     pub async fn request_cancel(&self, run_id: &str, tenant: &str, who: &str) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE runs SET cancelled_by = $1, cancelled_at = $2, updated_at = $2 WHERE id = $3 AND cancelled_at IS NULL")
-            .bind(who)
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query("UPDATE targets SET state = 'cancelled', reason = $1 WHERE run_id = $2 AND state = 'held'")
-            .bind(format!("hold cancelled by {who}"))
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE runs SET status = 'completed', reason = $1, finished_at = COALESCE(finished_at, $2) WHERE id = $3 AND status = 'held'")
-            .bind(format!("cancelled by {who} while held"))
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        enqueue_tx(&mut tx, run_id, tenant, kind::CANCEL, "", 0, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        dispatch!(self, request_cancel(run_id, tenant, who))
     }
 
     /// A hold that was not approved in time: nothing held will be wiped.
     pub async fn expire_hold(&self, run_id: &str) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE runs SET status = 'expired', reason = 'the hold expired without approval; nothing held was wiped', finished_at = $1, updated_at = $1 WHERE id = $2 AND status = 'held'")
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 1 {
-            sqlx::query("UPDATE targets SET state = 'expired', reason = 'hold expired without approval' WHERE run_id = $1 AND state = 'held'").bind(run_id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+        dispatch!(self, expire_hold(run_id))
     }
-
-    // ------------------------------------------------------------ housekeeping
 
     /// Delete finished runs older than the retention, and old delivery keys.
     pub async fn prune(
@@ -914,325 +504,33 @@ impl Store {
         run_retention: Duration,
         delivery_retention: Duration,
     ) -> Result<(u64, u64)> {
-        let now = now_ms();
-        let run_cut = now - run_retention.as_millis() as i64;
-        let key_cut = now - delivery_retention.as_millis() as i64;
-        let keys = sqlx::query("DELETE FROM deliveries WHERE created_at < $1")
-            .bind(key_cut)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        let mut tx = self.pool.begin().await?;
-        let old = "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = runs.id AND t.state = 'ready')";
-        for table in ["targets", "unresolved", "devices", "tasks"] {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE run_id IN ({old})"
-            )))
-            .bind(run_cut)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM deliveries WHERE run_id IN ({old})"
-        )))
-        .bind(run_cut)
-        .execute(&mut *tx)
-        .await?;
-        let runs = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM runs WHERE id IN ({old})"
-        )))
-        .bind(run_cut)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok((runs, keys))
+        dispatch!(self, prune(run_retention, delivery_retention))
     }
 
     pub async fn stats(&self) -> Result<StoreStats> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut s = StoreStats::default();
-        for r in &rows {
-            let st: String = r.try_get("status")?;
-            let n: i64 = r.try_get("n")?;
-            if st == status::HELD {
-                s.held_runs = n;
-            }
-            s.runs_by_status.push((st, n));
-        }
-        let now = now_ms();
-        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(not_before) AS oldest FROM tasks WHERE state = 'ready' AND not_before <= $1")
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?;
-        s.ready_tasks = row.try_get("n")?;
-        s.oldest_ready_ms = row.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t);
-        s.dead_tasks = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE state = 'dead'")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
-        Ok(s)
+        dispatch!(self, stats())
     }
 
     /// Number of pending work tasks of a run, and the errors of given-up ones.
     pub async fn task_summary(&self, run_id: &str) -> Result<(i64, Vec<String>)> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE run_id = $1 AND state = 'ready' AND kind IN ('contain','resolve','entities')")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await?;
-        let pending: i64 = row.try_get("n")?;
-        let rows = sqlx::query("SELECT kind, arg, last_error FROM tasks WHERE run_id = $1 AND state = 'dead' ORDER BY kind, arg").bind(run_id).fetch_all(&self.pool).await?;
-        let mut errors = vec![];
-        for r in &rows {
-            let k: String = r.try_get("kind")?;
-            let a: String = r.try_get("arg")?;
-            let e: Option<String> = r.try_get("last_error")?;
-            errors.push(format!(
-                "{k}{}{}: {}",
-                if a.is_empty() { "" } else { " " },
-                a,
-                e.unwrap_or_default()
-            ));
-        }
-        Ok((pending, errors))
+        dispatch!(self, task_summary(run_id))
     }
 
     pub async fn unresolved(&self, run_id: &str) -> Result<Vec<(String, String)>> {
-        let rows =
-            sqlx::query("SELECT entity, reason FROM unresolved WHERE run_id = $1 ORDER BY entity")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("entity")?, r.try_get("reason")?)))
-            .collect()
+        dispatch!(self, unresolved(run_id))
     }
 
     pub(crate) async fn target_rows(
         &self,
         run_id: &str,
     ) -> Result<Vec<(String, String, String, Option<String>)>> {
-        let rows = sqlx::query(
-            "SELECT upn, source, state, reason FROM targets WHERE run_id = $1 ORDER BY seq, upn",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("upn")?,
-                    r.try_get("source")?,
-                    r.try_get("state")?,
-                    r.try_get("reason")?,
-                ))
-            })
-            .collect()
+        dispatch!(self, target_rows(run_id))
     }
 
     /// Total wipe-ledger rows for a device (tests and operators).
     pub async fn ledger(&self, tenant: &str) -> Result<Vec<(String, String, String)>> {
-        let rows =
-            sqlx::query("SELECT guid, run_id, state FROM wipes WHERE tenant_id = $1 ORDER BY guid")
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("guid")?,
-                    r.try_get("run_id")?,
-                    r.try_get("state")?,
-                ))
-            })
-            .collect()
+        dispatch!(self, ledger(tenant))
     }
-}
-
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
-async fn insert_target(tx: &mut Tx<'_>, run_id: &str, t: &NewTarget, seq: i64) -> Result<()> {
-    sqlx::query("INSERT INTO targets (run_id, upn, source, state, reason, seq) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, upn) DO NOTHING")
-        .bind(run_id)
-        .bind(&t.upn)
-        .bind(&t.source)
-        .bind(&t.state)
-        .bind(&t.reason)
-        .bind(seq)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn insert_unresolved(
-    tx: &mut Tx<'_>,
-    run_id: &str,
-    entity: &str,
-    reason: &str,
-) -> Result<()> {
-    sqlx::query("INSERT INTO unresolved (run_id, entity, reason) VALUES ($1, $2, $3) ON CONFLICT (run_id, entity) DO NOTHING")
-        .bind(run_id)
-        .bind(truncate(entity, 500))
-        .bind(truncate(reason, 1000))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn enqueue_tx(
-    tx: &mut Tx<'_>,
-    run_id: &str,
-    tenant: &str,
-    kind: &str,
-    arg: &str,
-    seq: i64,
-    not_before: i64,
-) -> Result<()> {
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, 0, $8, $8)
-         ON CONFLICT (run_id, kind, arg) DO UPDATE SET dirty = 1, state = 'ready', attempts = 0,
-             not_before = CASE WHEN tasks.state = 'ready' AND tasks.not_before < excluded.not_before THEN tasks.not_before ELSE excluded.not_before END,
-             updated_at = excluded.updated_at",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(run_id)
-    .bind(tenant)
-    .bind(kind)
-    .bind(arg)
-    .bind(seq)
-    .bind(not_before)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn put_device_tx(tx: &mut Tx<'_>, d: &DeviceRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO devices (run_id, upn, guid, device_id, device_type, model, os, client_type, client_version, outcome, reason, flags, requested_at, acked_at, verify, prior_run_id, prior_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-         ON CONFLICT (run_id, guid) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, flags = excluded.flags,
-             requested_at = excluded.requested_at, acked_at = excluded.acked_at, verify = excluded.verify,
-             prior_run_id = excluded.prior_run_id, prior_at = excluded.prior_at, updated_at = excluded.updated_at",
-    )
-    .bind(&d.run_id)
-    .bind(&d.upn)
-    .bind(&d.guid)
-    .bind(&d.device_id)
-    .bind(&d.device_type)
-    .bind(&d.model)
-    .bind(&d.os)
-    .bind(&d.client_type)
-    .bind(&d.client_version)
-    .bind(&d.outcome)
-    .bind(&d.reason)
-    .bind(&d.flags)
-    .bind(d.requested_at)
-    .bind(d.acked_at)
-    .bind(&d.verify)
-    .bind(&d.prior_run_id)
-    .bind(d.prior_at)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-fn device_from_row(r: &AnyRow) -> Result<DeviceRecord> {
-    Ok(DeviceRecord {
-        run_id: r.try_get("run_id")?,
-        upn: r.try_get("upn")?,
-        guid: r.try_get("guid")?,
-        device_id: r.try_get("device_id")?,
-        device_type: r.try_get("device_type")?,
-        model: r.try_get("model")?,
-        os: r.try_get("os")?,
-        client_type: r.try_get("client_type")?,
-        client_version: r.try_get("client_version")?,
-        outcome: r.try_get("outcome")?,
-        reason: r.try_get("reason")?,
-        flags: r.try_get("flags")?,
-        requested_at: r.try_get("requested_at")?,
-        acked_at: r.try_get("acked_at")?,
-        verify: r.try_get("verify")?,
-        prior_run_id: r.try_get("prior_run_id")?,
-        prior_at: r.try_get("prior_at")?,
-    })
-}
-
-/// When no work task of the run is pending: the run is held (some target
-/// waits for approval) or completed. Returns the new status, if any.
-async fn finalize_if_done(
-    tx: &mut Tx<'_>,
-    run_id: &str,
-    now: i64,
-    hold_expiry: Duration,
-) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT status, tenant_id FROM runs WHERE id = $1")
-        .bind(run_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let st: String = row.try_get("status")?;
-    let tenant: String = row.try_get("tenant_id")?;
-    if st != status::QUEUED && st != status::RUNNING {
-        return Ok(None);
-    }
-    let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE run_id = $1 AND state = 'ready' AND kind IN ('contain','resolve','entities')")
-        .bind(run_id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("n")?;
-    if pending > 0 {
-        return Ok(None);
-    }
-    let held: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1 AND state = 'held'")
-            .bind(run_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("n")?;
-    let new_status = if held > 0 {
-        let reason: Option<String> = sqlx::query(
-            "SELECT reason FROM targets WHERE run_id = $1 AND state = 'held' ORDER BY seq LIMIT 1",
-        )
-        .bind(run_id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("reason")?;
-        sqlx::query("UPDATE runs SET status = 'held', reason = $1, updated_at = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
-        enqueue_tx(
-            tx,
-            run_id,
-            &tenant,
-            kind::EXPIRE,
-            "",
-            0,
-            now + hold_expiry.as_millis() as i64,
-        )
-        .await?;
-        status::HELD
-    } else {
-        sqlx::query(
-            "UPDATE runs SET status = 'completed', finished_at = $1, updated_at = $1 WHERE id = $2",
-        )
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut **tx)
-        .await?;
-        status::COMPLETED
-    };
-    enqueue_tx(tx, run_id, &tenant, kind::COMMENT, "", 0, now).await?;
-    Ok(Some(new_status.to_string()))
 }
 
 pub fn truncate(s: &str, max: usize) -> String {

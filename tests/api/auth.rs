@@ -227,9 +227,11 @@ async fn keys_unavailable_fails_closed_and_unknown_kid_refreshes_once_a_minute()
     // A fresh app: keys fetched once, then a rotated key is picked up on
     // its unknown kid, and unknown kids do not refetch more often than
     // inbound.key_refresh_interval (60 s by default; 300 ms here).
-    let app = spawn_with(wipehook::sim::SimOptions::default(), StoreKind::Sqlite, |s| {
-        s.inbound.key_refresh_interval = std::time::Duration::from_millis(300)
-    })
+    let app = spawn_with(
+        wipehook::sim::SimOptions::default(),
+        StoreKind::Sqlite,
+        |s| s.inbound.key_refresh_interval = std::time::Duration::from_millis(300),
+    )
     .await
     .unwrap();
     let sim = &app.h.sim;

@@ -210,9 +210,8 @@ pub fn pg_admin_url() -> String {
 /// (set by .ci/run), unreachable is a failure instead.
 pub async fn pg_database() -> Option<String> {
     use sqlx::Connection;
-    sqlx::any::install_default_drivers();
     let admin = pg_admin_url();
-    match sqlx::AnyConnection::connect(&admin).await {
+    match sqlx::PgConnection::connect(&admin).await {
         Ok(mut c) => {
             let name = format!("wh_{}", uuid::Uuid::new_v4().simple());
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -254,7 +253,7 @@ fn drop_pg_database(url: String) {
             .unwrap();
         rt.block_on(async move {
             use sqlx::Connection;
-            if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
+            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                 )))

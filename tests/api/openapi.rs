@@ -460,7 +460,9 @@ fn openapi_document_is_complete_and_matches_routes_rs() {
             op["operationId"].is_string(),
             "{method} {path}: operationId"
         );
-        for (status, r) in op["responses"].as_object().unwrap() {
+        let secured = op.get("security").map(|s| s != &json!([])).unwrap_or(true);
+        let responses = &op["responses"];
+        for (status, r) in responses.as_object().unwrap() {
             let r = spec.deref(r);
             let what = format!("{method} {path} {status}");
             assert!(r["description"].is_string(), "{what}: description");
@@ -473,13 +475,34 @@ fn openapi_document_is_complete_and_matches_routes_rs() {
                     assert!(r["headers"].get(h).is_some(), "{what}: {h}");
                 }
             }
-            if status == "401" {
+            // The challenge on 401, and on an authenticated operation's 503
+            // (keys_unavailable).
+            if status == "401" || (secured && status == "503") {
                 assert!(r["headers"].get("WWW-Authenticate").is_some(), "{what}");
             }
             assert!(r["content"].is_object(), "{what}: content");
+            if status.starts_with('4') || status.starts_with('5') {
+                // Every error is the JSON error body: no plain-text answer.
+                let types: Vec<&String> = r["content"].as_object().unwrap().keys().collect();
+                assert_eq!(types, ["application/json"], "{what}: error content types");
+            }
         }
-        let secured = op.get("security").map(|s| s != &json!([])).unwrap_or(true);
-        let responses = &op["responses"];
+        // Operations with query parameters answer a bad query string with
+        // 400 bad_query; the others never do.
+        let takes_query = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| spec.deref(p)["in"] == "query");
+        let bad_query = json!({"error": {"code": "bad_query", "message": "m"}});
+        let documents_bad_query = responses.get("400").is_some_and(|r| {
+            let schema = &spec.deref(r)["content"]["application/json"]["schema"];
+            spec.is_valid(schema, &bad_query)
+        });
+        assert_eq!(
+            takes_query, documents_bad_query,
+            "{method} {path}: 400 bad_query is documented exactly where query parameters are"
+        );
         assert_eq!(
             secured,
             responses.get("401").is_some(),
@@ -552,6 +575,24 @@ fn the_validator_rejects_what_the_document_forbids() {
         json!({"code": "invalid_token", "message": "m"}),
     ] {
         assert!(!spec.is_valid(&e401, &v), "accepted: {v}");
+    }
+
+    let cancelled = json!({"$ref": "#/components/schemas/IncidentCancelled"});
+    let one = json!({"run_id": "0190a3c2-7d6e-7abc-8def-0123456789ab", "cancellation": "requested", "cancelled_by": "oid y"});
+    spec.assert_valid(
+        &cancelled,
+        &json!({"cancelled": [one.clone(), one.clone()]}),
+        "an incident cancel answer",
+    );
+    let mut with_url = one.clone();
+    with_url["status_url"] = json!("http://x/api/v1/runs/1");
+    for v in [
+        one.clone(),
+        json!({"cancelled": [with_url]}),
+        json!({"cancelled": [{"run_id": "0190a3c2-7d6e-7abc-8def-0123456789ab", "cancellation": "done", "cancelled_by": "oid y"}]}),
+        json!({"cancelled": one}),
+    ] {
+        assert!(!spec.is_valid(&cancelled, &v), "accepted: {v}");
     }
 }
 
@@ -800,7 +841,9 @@ async fn containment_answers_match_the_document() {
     assert_eq!((a.status, a.code()), (401, "invalid_token"));
     assert!(
         a.header("www-authenticate")
-            .starts_with("Bearer error=\"invalid_token\"")
+            .starts_with("Bearer error=\"invalid_token\", error_description=\""),
+        "{}",
+        a.header("www-authenticate")
     );
     let r = app.client.get(&loc1).send().await.unwrap();
     assert_eq!(spec.check(RUN, "get", r).await.status, 401);
@@ -830,12 +873,39 @@ async fn containment_answers_match_the_document() {
         .await;
     let a = spec.check(INC, "post", r).await;
     assert_eq!((a.status, a.code()), (400, "bad_mode"));
+    // A bad query string: JSON 400 bad_query, before the token is looked at.
+    for (query, token) in [
+        ("force=maybe", Some(&run_token)),
+        ("force=maybe", None),
+        ("force=true&force=false", Some(&run_token)),
+        ("force=&mode=dry_run", Some(&run_token)),
+    ] {
+        let r = app
+            .post(&format!("{INC}?{query}"), token.map(String::as_str), &body)
+            .await;
+        let a = spec.check(INC, "post", r).await;
+        assert_eq!((a.status, a.code()), (400, "bad_query"), "{query}");
+        assert!(a.headers.get("www-authenticate").is_none(), "{query}");
+    }
+    // Unknown parameters are ignored; operations without parameters ignore the query.
     let r = app
-        .post(&format!("{INC}?force=maybe"), Some(&run_token), &body)
+        .post(
+            &format!("{INC}?mode=dry_run&color=blue"),
+            Some(&run_token),
+            &body2,
+        )
         .await;
     let a = spec.check(INC, "post", r).await;
-    assert_eq!(a.status, 400);
-    assert!(a.body.is_null(), "the framework's plain-text 400");
+    assert_eq!((a.status, &a.body["deduplicated"]), (202, &json!(true)));
+    let r = app
+        .post(
+            &format!("{INC_APPROVE}?force=maybe"),
+            Some(&approver),
+            &body,
+        )
+        .await;
+    let a = spec.check(INC_APPROVE, "post", r).await;
+    assert_eq!((a.status, a.code()), (409, "not_held"));
 
     // 413.
     let big = json!({"object": {"id": app.incident_id("big"), "properties": {"description": "x".repeat(70 * 1024)}}});
@@ -939,13 +1009,71 @@ async fn containment_answers_match_the_document() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Cancel an incident: 200, then 409 (its only run is cancelled).
-    let r = app.post(INC_CANCEL, Some(&approver), &body2).await;
+    // Cancel an incident whose runs have nothing left to undo: its only run
+    // was cancelled by id (oa-1), or was a dry run (oa-2).
+    for b in [&body, &body2] {
+        let r = app.post(INC_CANCEL, Some(&approver), b).await;
+        let a = spec.check(INC_CANCEL, "post", r).await;
+        assert_eq!((a.status, a.code()), (409, "nothing_to_cancel"));
+    }
+
+    // Cancel an incident: 200 with every run that requested wipes (newest
+    // first), not its dry run; then 409 nothing_to_cancel.
+    let mut runs = vec![];
+    let mut locs = vec![];
+    for (i, (upn, q)) in [
+        ("bob@contoso.com", ""),
+        ("carol@contoso.com", ""),
+        ("carol@contoso.com", "?mode=dry_run"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if q.is_empty() {
+            sim.add_user(upn, &format!("b1000000-0000-4000-8000-00000000001{i}"));
+            sim.add_device(upn, DeviceSpec::iphone());
+        }
+        let b = app.h.incident_body("oa-5", 105, "High", &[upn]);
+        let r = app.post(&format!("{INC}{q}"), Some(&run_token), &b).await;
+        let loc = location(&spec.check(INC, "post", r).await);
+        let done = poll_done(&spec, &app, &loc).await;
+        let key = if q.is_empty() {
+            "wipes_requested"
+        } else {
+            "would_request"
+        };
+        assert_eq!(done.body["summary"][key], 1, "{}", done.body);
+        runs.push(done.body["run_id"].as_str().unwrap().to_string());
+        locs.push(loc);
+    }
+    let b5 = app.h.incident_body("oa-5", 105, "High", &[]);
+    let r = app.post(INC_CANCEL, Some(&approver), &b5).await;
     let a = spec.check(INC_CANCEL, "post", r).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let r = app.post(INC_CANCEL, Some(&approver), &body2).await;
+    let ids: Vec<&str> = a.body["cancelled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [runs[1].as_str(), runs[0].as_str()], "{}", a.body);
+    let r = app.post(INC_CANCEL, Some(&approver), &b5).await;
     let a = spec.check(INC_CANCEL, "post", r).await;
-    assert_eq!((a.status, a.code()), (409, "already_cancelled"));
+    assert_eq!((a.status, a.code()), (409, "nothing_to_cancel"));
+    for loc in &locs[..2] {
+        let started = Instant::now();
+        loop {
+            let a = poll_done(&spec, &app, loc).await;
+            assert!(a.body["cancelled"]["by"].is_string());
+            if a.body["summary"]["cancelled"] == 1 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{}", a.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let dry = poll_done(&spec, &app, &locs[2]).await;
+    assert!(dry.body["cancelled"].is_null(), "{}", dry.body);
 
     spec.assert_seen(&[
         ("/healthz", "get", 200),
@@ -1054,7 +1182,24 @@ async fn held_run_answers_match_the_document() {
     assert_eq!(done.body["users"][0]["state"], "cancelled");
     let r = app.post(INC_CANCEL, Some(&approver), &body).await;
     let a = spec.check(INC_CANCEL, "post", r).await;
-    assert_eq!((a.status, a.code()), (409, "already_cancelled"));
+    assert_eq!((a.status, a.code()), (409, "nothing_to_cancel"));
+
+    // Cancel an incident with a held run: 200; it completes with nothing wiped.
+    let (body, run, loc) = held("hb-4", 204).await;
+    let r = app.post(INC_CANCEL, Some(&approver), &body).await;
+    let a = spec.check(INC_CANCEL, "post", r).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body["cancelled"],
+        json!([{"run_id": run, "cancellation": "requested", "cancelled_by": a.body["cancelled"][0]["cancelled_by"]}])
+    );
+    let done = poll_done(&spec, &app, &loc).await;
+    assert_eq!(done.body["status"], "completed", "{}", done.body);
+    assert_eq!(done.body["users"][0]["state"], "cancelled");
+    assert_eq!(done.body["summary"]["wipes_requested"], 0);
+    let r = app.post(INC_CANCEL, Some(&approver), &body).await;
+    let a = spec.check(INC_CANCEL, "post", r).await;
+    assert_eq!((a.status, a.code()), (409, "nothing_to_cancel"));
 
     spec.assert_seen(&[
         (INC, "post", 202),
@@ -1064,6 +1209,7 @@ async fn held_run_answers_match_the_document() {
         (INC_APPROVE, "post", 200),
         (INC_APPROVE, "post", 409),
         (RUN_CANCEL, "post", 202),
+        (INC_CANCEL, "post", 200),
         (INC_CANCEL, "post", 409),
     ]);
 }
@@ -1083,7 +1229,8 @@ async fn unavailable_answers_match_the_document() {
         .check(INC, "post", app.post_incident(&body).await)
         .await;
     assert_eq!((a.status, a.code()), (503, "keys_unavailable"));
-    a.header("www-authenticate");
+    // The token may be fine: bearer auth applies, no error is claimed.
+    assert_eq!(a.header("www-authenticate"), "Bearer realm=\"wipehook\"");
     assert_eq!(a.header("retry-after"), "30");
     let r = app
         .client
@@ -1094,11 +1241,28 @@ async fn unavailable_answers_match_the_document() {
         .unwrap();
     let a = spec.check(RUN, "get", r).await;
     assert_eq!((a.status, a.code()), (503, "keys_unavailable"));
+    assert_eq!(a.header("www-authenticate"), "Bearer realm=\"wipehook\"");
+    assert_eq!(a.header("retry-after"), "30");
+    for p in [INC_APPROVE, INC_CANCEL] {
+        let r = app.post(p, Some(&approver), &body).await;
+        let a = spec.check(p, "post", r).await;
+        assert_eq!((a.status, a.code()), (503, "keys_unavailable"), "{p}");
+        assert_eq!(a.header("www-authenticate"), "Bearer realm=\"wipehook\"");
+    }
     let r = app
         .post(&run_path(RUN_CANCEL, id), Some(&approver), &json!({}))
         .await;
     let a = spec.check(RUN_CANCEL, "post", r).await;
     assert_eq!((a.status, a.code()), (503, "keys_unavailable"));
+    assert_eq!(a.header("www-authenticate"), "Bearer realm=\"wipehook\"");
+    // A missing token is still 401, with the invalid_token challenge.
+    let r = app.post(&run_path(RUN_CANCEL, id), None, &json!({})).await;
+    let a = spec.check(RUN_CANCEL, "post", r).await;
+    assert_eq!((a.status, a.code()), (401, "invalid_token"));
+    assert!(
+        a.header("www-authenticate")
+            .starts_with("Bearer error=\"invalid_token\", error_description=\"")
+    );
     let r = app.client.get(url(&app, "/readyz")).send().await.unwrap();
     let a = spec.check("/readyz", "get", r).await;
     assert_eq!((a.status, &a.body["status"]), (503, &json!("not_ready")));
@@ -1133,6 +1297,12 @@ async fn unavailable_answers_match_the_document() {
         assert_eq!(a.header("retry-after"), "5");
         assert!(a.headers.get("www-authenticate").is_none());
     }
+    // A bad query string is answered before the shutdown check.
+    let r = app
+        .post(&format!("{INC}?force=maybe"), Some(&run_token), &body)
+        .await;
+    let a = spec.check(INC, "post", r).await;
+    assert_eq!((a.status, a.code()), (400, "bad_query"));
     // Polling is still answered (here: still no keys).
     let r = app
         .client
@@ -1148,6 +1318,7 @@ async fn unavailable_answers_match_the_document() {
 
     spec.assert_seen(&[
         ("/readyz", "get", 503),
+        (INC, "post", 400),
         (INC, "post", 503),
         (INC_APPROVE, "post", 503),
         (INC_CANCEL, "post", 503),
