@@ -154,7 +154,7 @@ pub async fn accept(
     raw: &[u8],
     d: &Delivery,
     opts: &Options,
-) -> Result<(Accepted, Trigger), IntakeError> {
+) -> Result<(Accepted, Trigger, bool), IntakeError> {
     let trigger = sentinel::parse_trigger(body)?;
     let tenant = app
         .tenant(&caller.tenant)
@@ -271,5 +271,6 @@ pub async fn accept(
             )
             .await?;
     }
-    Ok((accepted, trigger))
+    let has_work = accepted.created && !new.tasks.is_empty();
+    Ok((accepted, trigger, has_work))
 }

@@ -348,7 +348,7 @@ async fn post_incident(
         workflow_name: header(&req, Delivery::NAME),
         action_tracking_id: header(&req, Delivery::ACTION),
     };
-    let (acc, trigger) = intake::accept(&app, &caller, &body, &raw, &delivery, &opts)
+    let (acc, trigger, has_work) = intake::accept(&app, &caller, &body, &raw, &delivery, &opts)
         .await
         .map_err(|e| {
             app.metrics.intake_rejected(match &e {
@@ -361,19 +361,14 @@ async fn post_incident(
     if acc.created {
         app.metrics.run_accepted(trigger.kind.as_str());
         tracing::info!(run_id = %acc.run_id, incident = trigger.incident_number.unwrap_or(0), tenant = %caller.tenant, "run accepted");
-        app.wake.notify_one();
+        if has_work {
+            app.wake.notify_one(); // work was enqueued: start it now
+        }
     } else {
         app.metrics.delivery_deduplicated();
         tracing::info!(run_id = %acc.run_id, "duplicate delivery: same run");
     }
-    let st = app
-        .store
-        .run(&acc.run_id)
-        .await
-        .map_err(ApiError::internal)?
-        .map(|r| r.status)
-        .unwrap_or_else(|| status::QUEUED.into());
-    Ok(accepted(&app, &acc.run_id, &st, !acc.created))
+    Ok(accepted(&app, &acc.run_id, &acc.status, !acc.created))
 }
 
 async fn load_run(app: &App, caller: &Caller, id: &str) -> Result<RunRecord, ApiError> {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Executor};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub use report::*;
 
@@ -47,9 +47,13 @@ enum Inner {
     Postgres(PgPool),
 }
 
+type Intake = (NewRun, oneshot::Sender<Result<Accepted, String>>);
+
 #[derive(Clone)]
 pub struct Store {
     inner: Inner,
+    /// Accepted calls go through one group-commit writer.
+    intake: mpsc::Sender<Intake>,
 }
 
 /// Run one `sql.rs` function on this store's connection.
@@ -139,6 +143,8 @@ pub struct NewTarget {
 pub struct Accepted {
     pub run_id: String,
     pub created: bool,
+    /// The run's status (the existing run's, for a duplicate delivery).
+    pub status: String,
 }
 
 #[derive(Clone, Debug)]
@@ -227,7 +233,7 @@ impl Store {
                 crate::config::redact_url(&settings.url)
             )
         };
-        let store = if settings.url.starts_with("sqlite:") {
+        let inner = if settings.url.starts_with("sqlite:") {
             // WAL: readers never block the writer. FULL: a commit survives
             // power loss, not only a killed process.
             let sync = if settings.sqlite_synchronous == "normal" {
@@ -244,9 +250,7 @@ impl Store {
                 .connect()
                 .await
                 .with_context(open_err)?;
-            Store {
-                inner: Inner::Sqlite(Arc::new(Mutex::new(conn))),
-            }
+            Inner::Sqlite(Arc::new(Mutex::new(conn)))
         } else {
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections.max(1))
@@ -257,12 +261,31 @@ impl Store {
                 .connect(&settings.url)
                 .await
                 .with_context(open_err)?;
-            Store {
-                inner: Inner::Postgres(pool),
-            }
+            Inner::Postgres(pool)
+        };
+        let (tx, rx) = mpsc::channel(4096);
+        let store = Store {
+            inner: inner.clone(),
+            intake: tx,
         };
         store.migrate().await?;
+        tokio::spawn(group_commit(inner, rx));
         Ok(store)
+    }
+
+    /// Record an accepted call as a run with its targets and tasks, in one
+    /// transaction with its delivery key, before the caller answers 202.
+    /// Calls arriving together share a transaction (and its fsync); the same
+    /// key returns the same run.
+    pub async fn accept(&self, new: &NewRun) -> Result<Accepted> {
+        let (tx, rx) = oneshot::channel();
+        self.intake
+            .send((new.clone(), tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the store's writer has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the store's writer has stopped"))?
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn backend(&self) -> Backend {
@@ -296,12 +319,6 @@ impl Store {
 
     pub async fn ping(&self) -> Result<()> {
         dispatch!(self, ping())
-    }
-
-    /// Record an accepted call as a run with its targets and tasks, in one
-    /// transaction with its delivery key. The same key returns the same run.
-    pub async fn accept(&self, new: &NewRun) -> Result<Accepted> {
-        dispatch!(self, accept(new))
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
@@ -530,6 +547,42 @@ impl Store {
     /// Total wipe-ledger rows for a device (tests and operators).
     pub async fn ledger(&self, tenant: &str) -> Result<Vec<(String, String, String)>> {
         dispatch!(self, ledger(tenant))
+    }
+}
+
+/// The group-commit writer: takes every call waiting, commits them in one
+/// transaction, answers each. If the batch fails, each is retried alone so
+/// one bad call cannot fail the others.
+async fn group_commit(inner: Inner, mut rx: mpsc::Receiver<Intake>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        let news: Vec<NewRun> = batch.iter().map(|(n, _)| n.clone()).collect();
+        match accept_batch(&inner, &news).await {
+            Ok(accepted) => {
+                for ((_, reply), a) in batch.into_iter().zip(accepted) {
+                    let _ = reply.send(Ok(a));
+                }
+            }
+            Err(_) => {
+                for (new, reply) in batch {
+                    let r = accept_batch(&inner, std::slice::from_ref(&new)).await;
+                    let _ = reply.send(r.map(|mut v| v.remove(0)).map_err(|e| format!("{e:#}")));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_batch(inner: &Inner, news: &[NewRun]) -> Result<Vec<Accepted>> {
+    match inner {
+        Inner::Sqlite(m) => sqlite::accept_batch(&mut *m.lock().await, news).await,
+        Inner::Postgres(p) => postgres::accept_batch(&mut *p.acquire().await?, news).await,
     }
 }
 

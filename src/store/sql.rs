@@ -50,27 +50,35 @@ pub async fn ping(c: &mut Conn) -> Result<()> {
 
 /// Record an accepted call as a run with its targets and tasks, in one
 /// transaction with its delivery key. The same key returns the same run.
-pub async fn accept(c: &mut Conn, new: &NewRun) -> Result<Accepted> {
+/// Record accepted calls in one transaction (group commit): each a run with
+/// its targets and tasks, with its delivery key. A key already present
+/// returns its run instead.
+pub async fn accept_batch(c: &mut Conn, news: &[NewRun]) -> Result<Vec<Accepted>> {
     let now = now_ms();
     let mut tx = c.begin().await?;
+    let mut out = Vec::with_capacity(news.len());
+    for new in news {
+        out.push(accept_tx(&mut tx, new, now).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> {
     let inserted = sqlx::query(
         "INSERT INTO deliveries (key, run_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING RETURNING run_id",
     )
     .bind(&new.delivery_key)
     .bind(&new.id)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     if inserted.is_none() {
-        let row = sqlx::query("SELECT run_id FROM deliveries WHERE key = $1")
+        let row = sqlx::query("SELECT d.run_id, r.status FROM deliveries d JOIN runs r ON r.id = d.run_id WHERE d.key = $1")
             .bind(&new.delivery_key)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
-        tx.rollback().await?;
-        return Ok(Accepted {
-            run_id: row.try_get("run_id")?,
-            created: false,
-        });
+        return Ok(Accepted { run_id: row.try_get("run_id")?, created: false, status: row.try_get("status")? });
     }
     sqlx::query(
         "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at)
@@ -90,22 +98,18 @@ pub async fn accept(c: &mut Conn, new: &NewRun) -> Result<Accepted> {
     .bind(&new.reason)
     .bind(&new.comment_id)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     for (i, t) in new.targets.iter().enumerate() {
-        insert_target(&mut tx, &new.id, t, i as i64).await?;
+        insert_target(tx, &new.id, t, i as i64).await?;
     }
     for (entity, reason) in &new.unresolved {
-        insert_unresolved(&mut tx, &new.id, entity, reason).await?;
+        insert_unresolved(tx, &new.id, entity, reason).await?;
     }
     for (i, (k, arg)) in new.tasks.iter().enumerate() {
-        enqueue_tx(&mut tx, &new.id, &new.tenant_id, k, arg, i as i64, now).await?;
+        enqueue_tx(tx, &new.id, &new.tenant_id, k, arg, i as i64, now).await?;
     }
-    tx.commit().await?;
-    Ok(Accepted {
-        run_id: new.id.clone(),
-        created: true,
-    })
+    Ok(Accepted { run_id: new.id.clone(), created: true, status: new.status.clone() })
 }
 
 pub async fn run(c: &mut Conn, id: &str) -> Result<Option<RunRecord>> {
