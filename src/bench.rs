@@ -3,7 +3,6 @@
 //! a configurable latency and Exchange concurrency cap. Figures and targets
 //! are in docs/performance.md; nothing here asserts a time.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +11,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::config::Settings;
-use crate::harness::{Harness, account_entity};
+use crate::harness::Harness;
 use crate::sim::{DeviceSpec, SimOptions};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -32,6 +31,9 @@ pub struct BenchArgs {
     /// (b) users, one incident each, two devices each.
     #[arg(long, default_value_t = 500)]
     pub storm_users: usize,
+    /// (b) calls in flight at once while the wave is sent.
+    #[arg(long, default_value_t = 64)]
+    pub storm_senders: usize,
     /// (c) authenticated calls sent.
     #[arg(long, default_value_t = 20000)]
     pub intake_requests: usize,
@@ -330,21 +332,45 @@ async fn storm(args: &BenchArgs) -> Result<Rows> {
     let started = Instant::now();
     // The wave arrives as fast as the playbooks can send it.
     let base = svc.base.clone();
-    let sends = futures_util::future::join_all(bodies.iter().map(|(_, b)| {
-        let client = client.clone();
-        let token = token.clone();
-        let url = format!("{base}/api/v1/sentinel/incidents");
-        async move {
-            client
-                .post(url)
-                .bearer_auth(token)
-                .json(b)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
-    }))
-    .await;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bodies_arc = Arc::new(
+        bodies
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<Value>>(),
+    );
+    let senders: Vec<_> = (0..args.storm_senders.max(1))
+        .map(|_| {
+            let (client, token, next, bodies) = (
+                client.clone(),
+                token.clone(),
+                next.clone(),
+                bodies_arc.clone(),
+            );
+            let url = format!("{base}/api/v1/sentinel/incidents");
+            tokio::spawn(async move {
+                let mut statuses = vec![];
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(b) = bodies.get(i) else { break };
+                    statuses.push(
+                        client
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .json(b)
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16()),
+                    );
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut sends = vec![];
+    for s in senders {
+        sends.extend(s.await?);
+    }
     let accepted = sends.iter().filter(|s| matches!(s, Ok(202))).count();
     let intake_done = started.elapsed();
     let mut wiped_at = None;
@@ -633,9 +659,4 @@ async fn fairness(args: &BenchArgs) -> Result<Rows> {
         "not behind the large run".into(),
         format!("large run: {:.1} s", big_done.as_secs_f64()),
     )])
-}
-
-#[allow(dead_code)]
-fn _unused(_: &Path, _: PathBuf, _: Value, _: fn(&str) -> Value) {
-    let _ = account_entity;
 }

@@ -8,4 +8,5 @@ mod exactly_once;
 mod openapi;
 mod operations;
 mod pipeline;
+mod playbook_bodies;
 mod safety;
