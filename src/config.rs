@@ -1,5 +1,5 @@
-//! Configuration: one TOML file (`--config PATH` or `WIPEHOOK_CONFIG`, or the
-//! whole file inline in `WIPEHOOK_CONFIG_TOML`), then environment variables
+//! Configuration: one TOML file (`--config PATH`, else the whole file inline
+//! in `WIPEHOOK_CONFIG_TOML`, else the path in `WIPEHOOK_CONFIG`), then environment variables
 //! `WIPEHOOK_<SECTION>__<KEY>` (numeric segments index arrays:
 //! `WIPEHOOK_TENANTS__0__ID`). Secrets are never in the file: the file names
 //! the environment variable that holds them.
@@ -413,9 +413,11 @@ impl Settings {
             env.get("WIPEHOOK_CONFIG"),
             env.get("WIPEHOOK_CONFIG_TOML"),
         ) {
+            // --config PATH, then inline content (a container platform's
+            // secret), then WIPEHOOK_CONFIG (the image sets a default path).
             (Some(p), _, _) => read(p)?,
+            (None, _, Some(inline)) if !inline.trim().is_empty() => inline.clone(),
             (None, Some(p), _) if !p.is_empty() => read(Path::new(p))?,
-            (None, _, Some(inline)) => inline.clone(),
             _ => String::new(),
         };
         let mut table: toml::Table =
@@ -773,6 +775,38 @@ mod example_tests {
         assert!(
             missing.is_empty(),
             "keys not documented in docs/config.example.toml: {missing:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod precedence_tests {
+    use super::*;
+
+    #[test]
+    fn inline_configuration_wins_over_the_image_default_path() {
+        let env: BTreeMap<String, String> = [
+            ("WIPEHOOK_CONFIG", "/nonexistent/config.toml"),
+            (
+                "WIPEHOOK_CONFIG_TOML",
+                "[server]\nlisten = \"127.0.0.1:7\"\n",
+            ),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let s = Settings::load_from(None, &env).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:7");
+        let only_path: BTreeMap<String, String> = [(
+            "WIPEHOOK_CONFIG".to_string(),
+            "/nonexistent/config.toml".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        assert!(
+            Settings::load_from(None, &only_path)
+                .unwrap_err()
+                .contains("/nonexistent/config.toml")
         );
     }
 }

@@ -244,3 +244,93 @@ pub fn device_outcome(d: &DeviceResult) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviceResult, Summary, UserResult};
+
+    fn report(users: usize) -> RunReport {
+        let dev = |i: usize| DeviceResult {
+            guid: format!("00000000-0000-4000-8000-{i:012}"),
+            device_id: format!("DEVICE{i:020}"),
+            device_type: "iPhone".into(),
+            model: "iPhone15C2 <script>".into(),
+            os: "iOS 17.4".into(),
+            client_type: "EAS".into(),
+            client_version: "16.1".into(),
+            outcome: "requested".into(),
+            reason: None,
+            notes: vec![],
+            requested_at: Some("2026-11-28T10:00:00Z".into()),
+            acknowledged_at: None,
+            verification: Some("pending".into()),
+            prior_run_id: None,
+            prior_requested_at: None,
+        };
+        RunReport {
+            run_id: "r1".into(),
+            status: "completed".into(),
+            reason: None,
+            done: true,
+            tenant_id: "t".into(),
+            trigger: "incident".into(),
+            mode: "enforce".into(),
+            force: false,
+            caller: "c".into(),
+            incident: None,
+            created_at: "2026-11-28T10:00:00Z".into(),
+            finished_at: None,
+            approved: None,
+            cancelled: None,
+            summary: Summary {
+                users,
+                devices: users * 2,
+                wipes_requested: users * 2,
+                ..Default::default()
+            },
+            users: (0..users)
+                .map(|u| UserResult {
+                    upn: format!("user{u}@contoso.com"),
+                    source: "Account entity".into(),
+                    state: "done".into(),
+                    reason: None,
+                    devices: vec![dev(2 * u), dev(2 * u + 1)],
+                })
+                .collect(),
+            unresolved: vec![],
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn small_reports_are_complete_and_escaped() {
+        let html = render(&report(2), "https://wipehook.example", "24h");
+        assert!(html.contains("user1@contoso.com") && html.contains("<table>"));
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "entity and device text is escaped"
+        );
+        assert!(html.contains("target=\"_blank\""));
+    }
+
+    #[test]
+    fn large_reports_are_summarised_within_the_limit() {
+        let r = report(400);
+        let html = render(&r, "https://wipehook.example", "24h");
+        assert!(
+            html.chars().count() <= MAX_COMMENT_CHARS,
+            "{}",
+            html.chars().count()
+        );
+        assert!(
+            html.contains("more user(s) not shown"),
+            "the cut is said, with a link to the full result"
+        );
+        assert!(html.contains("https://wipehook.example/api/v1/runs/r1"));
+        assert!(
+            html.contains("800 wipe(s) requested"),
+            "the counts cover every user"
+        );
+    }
+}

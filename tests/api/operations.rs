@@ -189,3 +189,45 @@ async fn operator_cli_check_config_runs_and_replay() {
     let (ok, _, err) = cli(&["check-config"], &bad);
     assert!(!ok && err.contains("yolo"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_finished_runs_and_old_delivery_keys() {
+    let app = spawn_app().await;
+    app.h
+        .sim
+        .add_user("old@contoso.com", "a3000000-0000-4000-8000-000000000001");
+    app.h.sim.add_incident("inc-old", serde_json::json!([]));
+    let body = app
+        .h
+        .incident_body("inc-old", 84, "High", &["old@contoso.com"]);
+    let result = app.contain(&body).await;
+    let run_id = result["run_id"].as_str().unwrap().to_string();
+    let incident = app.incident_id("inc-old");
+    app.eventually("comment written", || {
+        !app.h.sim.comments(&incident).is_empty()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let store = &app.running().app.store;
+    // Within retention: kept.
+    assert_eq!(
+        store
+            .prune(
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::from_secs(3600)
+            )
+            .await
+            .unwrap(),
+        (0, 0)
+    );
+    assert!(store.run(&run_id).await.unwrap().is_some());
+    // Past retention: the run and its delivery key go; a redelivery is a new run.
+    let (runs, _) = store
+        .prune(std::time::Duration::ZERO, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+    assert!(store.run(&run_id).await.unwrap().is_none());
+    let again = app.contain(&body).await;
+    assert_ne!(again["run_id"].as_str().unwrap(), run_id);
+}

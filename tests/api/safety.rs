@@ -574,3 +574,38 @@ async fn device_policy_reports_outlook_and_eas_distinctly_and_limits_client_type
             .contains("native Android")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_policy_overrides_the_global_one() {
+    let Some(app) = spawn_with(SimOptions::default(), StoreKind::Sqlite, |s| {
+        s.tenants[0].policy.mode = Some(Mode::DryRun);
+        s.tenants[0].policy.allowed_domains = Some(vec!["fabrikam.com".into()]);
+    })
+    .await
+    else {
+        return;
+    };
+    let sim = &app.h.sim;
+    sim.add_user("ann@fabrikam.com", "b1000000-0000-4000-8000-000000000001");
+    sim.add_device("ann@fabrikam.com", DeviceSpec::iphone());
+    sim.add_user("bo@contoso.com", "b1000000-0000-4000-8000-000000000002");
+    let r = app
+        .contain(&app.h.incident_body(
+            "inc-tenant",
+            76,
+            "High",
+            &["ann@fabrikam.com", "bo@contoso.com"],
+        ))
+        .await;
+    assert_eq!(r["mode"], "dry_run");
+    assert_eq!(
+        user(&r, "ann@fabrikam.com")["devices"][0]["outcome"],
+        "would_request"
+    );
+    assert_eq!(
+        user(&r, "bo@contoso.com")["state"],
+        "refused",
+        "the tenant's allowed domains replace the global list"
+    );
+    assert!(app.clears().is_empty());
+}
