@@ -93,6 +93,7 @@ pub struct InboundAuth {
     tenants: HashSet<String>,
     settings: InboundSettings,
     cache: Arc<Mutex<Cache>>,
+    fetch_lock: Mutex<()>,
     min_refresh: Duration,
 }
 
@@ -109,6 +110,7 @@ impl InboundAuth {
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
             settings: settings.clone(),
             cache: Arc::default(),
+            fetch_lock: Mutex::new(()),
             min_refresh: settings.key_refresh_interval,
         }
     }
@@ -205,31 +207,36 @@ impl InboundAuth {
         tid: &TenantId,
         kid: &str,
     ) -> Result<(DecodingKey, Vec<String>), AuthError> {
-        let mut cache = self.cache.lock().await;
-        if let Some(t) = cache.tenants.get(tid.as_str())
-            && let Some(k) = t.keys.get(kid)
+        // Known keys never wait for a fetch.
+        if let Some(hit) = self.cached(tid, kid).await {
+            return Ok(hit);
+        }
+        // One fetch at a time; whoever waited here finds the keys it brought.
+        let _fetching = self.fetch_lock.lock().await;
+        if let Some(hit) = self.cached(tid, kid).await {
+            return Ok(hit);
+        }
         {
-            return Ok((k.clone(), t.issuers.clone()));
+            let mut cache = self.cache.lock().await;
+            let recently = cache
+                .last_fetch
+                .get(tid.as_str())
+                .is_some_and(|t| t.elapsed() < self.min_refresh);
+            if recently {
+                return match cache.tenants.get(tid.as_str()) {
+                    Some(_) => Err(AuthError::Invalid(format!("unknown signing key {kid}"))),
+                    None => Err(AuthError::Unavailable(
+                        "signing keys could not be fetched recently".into(),
+                    )),
+                };
+            }
+            cache.last_fetch.insert(tid.to_string(), Instant::now());
         }
-        let recently = cache
-            .last_fetch
-            .get(tid.as_str())
-            .is_some_and(|t| t.elapsed() < self.min_refresh);
-        if recently {
-            return match cache.tenants.get(tid.as_str()) {
-                Some(_) => Err(AuthError::Invalid(format!("unknown signing key {kid}"))),
-                None => Err(AuthError::Unavailable(
-                    "signing keys could not be fetched recently".into(),
-                )),
-            };
-        }
-        cache.last_fetch.insert(tid.to_string(), Instant::now());
-        let fetched = self.fetch(tid).await;
-        match fetched {
+        match self.fetch(tid).await {
             Ok(t) => {
                 let found = t.keys.get(kid).cloned();
                 let issuers = t.issuers.clone();
-                cache.tenants.insert(tid.to_string(), t);
+                self.cache.lock().await.tenants.insert(tid.to_string(), t);
                 found
                     .map(|k| (k, issuers))
                     .ok_or_else(|| AuthError::Invalid(format!("unknown signing key {kid}")))
@@ -239,6 +246,12 @@ impl InboundAuth {
                 Err(AuthError::Unavailable(e))
             }
         }
+    }
+
+    async fn cached(&self, tid: &TenantId, kid: &str) -> Option<(DecodingKey, Vec<String>)> {
+        let cache = self.cache.lock().await;
+        let t = cache.tenants.get(tid.as_str())?;
+        Some((t.keys.get(kid)?.clone(), t.issuers.clone()))
     }
 
     async fn fetch(&self, tid: &TenantId) -> Result<TenantKeys, String> {

@@ -15,7 +15,9 @@ use crate::config::Settings;
     about = "Contain a compromised Microsoft 365 account from a Sentinel playbook: account-only Exchange mobile wipes, written back to the incident."
 )]
 struct Cli {
-    /// Configuration file (TOML). Also WIPEHOOK_CONFIG.
+    /// Configuration file (TOML). Without it: the file inline in
+    /// WIPEHOOK_CONFIG_TOML, else the path in WIPEHOOK_CONFIG; then
+    /// WIPEHOOK_<SECTION>__<KEY> variables override.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]

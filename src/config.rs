@@ -125,7 +125,7 @@ impl CloudSettings {
     pub fn resolve(&self) -> Result<Cloud, String> {
         let name = self.name.clone().unwrap_or_else(|| "public".into());
         // Sovereign values are from public documentation; the Exchange hosts
-        // of usgov/china are unverified (docs/exchange-online.md §1.3).
+        // of usgov/china are unverified (the team's Exchange research, §1.3).
         let (auth, exo, arm, graph) = match name.as_str() {
             "public" => (
                 "https://login.microsoftonline.com",
@@ -457,9 +457,8 @@ impl Settings {
                 "worker.slots and worker.exchange_max_concurrency must be at least 1".into(),
             );
         }
-        for p in [&self.policy]
-            .into_iter()
-            .chain(self.tenants.iter().map(|_| &self.policy))
+        for p in std::iter::once(self.policy.clone())
+            .chain(self.tenants()?.into_iter().map(|t| t.policy))
         {
             for c in &p.client_types {
                 if !["eas", "outlook", "rest"].contains(&c.to_ascii_lowercase().as_str()) {
@@ -468,6 +467,9 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if !self.worker.backoff_scale.is_finite() || self.worker.backoff_scale < 0.0 {
+            return Err("worker.backoff_scale must be a number >= 0".into());
         }
         Ok(())
     }
@@ -648,7 +650,8 @@ mod dur {
         }
         match Raw::deserialize(d)? {
             Raw::S(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-            Raw::N(n) => Ok(Duration::from_secs_f64(n.max(0.0))),
+            Raw::N(n) => Duration::try_from_secs_f64(n)
+                .map_err(|_| serde::de::Error::custom(format!("{n} is not a duration in seconds"))),
         }
     }
 }

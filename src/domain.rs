@@ -30,9 +30,11 @@ impl Upn {
         {
             return Err(format!("'{raw}' has an invalid UPN suffix"));
         }
+        // Wildcards and separators could make Exchange resolve something
+        // other than this one mailbox (and dodge the protected list).
         if s.len() > 320
             || s.chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+                .any(|c| c.is_whitespace() || c.is_control() || "\"\\*?%,;:()<>[]{}|".contains(c))
         {
             return Err(format!("'{raw}' contains characters a UPN cannot have"));
         }
@@ -313,6 +315,9 @@ mod tests {
         assert!(Upn::parse("@contoso.com").is_err());
         assert!(Upn::parse("a@b@contoso.com").is_err());
         assert!(Upn::parse("a b@contoso.com").is_err());
+        assert!(Upn::parse("breakgl*@contoso.com").is_err(), "no wildcards");
+        assert!(Upn::parse("a%b@contoso.com").is_err());
+        assert!(Upn::parse("o'brien@contoso.com").is_ok());
         assert_eq!(Upn::parse("x@contoso.com").unwrap().domain(), "contoso.com");
     }
 

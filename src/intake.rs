@@ -19,12 +19,14 @@ pub struct Delivery {
     pub workflow_run_id: Option<String>,
     pub workflow_name: Option<String>,
     pub action_tracking_id: Option<String>,
+    pub client_tracking_id: Option<String>,
 }
 
 impl Delivery {
     pub const RUN_ID: &'static str = "x-ms-workflow-run-id";
     pub const NAME: &'static str = "x-ms-workflow-name";
     pub const ACTION: &'static str = "x-ms-action-tracking-id";
+    pub const CLIENT: &'static str = "x-ms-client-tracking-id";
 }
 
 #[derive(Clone, Debug, Default)]
@@ -65,10 +67,11 @@ pub fn delivery_key(
     let material = match (&d.workflow_run_id, &t.event_unique_id) {
         // One playbook run: its HTTP action's retries carry the same run id and body.
         (Some(run), _) => format!(
-            "{base}|run|{}|{}|{}|{}",
+            "{base}|run|{}|{}|{}|{}|{}",
             d.workflow_name.as_deref().unwrap_or(""),
             run,
             d.action_tracking_id.as_deref().unwrap_or(""),
+            d.client_tracking_id.as_deref().unwrap_or(""),
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, body)
         ),
         (None, Some(evt)) => format!("{base}|event|{evt}"),
@@ -239,6 +242,7 @@ pub async fn accept(
     if status::is_final(&run_status) && trigger.incident.is_some() {
         tasks.push((kind::COMMENT.into(), String::new()));
     }
+    let held_at_intake = run_status == status::HELD;
     let new = NewRun {
         id: run_id.clone(),
         delivery_key: key,
@@ -256,21 +260,11 @@ pub async fn accept(
         comment_id: trigger.incident.as_ref().map(|_| comment_id(&run_id)),
         targets,
         unresolved,
+        expire_at: held_at_intake
+            .then(|| crate::store::now_ms() + p.hold_expiry.as_millis() as i64),
         tasks,
     };
     let accepted = app.store.accept(&new).await?;
-    if accepted.created && new.status == status::HELD {
-        // Held at intake: its expiry task must not run before the hold ends.
-        app.store
-            .enqueue(
-                &run_id,
-                &new.tenant_id,
-                kind::EXPIRE,
-                "",
-                crate::store::now_ms() + p.hold_expiry.as_millis() as i64,
-            )
-            .await?;
-    }
     let has_work = accepted.created && !new.tasks.is_empty();
     Ok((accepted, trigger, has_work))
 }

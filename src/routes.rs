@@ -347,6 +347,7 @@ async fn post_incident(
         workflow_run_id: header(&req, Delivery::RUN_ID),
         workflow_name: header(&req, Delivery::NAME),
         action_tracking_id: header(&req, Delivery::ACTION),
+        client_tracking_id: header(&req, Delivery::CLIENT),
     };
     let (acc, trigger, has_work) = intake::accept(&app, &caller, &body, &raw, &delivery, &opts)
         .await
@@ -590,7 +591,9 @@ async fn post_incident_cancel(
         let undoable = devices
             .iter()
             .any(|d| d.outcome == "requested" && d.acked_at.is_none())
-            || targets.iter().any(|(_, s)| s == crate::store::target::HELD);
+            || targets.iter().any(|(_, s)| {
+                s == crate::store::target::HELD || s == crate::store::target::PENDING
+            });
         if undoable {
             out.push(cancel_run(&app, &caller, run).await?);
         }

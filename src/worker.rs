@@ -127,33 +127,46 @@ async fn execute(app: Arc<App>, task: Task) {
         arg = %task.arg,
         attempt = task.attempts,
     );
-    // Renew the lease while the task runs.
+    // A panic in a handler is caught by its JoinHandle and recorded as a failure.
+    let handler = {
+        let app = app.clone();
+        let task = task.clone();
+        tokio::spawn(async move { handle(&app, &task, run).await }.instrument(span.clone()))
+    };
+    // Renew the lease while the task runs. A task whose lease is lost (or
+    // cannot be renewed before it lapses) is stopped at once: another worker
+    // may own it now, and two must never send the same wipe.
     let renewer = {
         let app = app.clone();
         let task = task.clone();
+        let abort = handler.abort_handle();
         tokio::spawn(async move {
             let lease = app.settings.store.lease;
+            let mut last_ok = std::time::Instant::now();
             loop {
                 tokio::time::sleep(lease / 3).await;
                 match app.store.renew(&task, lease).await {
-                    Ok(true) => {}
+                    Ok(true) => last_ok = std::time::Instant::now(),
                     Ok(false) => {
-                        tracing::warn!(task = %task.id, "lease lost");
+                        tracing::error!(task = %task.id, "lease lost: stopping the task");
+                        abort.abort();
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease renewal failed");
+                        if last_ok.elapsed() > lease.mul_f64(0.8) {
+                            tracing::error!(task = %task.id, "lease about to lapse: stopping the task");
+                            abort.abort();
+                            return;
+                        }
+                    }
                 }
             }
         })
     };
-    let outcome = {
-        let app = app.clone();
-        let task = task.clone();
-        // A panic in a handler is caught here and recorded as a failure.
-        tokio::spawn(async move { handle(&app, &task, run).await }.instrument(span.clone())).await
-    };
+    let outcome = handler.await;
     renewer.abort();
-    let hold = app.settings.policy.hold_expiry;
+    let hold = hold_expiry(&app, &task);
     let result = match outcome {
         Ok(r) => r,
         Err(e) => Err(CallError::transient(format!(
@@ -181,14 +194,33 @@ async fn execute(app: Arc<App>, task: Task) {
     app.wake.notify_one();
 }
 
+/// The tenant's hold expiry (falls back to the global one).
+fn hold_expiry(app: &App, task: &Task) -> Duration {
+    crate::domain::TenantId::parse(&task.tenant_id)
+        .ok()
+        .and_then(|t| app.tenant(&t).map(|t| t.tenant.policy.hold_expiry))
+        .unwrap_or(app.settings.policy.hold_expiry)
+}
+
 async fn record_failure(app: &App, task: &Task, e: CallError) -> anyhow::Result<()> {
     let w = &app.settings.worker;
-    let hold = app.settings.policy.hold_expiry;
+    let hold = hold_expiry(app, task);
     let is_comment = task.kind == kind::COMMENT;
     match &e {
-        CallError::Permanent { reason } if !is_comment => {
+        CallError::Permanent { reason } if is_comment => {
+            // 400/404 from ARM (incident deleted, comment refused): retrying
+            // will not help. The run keeps its result; the error is listed.
+            tracing::error!(reason = %reason, "the incident comment cannot be written");
+            app.store
+                .fail(task, reason, now_ms(), Some(0), hold)
+                .await?;
+        }
+        CallError::Permanent { reason } => {
             tracing::warn!(reason = %reason, "task failed permanently");
             if task.kind == kind::CONTAIN {
+                app.store
+                    .release_claims(&task.tenant_id, &task.run_id, &task.arg)
+                    .await?;
                 app.store
                     .set_target(&task.run_id, &task.arg, target::FAILED, Some(reason))
                     .await?;
@@ -233,6 +265,9 @@ async fn record_failure(app: &App, task: &Task, e: CallError) -> anyhow::Result<
             };
             let dying = max.is_some_and(|m| task.attempts >= m as i64);
             if dying && task.kind == kind::CONTAIN {
+                app.store
+                    .release_claims(&task.tenant_id, &task.run_id, &task.arg)
+                    .await?;
                 app.store
                     .set_target(
                         &task.run_id,
@@ -320,6 +355,25 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
     app.store.mark_running(&run.id).await.map_err(store_err)?;
     let upn = Upn::parse(upn).map_err(CallError::permanent)?;
     let p = &t.tenant.policy;
+    // The policy in force now, not only at intake: a user protected or a
+    // domain removed since is not wiped.
+    match policy::target(p, &upn) {
+        policy::TargetDecision::Proceed => {}
+        policy::TargetDecision::Refused(why) => {
+            app.store
+                .set_target(&run.id, upn.as_str(), target::REFUSED, Some(&why))
+                .await
+                .map_err(store_err)?;
+            return Ok(Done::Complete);
+        }
+        policy::TargetDecision::Protected(why) => {
+            app.store
+                .set_target(&run.id, upn.as_str(), target::PROTECTED, Some(&why))
+                .await
+                .map_err(store_err)?;
+            return Ok(Done::Complete);
+        }
+    }
     let devices = app
         .exchange
         .mobile_devices(&t.tokens, &t.tenant.id, &upn)
@@ -338,7 +392,8 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
         return Ok(Done::Complete);
     }
     let decisions: Vec<_> = devices.iter().map(|d| (d, policy::device(p, d))).collect();
-    let dry = run.mode == "dry_run";
+    // Dry run when the run or the tenant's policy now says so.
+    let dry = run.mode == "dry_run" || p.mode == crate::config::Mode::DryRun;
     // The hourly budget holds unapproved runs before anything is sent.
     let to_wipe = decisions
         .iter()
@@ -373,6 +428,7 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
     // Decide every device first (store only), then send this user's wipes
     // together: the Exchange limiter, not this loop, bounds concurrency.
     let mut to_send: Vec<(DeviceGuid, DeviceRecord)> = vec![];
+    let mut busy_elsewhere = false;
     for (d, decision) in decisions {
         if app
             .store
@@ -426,6 +482,13 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
                     .await
                     .map_err(store_err)?
                 {
+                    WipeClaim::Existing { run_id, state, .. }
+                        if state == "sending" && run_id != run.id =>
+                    {
+                        // Another run is sending this wipe right now: decide
+                        // after it has (its send may still fail).
+                        busy_elsewhere = true;
+                    }
                     WipeClaim::Existing {
                         run_id,
                         state,
@@ -444,6 +507,14 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
                 }
             }
         }
+    }
+    // A cancellation may have arrived while the devices were listed.
+    if !to_send.is_empty() && !still_pending(app, &run.id, upn.as_str()).await? {
+        app.store
+            .release_claims(tenant, &run.id, upn.as_str())
+            .await
+            .map_err(store_err)?;
+        return Ok(Done::Complete);
     }
     let sends = to_send.iter().map(|(guid, _)| {
         app.exchange
@@ -482,6 +553,11 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
             Err(e) => transient = Some(e),
         }
     }
+    if transient.is_none() && busy_elsewhere {
+        transient = Some(CallError::transient(
+            "another run is sending a wipe to one of this user's devices; deciding after it",
+        ));
+    }
     if let Some(e) = transient {
         if requested > 0 {
             let at = now_ms() + app.settings.policy.verify_interval.as_millis() as i64;
@@ -504,6 +580,13 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
             .map_err(store_err)?;
     }
     Ok(Done::Complete)
+}
+
+async fn still_pending(app: &App, run_id: &str, upn: &str) -> Result<bool, CallError> {
+    let targets = app.store.targets(run_id).await.map_err(store_err)?;
+    Ok(targets
+        .iter()
+        .any(|(u, s)| u == upn && s == target::PENDING))
 }
 
 /// Merge the incident's entities (read through ARM) into the run.
@@ -575,6 +658,11 @@ async fn add_found(
     upns: Vec<(Upn, String)>,
     unresolved: Vec<(String, String)>,
 ) -> Result<(), CallError> {
+    // Fresh state: the run may have been cancelled or approved meanwhile.
+    let Some(run) = app.store.run(&run.id).await.map_err(store_err)? else {
+        return Ok(());
+    };
+    let run = &run;
     if run.status == status::SKIPPED || run.cancelled_at.is_some() {
         return Ok(());
     }
@@ -583,21 +671,16 @@ async fn add_found(
         .into_iter()
         .filter(|(u, _)| !existing.iter().any(|(e, _)| e == u.as_str()))
         .collect();
-    let eligible = existing
-        .iter()
-        .filter(|(_, s)| matches!(s.as_str(), "pending" | "done" | "held" | "failed"))
-        .count();
-    let held = existing.iter().any(|(_, s)| s == target::HELD);
-    let planned = plan_targets(
-        &t.tenant.policy,
-        &new,
-        eligible,
-        run.approved_by.is_some(),
-        held,
-    );
+    // Policy refusals here; the blast radius is decided in the store, under
+    // the run's lock.
+    let planned = plan_targets(&t.tenant.policy, &new, 0, true, false);
+    let limit = run
+        .approved_by
+        .is_none()
+        .then_some(t.tenant.policy.max_targets_per_run);
     let added = app
         .store
-        .add_targets(&run.id, &run.tenant_id, &planned, &unresolved)
+        .add_targets(&run.id, &run.tenant_id, &planned, &unresolved, limit)
         .await
         .map_err(store_err)?;
     if !added.is_empty() {
@@ -656,10 +739,26 @@ async fn verify(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result<
         return Ok(Done::Complete);
     }
     let upn_t = Upn::parse(upn).map_err(CallError::permanent)?;
-    let stats = app
+    let stats = match app
         .exchange
         .statistics(&t.tokens, &t.tenant.id, &upn_t)
-        .await?;
+        .await
+    {
+        Ok(s) => s,
+        Err(CallError::Permanent { reason }) => {
+            // Exchange refuses to report on this mailbox: say so, stop following.
+            tracing::warn!(reason = %reason, "cannot follow the wipes of this user");
+            for d in &devices {
+                app.store
+                    .set_verify(&run.id, &d.guid, "unconfirmed")
+                    .await
+                    .map_err(store_err)?;
+            }
+            comment_later(app, run).await?;
+            return Ok(Done::Complete);
+        }
+        Err(e) => return Err(e),
+    };
     let now = now_ms();
     let deadline = t.tenant.policy.verify_deadline.as_millis() as i64;
     let mut changed = false;
@@ -670,7 +769,7 @@ async fn verify(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result<
                 || (!d.device_id.is_empty() && s.device_id == d.device_id)
         });
         match s {
-            Some(s) if s.acknowledged() => {
+            Some(s) if s.acknowledged_since(d.requested_at.unwrap_or(0)) => {
                 app.store
                     .wipe_acknowledged(
                         &t.tenant.id.to_string(),
@@ -737,7 +836,7 @@ async fn cancel(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, CallE
             let acked = d.acked_at.is_some()
                 || stats.iter().any(|s| {
                     s.guid.as_ref().map(DeviceGuid::as_str) == Some(d.guid.as_str())
-                        && s.acknowledged()
+                        && s.acknowledged_since(d.requested_at.unwrap_or(0))
                 });
             if acked {
                 if d.acked_at.is_none() {
@@ -749,9 +848,25 @@ async fn cancel(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, CallE
                 continue; // shown as acknowledged: could not be cancelled
             }
             let guid = DeviceGuid::parse(&d.guid).map_err(CallError::permanent)?;
-            app.exchange
+            match app
+                .exchange
                 .cancel_wipe(&t.tokens, &t.tenant.id, &guid)
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                Err(CallError::Permanent { reason }) => {
+                    // Record it on the device and go on with the others.
+                    let mut rec = d.clone();
+                    let note = format!("cancel failed: {reason}");
+                    rec.flags = Some(match &d.flags {
+                        Some(f) if !f.is_empty() => format!("{f}\n{note}"),
+                        _ => note,
+                    });
+                    app.store.put_device(&rec).await.map_err(store_err)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             app.store
                 .wipe_cancelled(&tenant, &run.id, &d.guid, &by)
                 .await

@@ -59,10 +59,18 @@ impl Command {
                 p
             }
             Command::CancelWipe { identity } => {
-                json!({"Identity": identity.as_str(), "Cancel": true, "Confirm": false})
+                // AccountOnly here too: if Exchange ever ignored Cancel, the
+                // worst outcome is an account-only wipe, never a full one.
+                json!({"Identity": identity.as_str(), "Cancel": true, "AccountOnly": true, "Confirm": false})
             }
             Command::GetStatistics { mailbox } => json!({"Mailbox": mailbox.as_str()}),
         }
+    }
+    fn reads(&self) -> bool {
+        matches!(
+            self,
+            Command::GetMobileDevice { .. } | Command::GetStatistics { .. }
+        )
     }
     fn anchor(&self, tenant: &TenantId) -> String {
         match self {
@@ -103,8 +111,14 @@ pub struct DeviceStatistics {
 }
 
 impl DeviceStatistics {
-    pub fn acknowledged(&self) -> bool {
-        self.wipe_acked_at.is_some() || self.status.ends_with("WipeSucceeded")
+    /// Acknowledged after `requested_at` (ms): an acknowledgement of an
+    /// earlier wipe of the same device does not count. One minute of clock
+    /// skew between Exchange and wipehook is tolerated.
+    pub fn acknowledged_since(&self, requested_at: i64) -> bool {
+        match self.wipe_acked_at {
+            Some(at) => at >= requested_at - 60_000,
+            None => false,
+        }
     }
 }
 
@@ -326,9 +340,10 @@ impl ExchangeClient {
                 .or_else(|| page.get("odata.nextLink"))
                 .and_then(Value::as_str);
             match next {
-                Some(n) if pages < 1000 => {
-                    // Only follow links to the same Exchange endpoint.
-                    if !n.starts_with(&self.base) {
+                // Only reads page; a write is never re-posted to a link.
+                Some(n) if pages < 1000 && cmd.reads() => {
+                    // Only follow links to the same Exchange origin.
+                    if !same_origin(n, &self.base) {
                         return Err(CallError::permanent(format!(
                             "Exchange returned a nextLink outside {}: refusing to follow",
                             self.base
@@ -380,7 +395,7 @@ impl ExchangeClient {
                     let text = resp.text().await.unwrap_or_default();
                     self.metrics
                         .upstream_latency("exchange", cmdlet, status, started.elapsed());
-                    classify(status, ra, &text)
+                    classify(status, ra, &text, cmd.reads())
                 }
                 Err(e) => {
                     self.metrics
@@ -466,7 +481,10 @@ enum Reply {
     Fail(String),
 }
 
-fn classify(status: u16, ra: Option<Duration>, text: &str) -> Reply {
+/// `reads`: the command returns rows (a Get- cmdlet). A 2xx without a JSON
+/// body is then retried; for a write (Clear-MobileDevice) it is success,
+/// since re-sending a wipe because its answer was empty helps nobody.
+fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply {
     let json: Option<Value> = serde_json::from_str(text).ok();
     let message = json.as_ref().map(error_message).unwrap_or_default();
     let readable = if message.is_empty() {
@@ -477,7 +495,9 @@ fn classify(status: u16, ra: Option<Duration>, text: &str) -> Reply {
     } else {
         message.clone()
     };
-    if text.to_ascii_lowercase().contains(CONCURRENCY_MESSAGE) {
+    // Only an error answer can be the throttle message: a 2xx body carries
+    // device fields a user controls (model, friendly name).
+    if !(200..=299).contains(&status) && text.to_ascii_lowercase().contains(CONCURRENCY_MESSAGE) {
         return Reply::Throttled(format!("tenant concurrency limit: {readable}"), ra);
     }
     match status {
@@ -503,7 +523,8 @@ fn classify(status: u16, ra: Option<Duration>, text: &str) -> Reply {
                 }
                 Reply::Ok(map)
             }
-            _ => Reply::Retry(format!("HTTP {status} with a body that is not JSON"), None),
+            _ if reads => Reply::Retry(format!("HTTP {status} with a body that is not JSON"), None),
+            _ => Reply::Ok(Map::new()),
         },
         429 => Reply::Throttled(format!("HTTP 429 {readable}"), ra),
         401 => Reply::Unauthorized(format!("HTTP 401 {readable}")),
@@ -543,6 +564,17 @@ fn error_message(v: &Value) -> String {
     }
 }
 
+fn same_origin(link: &str, base: &str) -> bool {
+    match (reqwest::Url::parse(link), reqwest::Url::parse(base)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
 fn parse_time(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     // Exchange reports "never" as year 1 in some fields.
@@ -571,6 +603,10 @@ mod tests {
         assert_eq!(clear["CmdletInput"]["Parameters"]["Confirm"], false);
         let cancel = Command::CancelWipe { identity: g }.body();
         assert_eq!(cancel["CmdletInput"]["Parameters"]["Cancel"], true);
+        assert_eq!(
+            cancel["CmdletInput"]["Parameters"]["AccountOnly"], true,
+            "every Clear-MobileDevice carries AccountOnly"
+        );
     }
 
     #[test]
@@ -584,12 +620,32 @@ mod tests {
             classify(
                 400,
                 None,
-                "You have reached the maximum number of concurrent requests per tenant. Please wait and try again"
+                "You have reached the maximum number of concurrent requests per tenant. Please wait and try again",
+                true
             ),
             Reply::Throttled(..)
         ));
-        assert!(matches!(classify(503, None, ""), Reply::Retry(..)));
-        assert!(matches!(classify(404, None, "{}"), Reply::Fail(..)));
+        assert!(matches!(classify(503, None, "", true), Reply::Retry(..)));
+        assert!(matches!(classify(404, None, "{}", true), Reply::Fail(..)));
+        assert!(
+            matches!(classify(200, None, "", false), Reply::Ok(..)),
+            "an empty answer to a wipe is not a reason to send it again"
+        );
+        assert!(matches!(classify(200, None, "", true), Reply::Retry(..)));
+        let device_named_like_the_throttle =
+            r#"{"value":[{"DeviceModel":"maximum number of concurrent requests per tenant"}]}"#;
+        assert!(matches!(
+            classify(200, None, device_named_like_the_throttle, true),
+            Reply::Ok(..)
+        ));
+        assert!(same_origin(
+            "https://outlook.office365.com/adminapi/beta/x?$skiptoken=1",
+            "https://outlook.office365.com"
+        ));
+        assert!(!same_origin(
+            "https://outlook.office365.com.evil.example/x",
+            "https://outlook.office365.com"
+        ));
         assert_eq!(
             identity_mailbox("jdoe\\ExchangeActiveSyncDevices\\iPhone§X"),
             Some("jdoe")

@@ -116,7 +116,7 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
     if r.status == "held" {
         let _ = write!(
             h,
-            "<p><b>Held: nothing was wiped for the held users.</b> To approve, run the playbook <i>Wipehook-Approve-Run</i> on this incident (or POST {}/approve). The hold expires {} after the run started.</p>",
+            "<p><b>Held: nothing was wiped for the held users.</b> To approve, run the playbook <i>Wipehook-Approve-Run</i> on this incident (or POST {}/approve). The hold expires {} after the run was held.</p>",
             escape(&link),
             escape(hold_expiry)
         );

@@ -258,23 +258,17 @@ fn mailbox(p: &Map<String, Value>) -> Candidate {
 }
 
 fn dedup(v: Vec<Candidate>) -> Vec<Candidate> {
-    let mut out: Vec<Candidate> = vec![];
-    for c in v {
-        let dup = out.iter().any(|o| match (o, &c) {
-            (Candidate::Upn { upn: a, .. }, Candidate::Upn { upn: b, .. }) => a == b,
-            (Candidate::AadUser { object_id: a, .. }, Candidate::AadUser { object_id: b, .. }) => {
-                a == b
-            }
-            (Candidate::Unresolved { entity: a, .. }, Candidate::Unresolved { entity: b, .. }) => {
-                a == b
-            }
-            _ => false,
-        });
-        if !dup {
-            out.push(c);
-        }
-    }
-    out
+    // Linear: a 4 MiB body can hold tens of thousands of entities.
+    let mut seen = std::collections::HashSet::new();
+    v.into_iter()
+        .filter(|c| {
+            seen.insert(match c {
+                Candidate::Upn { upn, .. } => format!("u:{upn}"),
+                Candidate::AadUser { object_id, .. } => format!("a:{object_id}"),
+                Candidate::Unresolved { entity, .. } => format!("e:{entity}"),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

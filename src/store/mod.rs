@@ -129,6 +129,8 @@ pub struct NewRun {
     pub unresolved: Vec<(String, String)>,
     /// (task kind, arg) to enqueue with the run.
     pub tasks: Vec<(String, String)>,
+    /// Held at intake: when the hold expires (its task commits with the run).
+    pub expire_at: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -406,14 +408,22 @@ impl Store {
     /// Add targets found after intake (ARM entities, Graph look-ups), with a
     /// contain task for each pending one. Known UPNs are left alone. Returns
     /// the UPNs actually added.
+    /// Add targets found after intake (ARM entities, Graph look-ups), with a
+    /// contain task for each pending one; known UPNs are left alone. With
+    /// `max_targets` (an unapproved run), pending targets beyond it are held.
+    /// Returns the UPNs actually added.
     pub async fn add_targets(
         &self,
         run_id: &str,
         tenant_id: &str,
         targets: &[NewTarget],
         unresolved: &[(String, String)],
+        max_targets: Option<usize>,
     ) -> Result<Vec<String>> {
-        dispatch!(self, add_targets(run_id, tenant_id, targets, unresolved))
+        dispatch!(
+            self,
+            add_targets(run_id, tenant_id, targets, unresolved, max_targets)
+        )
     }
 
     pub async fn set_target(
@@ -458,6 +468,11 @@ impl Store {
         force: bool,
     ) -> Result<WipeClaim> {
         dispatch!(self, claim_wipe(tenant, guid, run_id, upn, force))
+    }
+
+    /// A target gave up or was refused: release its claims still `sending`.
+    pub async fn release_claims(&self, tenant: &str, run_id: &str, upn: &str) -> Result<u64> {
+        dispatch!(self, release_claims(tenant, run_id, upn))
     }
 
     /// After Exchange accepted the wipe: the ledger and the run's device row, together.

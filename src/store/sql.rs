@@ -109,6 +109,9 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
     for (i, (k, arg)) in new.tasks.iter().enumerate() {
         enqueue_tx(tx, &new.id, &new.tenant_id, k, arg, i as i64, now).await?;
     }
+    if let Some(at) = new.expire_at {
+        enqueue_tx(tx, &new.id, &new.tenant_id, kind::EXPIRE, "", 0, at).await?;
+    }
     Ok(Accepted { run_id: new.id.clone(), created: true, status: new.status.clone() })
 }
 
@@ -187,7 +190,7 @@ pub async fn renew(c: &mut Conn, task: &Task, lease: Duration) -> Result<bool> {
 
 /// When the earliest ready task becomes due (for the worker's sleep).
 pub async fn next_due(c: &mut Conn) -> Result<Option<i64>> {
-    let row = sqlx::query("SELECT MIN(not_before) AS t FROM tasks WHERE state = 'ready'")
+    let row = sqlx::query("SELECT MIN(not_before) AS t FROM tasks WHERE state = 'ready' AND (lease_until IS NULL OR lease_until < $1)")
         .fetch_one(&mut *c)
         .await?;
     Ok(row.try_get::<Option<i64>, _>("t")?)
@@ -323,7 +326,7 @@ pub async fn targets(c: &mut Conn, run_id: &str) -> Result<Vec<(String, String)>
 /// Add targets found after intake (ARM entities, Graph look-ups), with a
 /// contain task for each pending one. Known UPNs are left alone. Returns
 /// the UPNs actually added.
-pub async fn add_targets(c: &mut Conn, run_id: &str, tenant_id: &str, targets: &[NewTarget], unresolved: &[(String, String)]) -> Result<Vec<String>> {
+pub async fn add_targets(c: &mut Conn, run_id: &str, tenant_id: &str, targets: &[NewTarget], unresolved: &[(String, String)], max_targets: Option<usize>) -> Result<Vec<String>> {
     let now = now_ms();
     let mut tx = c.begin().await?;
     sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
@@ -336,8 +339,26 @@ pub async fn add_targets(c: &mut Conn, run_id: &str, tenant_id: &str, targets: &
         .fetch_one(&mut *tx)
         .await?;
     let mut seq: i64 = row.try_get("n")?;
+    // The blast radius, decided under the run's row lock: concurrent
+    // entity reads and look-ups cannot both slip under the limit.
+    let row = sqlx::query(
+        "SELECT COUNT(CASE WHEN state IN ('pending','done','held','failed') THEN 1 END) AS eligible, COUNT(CASE WHEN state = 'held' THEN 1 END) AS held FROM targets WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut eligible = row.try_get::<i64, _>("eligible")? as usize;
+    let held = row.try_get::<i64, _>("held")? > 0;
     let mut added = vec![];
     for t in targets {
+        let mut t = t.clone();
+        if let Some(max) = max_targets
+            && t.state == target::PENDING
+            && (held || eligible + 1 > max)
+        {
+            t.state = target::HELD.into();
+            t.reason = Some(format!("blast radius: more than policy.max_targets_per_run = {max} users; approval required"));
+        }
         let r = sqlx::query(
             "INSERT INTO targets (run_id, upn, source, state, reason, seq) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, upn) DO NOTHING",
         )
@@ -352,6 +373,9 @@ pub async fn add_targets(c: &mut Conn, run_id: &str, tenant_id: &str, targets: &
         if r.rows_affected() == 1 {
             if t.state == target::PENDING {
                 enqueue_tx(&mut tx, run_id, tenant_id, kind::CONTAIN, &t.upn, seq, now).await?;
+            }
+            if t.state == target::PENDING || t.state == target::HELD {
+                eligible += 1;
             }
             added.push(t.upn.clone());
             seq += 1;
@@ -426,7 +450,9 @@ pub async fn claim_wipe(c: &mut Conn, tenant: &str, guid: &str, run_id: &str, up
     let r = sqlx::query(
         "INSERT INTO wipes (tenant_id, guid, run_id, upn, state, requested_at) VALUES ($1, $2, $3, $4, 'sending', $5)
          ON CONFLICT (tenant_id, guid) DO UPDATE SET run_id = excluded.run_id, upn = excluded.upn, state = 'sending', requested_at = excluded.requested_at, acked_at = NULL
-         WHERE wipes.state = 'cancelled' OR wipes.run_id = excluded.run_id OR $6 = 1",
+         WHERE wipes.state = 'cancelled'
+            OR (wipes.run_id = excluded.run_id AND wipes.upn = excluded.upn AND wipes.state = 'sending')
+            OR ($6 = 1 AND wipes.run_id <> excluded.run_id)",
     )
     .bind(tenant)
     .bind(guid)
@@ -454,6 +480,17 @@ pub async fn claim_wipe(c: &mut Conn, tenant: &str, guid: &str, run_id: &str, up
     };
     tx.commit().await?;
     Ok(claim)
+}
+
+/// A target gave up or was refused: release its claims still `sending`.
+pub async fn release_claims(c: &mut Conn, tenant: &str, run_id: &str, upn: &str) -> Result<u64> {
+    let r = sqlx::query("DELETE FROM wipes WHERE tenant_id = $1 AND run_id = $2 AND upn = $3 AND state = 'sending'")
+        .bind(tenant)
+        .bind(run_id)
+        .bind(upn)
+        .execute(&mut *c)
+        .await?;
+    Ok(r.rows_affected())
 }
 
 /// After Exchange accepted the wipe: the ledger and the run's device row, together.
@@ -597,8 +634,9 @@ pub async fn request_cancel(c: &mut Conn, run_id: &str, tenant: &str, who: &str)
         tx.rollback().await?;
         return Ok(false);
     }
-    sqlx::query("UPDATE targets SET state = 'cancelled', reason = $1 WHERE run_id = $2 AND state = 'held'")
-        .bind(format!("hold cancelled by {who}"))
+    // Held and not yet contained users are released: nothing more is sent.
+    sqlx::query("UPDATE targets SET state = 'cancelled', reason = $1 WHERE run_id = $2 AND state IN ('held', 'pending')")
+        .bind(format!("cancelled by {who} before any wipe was sent"))
         .bind(run_id)
         .execute(&mut *tx)
         .await?;

@@ -208,27 +208,6 @@ async fn wait_healthy(p: &Proc) {
     }
 }
 
-async fn wait_run_done(app: &TestApp, base: &str, run_id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = app
-            .client
-            .get(format!("{base}/api/v1/runs/{run_id}"))
-            .bearer_auth(app.h.run_token())
-            .send()
-            .await
-            && r.status().as_u16() == 200
-        {
-            return r.json().await.unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "run {run_id} not done"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A service-less harness: the simulated tenant and settings for processes.
 async fn process_harness(store: StoreKind) -> Option<(wipehook::harness::Harness, Settings)> {
     let h = wipehook::harness::Harness::start(SimOptions {
@@ -530,4 +509,71 @@ async fn sigterm_stops_gracefully_and_releases_claims() {
     assert_eq!(result["summary"]["wipes_requested"], 8, "{result}");
     b.child.kill().unwrap();
     let _ = b.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_claimed_twice_in_a_run_or_across_runs_is_sent_once() {
+    use wipehook::store::WipeClaim;
+    let app = spawn_app().await;
+    let store = &app.running().app.store;
+    let t = app.h.sim.tenant_id();
+    let g = "6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a";
+    // The same mailbox reached through two entities of one run: one send.
+    assert_eq!(
+        store
+            .claim_wipe(&t, g, "run-1", "jdoe@contoso.com", false)
+            .await
+            .unwrap(),
+        WipeClaim::Mine
+    );
+    assert!(matches!(
+        store
+            .claim_wipe(&t, g, "run-1", "john.doe@contoso.com", false)
+            .await
+            .unwrap(),
+        WipeClaim::Existing { .. }
+    ));
+    // The same task again after a crash: its own claim, sent again (the one repeat).
+    assert_eq!(
+        store
+            .claim_wipe(&t, g, "run-1", "jdoe@contoso.com", false)
+            .await
+            .unwrap(),
+        WipeClaim::Mine
+    );
+    // Another run: not while the first is sending, and not after it requested.
+    assert!(matches!(
+        store
+            .claim_wipe(&t, g, "run-2", "jdoe@contoso.com", false)
+            .await
+            .unwrap(),
+        WipeClaim::Existing { .. }
+    ));
+    // force re-sends from another run, once.
+    assert_eq!(
+        store
+            .claim_wipe(&t, g, "run-3", "jdoe@contoso.com", true)
+            .await
+            .unwrap(),
+        WipeClaim::Mine
+    );
+    assert!(matches!(
+        store
+            .claim_wipe(&t, g, "run-3", "john.doe@contoso.com", true)
+            .await
+            .unwrap(),
+        WipeClaim::Existing { .. }
+    ));
+    // A released claim (the send failed for good) frees the device.
+    store
+        .release_claims(&t, "run-3", "jdoe@contoso.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_wipe(&t, g, "run-4", "jdoe@contoso.com", false)
+            .await
+            .unwrap(),
+        WipeClaim::Mine
+    );
 }

@@ -609,3 +609,81 @@ async fn a_tenant_policy_overrides_the_global_one() {
     );
     assert!(app.clears().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_run_stops_the_wipes_not_yet_sent() {
+    let Some(app) = spawn_with(
+        SimOptions {
+            latency: Duration::from_millis(400),
+            ..Default::default()
+        },
+        StoreKind::Sqlite,
+        |s| {
+            s.worker.exchange_initial_concurrency = 1;
+            s.worker.exchange_max_concurrency = 1;
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let sim = &app.h.sim;
+    for (u, i) in [
+        ("c1@contoso.com", 1),
+        ("c2@contoso.com", 2),
+        ("c3@contoso.com", 3),
+    ] {
+        sim.add_user(u, &format!("d1000000-0000-4000-8000-00000000000{i}"));
+        sim.add_device(u, DeviceSpec::iphone());
+    }
+    let body = app.h.incident_body(
+        "inc-stop",
+        77,
+        "High",
+        &["c1@contoso.com", "c2@contoso.com", "c3@contoso.com"],
+    );
+    sim.add_incident(
+        "inc-stop",
+        body["object"]["properties"]["relatedEntities"].clone(),
+    );
+    let r = app.post_incident(&body).await;
+    let run_id = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Cancel while the first user's devices are being listed.
+    app.eventually("the first listing started", || {
+        sim.exchange_calls()
+            .iter()
+            .any(|c| c.cmdlet == "Get-MobileDevice")
+    })
+    .await;
+    let c = app
+        .post(
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            Some(&app.h.approver_token()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(c.status().as_u16(), 202);
+    let result = app
+        .wait_done(&format!("{}/api/v1/runs/{run_id}", app.base))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        app.successful_clears().is_empty(),
+        "nothing sent after the cancel: {:?}",
+        app.clears()
+    );
+    let states: Vec<&str> = result["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.iter().all(|s| *s == "cancelled" || *s == "done"),
+        "{result}"
+    );
+    assert!(states.contains(&"cancelled"));
+}
