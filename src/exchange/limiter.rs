@@ -119,7 +119,18 @@ impl Limiter {
                 }
                 Step::Sleep(p) => tokio::time::sleep_until(p.into()).await,
                 Step::Wait(rx) => {
-                    if rx.await.is_ok() {
+                    // If this future is dropped after the grant was sent but
+                    // before it was received, the guard gives the slot back.
+                    let mut waiting = Waiting {
+                        rx: Some(rx),
+                        limiter: self.clone(),
+                    };
+                    let granted = match waiting.rx.as_mut() {
+                        Some(rx) => rx.await.is_ok(),
+                        None => false,
+                    };
+                    waiting.rx = None;
+                    if granted {
                         return Permit {
                             limiter: self.clone(),
                             done: false,
@@ -185,6 +196,22 @@ impl Limiter {
             };
             if tx.send(()).is_ok() {
                 s.inflight += 1;
+            }
+        }
+    }
+}
+
+struct Waiting {
+    rx: Option<oneshot::Receiver<()>>,
+    limiter: Limiter,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.limiter.release(Outcome::Neutral);
             }
         }
     }

@@ -224,6 +224,17 @@ impl ExchangeClient {
                 },
             });
         }
+        // Every device must name its mailbox, and all the same one: a list
+        // Exchange did not filter by -Mailbox is refused whole.
+        if let Some(d) = devices
+            .iter()
+            .find(|d| identity_mailbox(&d.identity).is_none())
+        {
+            return Err(CallError::permanent(format!(
+                "Get-MobileDevice -Mailbox {upn} returned a device whose Identity ('{}') does not name its mailbox; refusing to act on any device",
+                d.identity
+            )));
+        }
         let mut owners: Vec<String> = devices
             .iter()
             .filter_map(|d| identity_mailbox(&d.identity))
