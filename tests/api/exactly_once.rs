@@ -515,65 +515,42 @@ async fn sigterm_stops_gracefully_and_releases_claims() {
 async fn one_device_claimed_twice_in_a_run_or_across_runs_is_sent_once() {
     use wipehook::store::WipeClaim;
     let app = spawn_app().await;
-    let store = &app.running().app.store;
+    let store = app.running().app.store.clone();
     let t = app.h.sim.tenant_id();
     let g = "6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a";
+    let claim = |run: &'static str, upn: &'static str, force: bool| {
+        let (store, t) = (store.clone(), t.clone());
+        async move { store.claim_wipe(&t, g, run, upn, force).await.unwrap() }
+    };
+    let existing = |c: WipeClaim| matches!(c, WipeClaim::Existing { .. });
     // The same mailbox reached through two entities of one run: one send.
     assert_eq!(
-        store
-            .claim_wipe(&t, g, "run-1", "jdoe@contoso.com", false)
-            .await
-            .unwrap(),
+        claim("run-1", "jdoe@contoso.com", false).await,
         WipeClaim::Mine
     );
-    assert!(matches!(
-        store
-            .claim_wipe(&t, g, "run-1", "john.doe@contoso.com", false)
-            .await
-            .unwrap(),
-        WipeClaim::Existing { .. }
+    assert!(existing(
+        claim("run-1", "john.doe@contoso.com", false).await
     ));
     // The same task again after a crash: its own claim, sent again (the one repeat).
     assert_eq!(
-        store
-            .claim_wipe(&t, g, "run-1", "jdoe@contoso.com", false)
-            .await
-            .unwrap(),
+        claim("run-1", "jdoe@contoso.com", false).await,
         WipeClaim::Mine
     );
     // Another run: not while the first is sending, and not after it requested.
-    assert!(matches!(
-        store
-            .claim_wipe(&t, g, "run-2", "jdoe@contoso.com", false)
-            .await
-            .unwrap(),
-        WipeClaim::Existing { .. }
-    ));
+    assert!(existing(claim("run-2", "jdoe@contoso.com", false).await));
     // force re-sends from another run, once.
     assert_eq!(
-        store
-            .claim_wipe(&t, g, "run-3", "jdoe@contoso.com", true)
-            .await
-            .unwrap(),
+        claim("run-3", "jdoe@contoso.com", true).await,
         WipeClaim::Mine
     );
-    assert!(matches!(
-        store
-            .claim_wipe(&t, g, "run-3", "john.doe@contoso.com", true)
-            .await
-            .unwrap(),
-        WipeClaim::Existing { .. }
-    ));
+    assert!(existing(claim("run-3", "john.doe@contoso.com", true).await));
     // A released claim (the send failed for good) frees the device.
     store
         .release_claims(&t, "run-3", "jdoe@contoso.com")
         .await
         .unwrap();
     assert_eq!(
-        store
-            .claim_wipe(&t, g, "run-4", "jdoe@contoso.com", false)
-            .await
-            .unwrap(),
+        claim("run-4", "jdoe@contoso.com", false).await,
         WipeClaim::Mine
     );
 }
