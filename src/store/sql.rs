@@ -264,7 +264,9 @@ pub async fn release_all(c: &mut Conn, owner: &str) -> Result<u64> {
 /// Enqueue a task, or mark the existing one dirty so it runs again.
 pub async fn enqueue(c: &mut Conn, run_id: &str, tenant_id: &str, kind: &str, arg: &str, not_before: i64) -> Result<()> {
     let mut tx = c.begin().await?;
-    enqueue_tx(&mut tx, run_id, tenant_id, kind, arg, 0, not_before).await?;
+    // Follow-up polls of Exchange go after every run's containment work.
+    let seq = if kind == kind::VERIFY { 1_000_000 } else { 0 };
+    enqueue_tx(&mut tx, run_id, tenant_id, kind, arg, seq, not_before).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -588,7 +590,12 @@ pub async fn wipes_since(c: &mut Conn, since: i64) -> Result<i64> {
 pub async fn approve(c: &mut Conn, run_id: &str, who: &str) -> Result<usize> {
     let now = now_ms();
     let mut tx = c.begin().await?;
-    let r = sqlx::query("UPDATE runs SET status = 'running', reason = NULL, approved_by = $1, approved_at = $2, updated_at = $2 WHERE id = $3 AND status = 'held'")
+    // A hold whose expiry is due is no longer approvable, even if the expiry
+    // task has not run yet.
+    let r = sqlx::query(
+        "UPDATE runs SET status = 'running', reason = NULL, approved_by = $1, approved_at = $2, updated_at = $2 WHERE id = $3 AND status = 'held'
+         AND NOT EXISTS (SELECT 1 FROM tasks WHERE run_id = $3 AND kind = 'expire' AND state = 'ready' AND not_before <= $2)",
+    )
         .bind(who)
         .bind(now)
         .bind(run_id)
