@@ -107,46 +107,44 @@ pub fn comment_id(run_id: &str) -> String {
     .to_string()
 }
 
-/// Decide the state of new targets: policy refusals, then blast radius.
-/// `existing_eligible`: targets of the run already counted toward the limit.
+/// Decide the state of new targets: policy refusals, then (with
+/// `blast_radius`, at intake) the hold when there are too many. Targets found
+/// after intake get their blast radius from the store, under the run's lock.
 pub fn plan_targets(
     p: &PolicySettings,
     found: &[(Upn, String)],
-    existing_eligible: usize,
-    approved: bool,
-    run_held: bool,
+    blast_radius: bool,
 ) -> Vec<NewTarget> {
-    let mut out = vec![];
-    let mut eligible = existing_eligible;
-    let mut planned: Vec<NewTarget> = vec![];
-    for (upn, source) in found {
-        let (state, reason) = match policy::target(p, upn) {
-            TargetDecision::Proceed => {
-                eligible += 1;
-                (target::PENDING, None)
+    let mut planned: Vec<NewTarget> = found
+        .iter()
+        .map(|(upn, source)| {
+            let (state, reason) = match policy::target(p, upn) {
+                TargetDecision::Proceed => (target::PENDING, None),
+                TargetDecision::Refused(r) => (target::REFUSED, Some(r)),
+                TargetDecision::Protected(r) => (target::PROTECTED, Some(r)),
+            };
+            NewTarget {
+                upn: upn.to_string(),
+                source: source.clone(),
+                state: state.into(),
+                reason,
             }
-            TargetDecision::Refused(r) => (target::REFUSED, Some(r)),
-            TargetDecision::Protected(r) => (target::PROTECTED, Some(r)),
-        };
-        planned.push(NewTarget {
-            upn: upn.to_string(),
-            source: source.clone(),
-            state: state.into(),
-            reason,
-        });
-    }
-    let over = eligible > p.max_targets_per_run;
-    for mut t in planned {
-        if t.state == target::PENDING && !approved && (over || run_held) {
+        })
+        .collect();
+    let eligible = planned
+        .iter()
+        .filter(|t| t.state == target::PENDING)
+        .count();
+    if blast_radius && eligible > p.max_targets_per_run {
+        for t in planned.iter_mut().filter(|t| t.state == target::PENDING) {
             t.state = target::HELD.into();
             t.reason = Some(format!(
                 "blast radius: {eligible} users exceed policy.max_targets_per_run = {}; approval required",
                 p.max_targets_per_run
             ));
         }
-        out.push(t);
     }
-    out
+    planned
 }
 
 /// Accept a trigger body from an authenticated caller.
@@ -216,7 +214,7 @@ pub async fn accept(
             .collect();
         tasks.clear();
     } else {
-        targets = plan_targets(p, &upns, 0, false, false);
+        targets = plan_targets(p, &upns, true);
         for (i, t) in targets.iter().enumerate() {
             if t.state == target::PENDING {
                 tasks.insert(i.min(tasks.len()), (kind::CONTAIN.into(), t.upn.clone()));

@@ -35,7 +35,7 @@ pub fn explain(settings: &Settings, body: &Value) -> Result<Value, String> {
     } else {
         Ok(())
     };
-    let targets: Vec<Value> = plan_targets(&pol, &upns, 0, false, false)
+    let targets: Vec<Value> = plan_targets(&pol, &upns, true)
         .into_iter()
         .map(|t| {
             let would = match (t.state.as_str(), severity.is_ok()) {

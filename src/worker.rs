@@ -306,7 +306,6 @@ async fn handle(app: &App, task: &Task, run: Option<RunRecord>) -> Result<Done, 
             "tenant {tid} is no longer configured"
         )));
     };
-    let store_err = |e: anyhow::Error| CallError::transient(format!("store: {e:#}"));
     match task.kind.as_str() {
         kind::CONTAIN => contain(app, t, &run, &task.arg).await,
         kind::ENTITIES => entities(app, t, &run).await,
@@ -673,7 +672,7 @@ async fn add_found(
         .collect();
     // Policy refusals here; the blast radius is decided in the store, under
     // the run's lock.
-    let planned = plan_targets(&t.tenant.policy, &new, 0, true, false);
+    let planned = plan_targets(&t.tenant.policy, &new, false);
     let limit = run
         .approved_by
         .is_none()
