@@ -201,13 +201,7 @@ pub async fn next_due(c: &mut Conn) -> Result<Option<i64>> {
 pub async fn complete(c: &mut Conn, task: &Task, hold_expiry: Duration) -> Result<Option<String>> {
     let now = now_ms();
     let mut tx = c.begin().await?;
-    // Lock the run row first: the last two work tasks of a run finishing at
-    // once must not both see the other as pending.
-    sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(&task.run_id)
-        .execute(&mut *tx)
-        .await?;
+    lock_run(&mut tx, &task.run_id, now).await?;
     sqlx::query(
         "UPDATE tasks SET state = CASE WHEN dirty = 1 THEN 'ready' ELSE 'done' END, lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = $1
          WHERE id = $2 AND lease_owner = $3",
@@ -228,11 +222,7 @@ pub async fn fail(c: &mut Conn, task: &Task, error: &str, retry_at: i64, max: Op
     let now = now_ms();
     let dead = max.is_some_and(|m| task.attempts >= m as i64);
     let mut tx = c.begin().await?;
-    sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(&task.run_id)
-        .execute(&mut *tx)
-        .await?;
+    lock_run(&mut tx, &task.run_id, now).await?;
     sqlx::query(
         "UPDATE tasks SET state = $1, not_before = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
          WHERE id = $5 AND lease_owner = $6",
@@ -331,11 +321,7 @@ pub async fn targets(c: &mut Conn, run_id: &str) -> Result<Vec<(String, String)>
 pub async fn add_targets(c: &mut Conn, run_id: &str, tenant_id: &str, targets: &[NewTarget], unresolved: &[(String, String)], max_targets: Option<usize>) -> Result<Vec<String>> {
     let now = now_ms();
     let mut tx = c.begin().await?;
-    sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
+    lock_run(&mut tx, run_id, now).await?;
     let row = sqlx::query("SELECT COUNT(*) AS n FROM targets WHERE run_id = $1")
         .bind(run_id)
         .fetch_one(&mut *tx)
@@ -812,6 +798,14 @@ pub async fn ledger(c: &mut Conn, tenant: &str) -> Result<Vec<(String, String, S
 }
 
 
+
+/// Lock the run's row for the rest of the transaction (touching it takes
+/// the row lock on PostgreSQL, the write lock on SQLite): decisions about one
+/// run (is it finished? how many targets?) are then never taken twice at once.
+async fn lock_run(tx: &mut Tx<'_>, run_id: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2").bind(now).bind(run_id).execute(&mut **tx).await?;
+    Ok(())
+}
 
 async fn insert_target(tx: &mut Tx<'_>, run_id: &str, t: &NewTarget, seq: i64) -> Result<()> {
     sqlx::query("INSERT INTO targets (run_id, upn, source, state, reason, seq) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, upn) DO NOTHING")
