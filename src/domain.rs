@@ -38,6 +38,16 @@ impl Upn {
         {
             return Err(format!("'{raw}' contains characters a UPN cannot have"));
         }
+        // Invisible format characters (RLO, ZWSP, BOM, RLM...) make an
+        // address look like another one on the record while Exchange reads
+        // something else.
+        if let Some(c) = s.chars().find(|&c| is_format_char(c)) {
+            return Err(format!(
+                "'{}' contains an invisible format character (U+{:04X}); refused",
+                visible(raw),
+                c as u32
+            ));
+        }
         Ok(Upn(s))
     }
     pub fn as_str(&self) -> &str {
@@ -46,6 +56,29 @@ impl Upn {
     pub fn domain(&self) -> &str {
         self.0.split_once('@').map(|(_, d)| d).unwrap_or("")
     }
+}
+
+/// `s` with control and invisible format characters shown as `\u{..}`, so
+/// the record never displays an address that reads as another one.
+pub fn visible(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || is_format_char(c) {
+            o.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            o.push(c);
+        }
+    }
+    o
+}
+
+/// Unicode general category Cf (format characters), which are invisible.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 impl TryFrom<String> for Upn {
@@ -220,6 +253,72 @@ impl fmt::Display for DeviceGuid {
     }
 }
 
+/// What an entity says about a person besides the address a target is keyed
+/// on: checked against the mailbox that address resolves to before any
+/// policy decision or wipe. A disagreement refuses the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Entra object ids the entity gives (`aadUserId`,
+    /// `externalDirectoryObjectId`), lower case. The mailbox must be this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_ids: Vec<String>,
+    /// Other addresses of the same entity (a Mailbox entity's `upn` and
+    /// `mailboxPrimaryAddress`): each must be an address of the same mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Upn>,
+    /// Fields that were present but did not decide (shown on the record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Claims {
+    pub fn is_empty(&self) -> bool {
+        self.object_ids.is_empty() && self.addresses.is_empty() && self.notes.is_empty()
+    }
+    /// Both sets of claims about one address (two entities naming it).
+    pub fn merge(&mut self, other: &Claims) {
+        for o in &other.object_ids {
+            if !self.object_ids.contains(o) {
+                self.object_ids.push(o.clone());
+            }
+        }
+        for a in &other.addresses {
+            if !self.addresses.contains(a) {
+                self.addresses.push(a.clone());
+            }
+        }
+        for n in &other.notes {
+            if !self.notes.contains(n) {
+                self.notes.push(n.clone());
+            }
+        }
+    }
+}
+
+/// A mailbox as Exchange resolves an address (`Get-Mailbox -Identity`): the
+/// identity every decision is made on, since `Get-MobileDevice -Mailbox`
+/// accepts any of its addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxIdentity {
+    pub upn: Upn,
+    pub display_name: String,
+    /// Entra object id (`ExternalDirectoryObjectId`), when Exchange reports one.
+    pub object_id: Option<String>,
+    pub primary_smtp: Option<String>,
+    /// Every SMTP address of the mailbox (primary and proxies), lower case.
+    pub addresses: Vec<String>,
+    /// `RecipientTypeDetails` (UserMailbox, SharedMailbox, ...).
+    pub recipient_type: String,
+}
+
+impl MailboxIdentity {
+    /// Does this mailbox answer to `address` (its UPN or one of its SMTP addresses)?
+    pub fn answers_to(&self, address: &str) -> bool {
+        let a = address.trim().to_ascii_lowercase();
+        self.upn.as_str() == a || self.addresses.iter().any(|x| *x == a)
+    }
+}
+
 /// Incident severity, ordered from least to most severe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
@@ -318,6 +417,13 @@ mod tests {
         assert!(Upn::parse("breakgl*@contoso.com").is_err(), "no wildcards");
         assert!(Upn::parse("a%b@contoso.com").is_err());
         assert!(Upn::parse("o'brien@contoso.com").is_ok());
+        for invisible in ['\u{202E}', '\u{200B}', '\u{FEFF}', '\u{200F}', '\u{00AD}'] {
+            let s = format!("bre{invisible}akglass@contoso.com");
+            assert!(
+                Upn::parse(&s).unwrap_err().contains("invisible"),
+                "{invisible:?}"
+            );
+        }
         assert_eq!(Upn::parse("x@contoso.com").unwrap().domain(), "contoso.com");
     }
 

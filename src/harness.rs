@@ -120,12 +120,13 @@ impl Harness {
     }
 }
 
-/// An Account entity in the ARM (camelCase) shape.
+/// An Account entity in the ARM (camelCase) shape, as Sentinel fills it
+/// since 1 July 2026: the UPN prefix as the name, and the full UPN in its own field.
 pub fn account_entity(upn: &str) -> Value {
     let (name, suffix) = upn.split_once('@').unwrap_or((upn, ""));
     json!({
         "id": format!("/subscriptions/{}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws/providers/Microsoft.SecurityInsights/Entities/{}", crate::sim::SUBSCRIPTION_ID, uuid::Uuid::new_v4()),
         "kind": "Account",
-        "properties": {"accountName": name, "upnSuffix": suffix, "friendlyName": name}
+        "properties": {"accountName": name, "upnSuffix": suffix, "userPrincipalName": upn, "friendlyName": name}
     })
 }

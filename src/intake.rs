@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::auth::Caller;
 use crate::config::{Mode, PolicySettings};
-use crate::domain::Upn;
+use crate::domain::{Claims, Upn};
 use crate::policy::{self, TargetDecision};
 use crate::sentinel::{self, Candidate, Trigger, TriggerError, TriggerKind};
 use crate::store::{Accepted, NewRun, NewTarget, kind, status, target};
@@ -107,29 +107,43 @@ pub fn comment_id(run_id: &str) -> String {
     .to_string()
 }
 
+/// A user found in the entities: the address, where it came from, and what
+/// else the entity claims about the person.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub upn: Upn,
+    pub source: String,
+    pub claims: Claims,
+}
+
 /// Decide the state of new targets: policy refusals, then (with
 /// `blast_radius`, at intake) the hold when there are too many. Targets found
 /// after intake get their blast radius from the store, under the run's lock.
-pub fn plan_targets(
-    p: &PolicySettings,
-    found: &[(Upn, String)],
-    blast_radius: bool,
-) -> Vec<NewTarget> {
+/// This judges the address as named; the worker judges the mailbox it
+/// resolves to again before anything is sent.
+pub fn plan_targets(p: &PolicySettings, found: &[Found], blast_radius: bool) -> Vec<NewTarget> {
     let mut planned: Vec<NewTarget> = found
         .iter()
-        .map(|(upn, source)| {
-            let (state, reason) = match policy::target(p, upn) {
-                TargetDecision::Proceed => (target::PENDING, None),
-                TargetDecision::Refused(r) => (target::REFUSED, Some(r)),
-                TargetDecision::Protected(r) => (target::PROTECTED, Some(r)),
-            };
-            NewTarget {
-                upn: upn.to_string(),
-                source: source.clone(),
-                state: state.into(),
-                reason,
-            }
-        })
+        .map(
+            |Found {
+                 upn,
+                 source,
+                 claims,
+             }| {
+                let (state, reason) = match policy::target(p, upn) {
+                    TargetDecision::Proceed => (target::PENDING, None),
+                    TargetDecision::Refused(r) => (target::REFUSED, Some(r)),
+                    TargetDecision::Protected(r) => (target::PROTECTED, Some(r)),
+                };
+                NewTarget {
+                    upn: upn.to_string(),
+                    source: source.clone(),
+                    state: state.into(),
+                    reason,
+                    claims: claims.clone(),
+                }
+            },
+        )
         .collect();
     let eligible = planned
         .iter()
@@ -182,10 +196,21 @@ pub async fn accept(
     let mut tasks: Vec<(String, String)> = vec![];
     for c in &trigger.candidates {
         match c {
-            Candidate::Upn { upn, source } => upns.push((upn.clone(), source.clone())),
-            Candidate::AadUser { object_id, .. } => {
-                tasks.push((kind::RESOLVE.into(), object_id.clone()))
-            }
+            Candidate::Upn {
+                upn,
+                source,
+                claims,
+            } => upns.push(Found {
+                upn: upn.clone(),
+                source: source.clone(),
+                claims: claims.clone(),
+            }),
+            Candidate::AadUser {
+                object_id, claims, ..
+            } => tasks.push((
+                kind::RESOLVE.into(),
+                kind::resolve_arg(object_id, &claims.notes),
+            )),
             Candidate::Unresolved { entity, reason } => {
                 unresolved.push((entity.clone(), reason.clone()))
             }
@@ -205,11 +230,12 @@ pub async fn accept(
         reason = Some(why);
         targets = upns
             .iter()
-            .map(|(u, s)| NewTarget {
-                upn: u.to_string(),
-                source: s.clone(),
+            .map(|f| NewTarget {
+                upn: f.upn.to_string(),
+                source: f.source.clone(),
                 state: "skipped".into(),
                 reason: Some("below minimum severity".into()),
+                claims: f.claims.clone(),
             })
             .collect();
         tasks.clear();

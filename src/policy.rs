@@ -2,7 +2,7 @@
 //! ends in a wipe: every "no" carries the reason shown on the incident.
 
 use crate::config::PolicySettings;
-use crate::domain::{ClientType, EasVersion, Severity, Upn};
+use crate::domain::{Claims, ClientType, EasVersion, MailboxIdentity, Severity, Upn};
 use crate::exchange::MobileDevice;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,66 @@ pub fn target(p: &PolicySettings, upn: &Upn) -> TargetDecision {
         ));
     }
     TargetDecision::Proceed
+}
+
+/// May this mailbox be contained automatically? Judged on the mailbox, not on
+/// the address an entity named: `Get-MobileDevice -Mailbox` accepts any of
+/// a mailbox's addresses, so the protected list is applied to its UPN and to
+/// every address it has, and the allowed domains to its UPN.
+pub fn mailbox(p: &PolicySettings, named: &Upn, m: &MailboxIdentity) -> TargetDecision {
+    let via = if m.upn == *named {
+        String::new()
+    } else {
+        format!("'{named}' is an address of the mailbox {}: ", m.upn)
+    };
+    let all = std::iter::once(m.upn.as_str()).chain(m.addresses.iter().map(String::as_str));
+    for address in all {
+        if let Some(pattern) = p.protected_upns.iter().find(|pat| glob(pat, address)) {
+            let which = if address == m.upn.as_str() {
+                String::new()
+            } else {
+                format!(" through its address {address}")
+            };
+            return TargetDecision::Protected(format!(
+                "{via}protected account{which} (matches policy.protected_upns '{pattern}'); never wiped automatically"
+            ));
+        }
+    }
+    match target(p, &m.upn) {
+        TargetDecision::Refused(r) => TargetDecision::Refused(format!("{via}{r}")),
+        other => other,
+    }
+}
+
+/// Does the mailbox agree with everything else the entity says about the
+/// person? A disagreement means the address may name someone else: refused.
+pub fn claims_agree(named: &Upn, claims: &Claims, m: &MailboxIdentity) -> Result<(), String> {
+    for id in &claims.object_ids {
+        match &m.object_id {
+            Some(actual) if actual.eq_ignore_ascii_case(id) => {}
+            Some(actual) => {
+                return Err(format!(
+                    "the entity's object id {id} is a different person than the mailbox {} (object id {actual}) that '{named}' resolves to; refused",
+                    m.upn
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "the entity names object id {id}, but Exchange reports no object id for the mailbox {}; cannot confirm it is the same person, refused",
+                    m.upn
+                ));
+            }
+        }
+    }
+    for a in &claims.addresses {
+        if !m.answers_to(a.as_str()) {
+            return Err(format!(
+                "the entity also names '{a}', which is not an address of the mailbox {} that '{named}' resolves to; refused",
+                m.upn
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Case-insensitive match with `*` standing for any run of characters.
@@ -205,6 +265,74 @@ mod tests {
             target(&PolicySettings::default(), &u("jdoe@contoso.com")),
             TargetDecision::Refused(_)
         ));
+    }
+
+    fn mbx(upn: &str, addresses: &[&str], oid: Option<&str>) -> MailboxIdentity {
+        MailboxIdentity {
+            upn: Upn::parse(upn).unwrap(),
+            display_name: "X".into(),
+            object_id: oid.map(String::from),
+            primary_smtp: addresses.first().map(|a| a.to_string()),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            recipient_type: "UserMailbox".into(),
+        }
+    }
+
+    #[test]
+    fn mailboxes_are_judged_on_every_address() {
+        let u = |s| Upn::parse(s).unwrap();
+        let bg = mbx("breakglass@contoso.com", &["bg.ops@contoso.com"], None);
+        assert!(matches!(
+            mailbox(&p(), &u("bg.ops@contoso.com"), &bg),
+            TargetDecision::Protected(r) if r.contains("breakglass@contoso.com")
+        ));
+        let svc = mbx("svc-admin@contoso.com", &["svcadm@contoso.com"], None);
+        assert!(matches!(
+            mailbox(&p(), &u("svcadm@contoso.com"), &svc),
+            TargetDecision::Protected(_)
+        ));
+        let partner = mbx(
+            "mallory@fabrikam-partner.com",
+            &["mallory@contoso.com"],
+            None,
+        );
+        assert!(matches!(
+            mailbox(&p(), &u("mallory@contoso.com"), &partner),
+            TargetDecision::Refused(r) if r.contains("fabrikam-partner.com")
+        ));
+        // A protected proxy address protects the whole mailbox.
+        let shadow = mbx("jdoe@contoso.com", &["breakglass@contoso.com"], None);
+        assert!(matches!(
+            mailbox(&p(), &u("jdoe@contoso.com"), &shadow),
+            TargetDecision::Protected(_)
+        ));
+        let ok = mbx("jdoe@contoso.com", &["john.doe@contoso.com"], None);
+        assert_eq!(
+            mailbox(&p(), &u("john.doe@contoso.com"), &ok),
+            TargetDecision::Proceed
+        );
+    }
+
+    #[test]
+    fn claims_must_agree_with_the_mailbox() {
+        let u = |s| Upn::parse(s).unwrap();
+        let w = "11111111-0000-4000-8000-000000000001";
+        let a = "22222222-0000-4000-8000-000000000002";
+        let alex = mbx("alex@contoso.com", &["alex@contoso.com"], Some(a));
+        let claims = Claims {
+            object_ids: vec![w.into()],
+            ..Default::default()
+        };
+        assert!(claims_agree(&u("alex@contoso.com"), &claims, &alex).is_err());
+        let wilber = mbx("alex.wilber@contoso.com", &[], Some(w));
+        assert!(claims_agree(&u("alex.wilber@contoso.com"), &claims, &wilber).is_ok());
+        let no_oid = mbx("alex.wilber@contoso.com", &[], None);
+        assert!(claims_agree(&u("alex.wilber@contoso.com"), &claims, &no_oid).is_err());
+        let other_addr = Claims {
+            addresses: vec![u("boss@contoso.com")],
+            ..Default::default()
+        };
+        assert!(claims_agree(&u("alex@contoso.com"), &other_addr, &alex).is_err());
     }
 
     #[test]

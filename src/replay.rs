@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::config::{Mode, Settings};
-use crate::intake::plan_targets;
+use crate::intake::{Found, plan_targets};
 use crate::policy;
 use crate::sentinel::{self, Candidate, TriggerKind};
 
@@ -25,8 +25,18 @@ pub fn explain(settings: &Settings, body: &Value) -> Result<Value, String> {
     let mut others = vec![];
     for c in &trigger.candidates {
         match c {
-            Candidate::Upn { upn, source } => upns.push((upn.clone(), source.clone())),
-            Candidate::AadUser { object_id, source } => others.push(json!({"aad_user_id": object_id, "source": source, "decision": "would be resolved through Microsoft Graph, then decided like the others"})),
+            Candidate::Upn {
+                upn,
+                source,
+                claims,
+            } => upns.push(Found {
+                upn: upn.clone(),
+                source: source.clone(),
+                claims: claims.clone(),
+            }),
+            Candidate::AadUser {
+                object_id, source, ..
+            } => others.push(json!({"aad_user_id": object_id, "source": source, "decision": "would be resolved through Microsoft Graph, then decided like the others"})),
             Candidate::Unresolved { entity, reason } => others.push(json!({"entity": entity, "decision": "unresolved", "reason": reason})),
         }
     }
@@ -41,7 +51,7 @@ pub fn explain(settings: &Settings, body: &Value) -> Result<Value, String> {
             let would = match (t.state.as_str(), severity.is_ok()) {
                 (_, false) => "nothing (severity below policy.min_severity)".to_string(),
                 ("pending", true) if pol.mode == Mode::DryRun => "list devices; dry run: no wipe sent".into(),
-                ("pending", true) => "list devices (Get-MobileDevice -Mailbox), then Clear-MobileDevice -AccountOnly for each eligible device".into(),
+                ("pending", true) => "resolve the mailbox (Get-Mailbox), judge it again on every address it has, list its devices (Get-MobileDevice -Mailbox), then Clear-MobileDevice -AccountOnly for each eligible device".into(),
                 ("held", true) => "held for approval; nothing wiped until approved".into(),
                 (other, true) => format!("no action ({other})"),
             };

@@ -10,8 +10,8 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::app::{App, TenantCtx};
-use crate::domain::{DeviceGuid, IncidentRef, TenantId, Upn};
-use crate::intake::plan_targets;
+use crate::domain::{Claims, DeviceGuid, IncidentRef, TenantId, Upn};
+use crate::intake::{Found, plan_targets};
 use crate::policy::{self, DeviceDecision};
 use crate::sentinel::{Candidate, comment};
 use crate::store::{DeviceRecord, RunRecord, Task, WipeClaim, kind, now_ms, status, target};
@@ -236,7 +236,7 @@ async fn record_failure(app: &App, task: &Task, e: CallError) -> anyhow::Result<
                 app.store
                     .add_unresolved(
                         &task.run_id,
-                        &format!("Account aadUserId {}", task.arg),
+                        &format!("Account aadUserId {}", kind::parse_resolve_arg(&task.arg).0),
                         reason,
                     )
                     .await?;
@@ -338,44 +338,64 @@ async fn comment_later(app: &App, run: &RunRecord) -> Result<(), CallError> {
     Ok(())
 }
 
-/// List the user's devices, apply the policy, request account-only wipes.
-async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result<Done, CallError> {
-    let state = app
-        .store
-        .targets(&run.id)
-        .await
-        .map_err(store_err)?
-        .into_iter()
-        .find(|(u, _)| u == upn)
-        .map(|(_, s)| s);
-    if state.as_deref() != Some(target::PENDING) {
+/// Resolve the user's mailbox and judge it, list its devices, apply the
+/// policy, request account-only wipes.
+async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, key: &str) -> Result<Done, CallError> {
+    let Some(target) = app.store.target(&run.id, key).await.map_err(store_err)? else {
+        return Ok(Done::Complete);
+    };
+    if target.state != target::PENDING {
         return Ok(Done::Complete); // cancelled or decided meanwhile
     }
     app.store.mark_running(&run.id).await.map_err(store_err)?;
-    let upn = Upn::parse(upn).map_err(CallError::permanent)?;
+    let named = Upn::parse(key).map_err(CallError::permanent)?;
     let p = &t.tenant.policy;
+    let decide = |state: &'static str, why: String| async move {
+        app.store
+            .set_target(&run.id, key, state, Some(&why))
+            .await
+            .map_err(store_err)?;
+        Ok::<Done, CallError>(Done::Complete)
+    };
     // The policy in force now, not only at intake: a user protected or a
     // domain removed since is not wiped.
-    match policy::target(p, &upn) {
+    match policy::target(p, &named) {
         policy::TargetDecision::Proceed => {}
-        policy::TargetDecision::Refused(why) => {
-            app.store
-                .set_target(&run.id, upn.as_str(), target::REFUSED, Some(&why))
-                .await
-                .map_err(store_err)?;
-            return Ok(Done::Complete);
-        }
-        policy::TargetDecision::Protected(why) => {
-            app.store
-                .set_target(&run.id, upn.as_str(), target::PROTECTED, Some(&why))
-                .await
-                .map_err(store_err)?;
-            return Ok(Done::Complete);
-        }
+        policy::TargetDecision::Refused(why) => return decide(target::REFUSED, why).await,
+        policy::TargetDecision::Protected(why) => return decide(target::PROTECTED, why).await,
     }
+    // Judge the mailbox, not the name: Exchange resolves any address of a
+    // mailbox (UPN, primary SMTP, proxy addresses), so every decision is
+    // made on the mailbox the address resolves to, and its devices are
+    // listed by that mailbox's own UPN.
+    let Some(mailbox) = app
+        .exchange
+        .mailbox(&t.tokens, &t.tenant.id, &named)
+        .await?
+    else {
+        return decide(
+            target::FAILED,
+            format!("no Exchange Online mailbox answers to '{named}'; nothing was wiped"),
+        )
+        .await;
+    };
+    app.store
+        .set_target_mailbox(&run.id, key, &mailbox)
+        .await
+        .map_err(store_err)?;
+    if let Err(why) = policy::claims_agree(&named, &target.claims, &mailbox) {
+        return decide(target::REFUSED, why).await;
+    }
+    match policy::mailbox(p, &named, &mailbox) {
+        policy::TargetDecision::Proceed => {}
+        policy::TargetDecision::Refused(why) => return decide(target::REFUSED, why).await,
+        policy::TargetDecision::Protected(why) => return decide(target::PROTECTED, why).await,
+    }
+    let upn = named;
+    let mailbox_upn = mailbox.upn;
     let devices = app
         .exchange
-        .mobile_devices(&t.tokens, &t.tenant.id, &upn)
+        .mobile_devices(&t.tokens, &t.tenant.id, &mailbox_upn)
         .await?;
     let tenant = t.tenant.id.as_str();
     if devices.is_empty() {
@@ -581,6 +601,17 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result
     Ok(Done::Complete)
 }
 
+/// The mailbox a target resolved to (its devices are read through it).
+async fn mailbox_of(app: &App, run_id: &str, key: &str) -> Result<Upn, CallError> {
+    let resolved = app
+        .store
+        .target(run_id, key)
+        .await
+        .map_err(store_err)?
+        .and_then(|t| t.mailbox_upn);
+    Upn::parse(resolved.as_deref().unwrap_or(key)).map_err(CallError::permanent)
+}
+
 async fn still_pending(app: &App, run_id: &str, upn: &str) -> Result<bool, CallError> {
     let targets = app.store.targets(run_id).await.map_err(store_err)?;
     Ok(targets
@@ -602,12 +633,26 @@ async fn entities(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, Cal
     let mut unresolved = vec![];
     for c in candidates {
         match c {
-            Candidate::Upn { upn, source } => {
-                upns.push((upn, format!("{source}, from the incident's entities")))
-            }
-            Candidate::AadUser { object_id, .. } => {
+            Candidate::Upn {
+                upn,
+                source,
+                claims,
+            } => upns.push(Found {
+                upn,
+                source: format!("{source}, from the incident's entities"),
+                claims,
+            }),
+            Candidate::AadUser {
+                object_id, claims, ..
+            } => {
                 app.store
-                    .enqueue(&run.id, &run.tenant_id, kind::RESOLVE, &object_id, now_ms())
+                    .enqueue(
+                        &run.id,
+                        &run.tenant_id,
+                        kind::RESOLVE,
+                        &kind::resolve_arg(&object_id, &claims.notes),
+                        now_ms(),
+                    )
                     .await
                     .map_err(store_err)?;
             }
@@ -619,19 +664,25 @@ async fn entities(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, Cal
 }
 
 /// Resolve an Account that carries only `aadUserId`.
-async fn resolve(
-    app: &App,
-    t: &TenantCtx,
-    run: &RunRecord,
-    object_id: &str,
-) -> Result<Done, CallError> {
+async fn resolve(app: &App, t: &TenantCtx, run: &RunRecord, arg: &str) -> Result<Done, CallError> {
+    let (object_id, notes) = kind::parse_resolve_arg(arg);
     match app.graph.user_principal_name(&t.tokens, object_id).await? {
         Some(upn) => {
+            // The mailbox that UPN resolves to must be this very object.
+            let claims = Claims {
+                object_ids: vec![object_id.to_ascii_lowercase()],
+                notes,
+                ..Default::default()
+            };
             add_found(
                 app,
                 t,
                 run,
-                vec![(upn, "Account entity (aadUserId via Microsoft Graph)".into())],
+                vec![Found {
+                    upn,
+                    source: "Account entity (aadUserId via Microsoft Graph)".into(),
+                    claims,
+                }],
                 vec![],
             )
             .await?
@@ -654,7 +705,7 @@ async fn add_found(
     app: &App,
     t: &TenantCtx,
     run: &RunRecord,
-    upns: Vec<(Upn, String)>,
+    upns: Vec<Found>,
     unresolved: Vec<(String, String)>,
 ) -> Result<(), CallError> {
     // Fresh state: the run may have been cancelled or approved meanwhile.
@@ -666,9 +717,9 @@ async fn add_found(
         return Ok(());
     }
     let existing = app.store.targets(&run.id).await.map_err(store_err)?;
-    let new: Vec<(Upn, String)> = upns
+    let new: Vec<Found> = upns
         .into_iter()
-        .filter(|(u, _)| !existing.iter().any(|(e, _)| e == u.as_str()))
+        .filter(|f| !existing.iter().any(|(e, _)| e == f.upn.as_str()))
         .collect();
     // Policy refusals here; the blast radius is decided in the store, under
     // the run's lock.
@@ -737,7 +788,7 @@ async fn verify(app: &App, t: &TenantCtx, run: &RunRecord, upn: &str) -> Result<
     if devices.is_empty() {
         return Ok(Done::Complete);
     }
-    let upn_t = Upn::parse(upn).map_err(CallError::permanent)?;
+    let upn_t = mailbox_of(app, &run.id, upn).await?;
     let stats = match app
         .exchange
         .statistics(&t.tokens, &t.tenant.id, &upn_t)
@@ -825,7 +876,7 @@ async fn cancel(app: &App, t: &TenantCtx, run: &RunRecord) -> Result<Done, CallE
     upns.dedup();
     let tenant = t.tenant.id.to_string();
     for u in upns {
-        let upn = Upn::parse(&u).map_err(CallError::permanent)?;
+        let upn = mailbox_of(app, &run.id, &u).await?;
         // Fresh state first: an acknowledged wipe cannot be cancelled.
         let stats = app
             .exchange

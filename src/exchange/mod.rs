@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ClientType, DeviceGuid, EasVersion, TenantId, Upn};
+use crate::domain::{ClientType, DeviceGuid, EasVersion, MailboxIdentity, TenantId, Upn};
 use crate::identity::{Resource, TokenProvider};
 use crate::metrics::Metrics;
 use crate::upstream::{CallError, backoff, retry_after};
@@ -22,6 +22,10 @@ use limiter::Limiter;
 /// `ExchangeClient`, which fix the safety-relevant parameters.
 #[derive(Clone, Debug)]
 enum Command {
+    /// Resolves any address of a mailbox (UPN, primary SMTP, proxy, alias).
+    GetMailbox {
+        identity: Upn,
+    },
     GetMobileDevice {
         mailbox: Upn,
     },
@@ -40,6 +44,7 @@ enum Command {
 impl Command {
     fn cmdlet(&self) -> &'static str {
         match self {
+            Command::GetMailbox { .. } => "Get-Mailbox",
             Command::GetMobileDevice { .. } => "Get-MobileDevice",
             Command::ClearAccountOnly { .. } | Command::CancelWipe { .. } => "Clear-MobileDevice",
             Command::GetStatistics { .. } => "Get-MobileDeviceStatistics",
@@ -47,6 +52,8 @@ impl Command {
     }
     fn parameters(&self) -> Value {
         match self {
+            // Never without Identity: Get-Mailbox alone lists every mailbox.
+            Command::GetMailbox { identity } => json!({"Identity": identity.as_str()}),
             Command::GetMobileDevice { mailbox } => {
                 json!({"Mailbox": mailbox.as_str(), "ResultSize": "Unlimited"})
             }
@@ -69,7 +76,9 @@ impl Command {
     fn reads(&self) -> bool {
         matches!(
             self,
-            Command::GetMobileDevice { .. } | Command::GetStatistics { .. }
+            Command::GetMailbox { .. }
+                | Command::GetMobileDevice { .. }
+                | Command::GetStatistics { .. }
         )
     }
     fn anchor(&self, tenant: &TenantId) -> String {
@@ -177,6 +186,37 @@ impl ExchangeClient {
         m.entry(tenant.to_string())
             .or_insert_with(|| Limiter::new(self.initial, self.max))
             .clone()
+    }
+
+    /// `Get-Mailbox -Identity <address>`: the mailbox that answers to this
+    /// address, as `Get-MobileDevice -Mailbox` would resolve it. `Ok(None)`:
+    /// no mailbox answers to it. More than one: refused.
+    pub async fn mailbox(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        address: &Upn,
+    ) -> Result<Option<MailboxIdentity>, CallError> {
+        let cmd = Command::GetMailbox {
+            identity: address.clone(),
+        };
+        let Some(rows) = self.invoke_opt(tokens, tenant, &cmd).await? else {
+            return Ok(None);
+        };
+        let mut found = vec![];
+        for r in &rows {
+            let Some(o) = r.as_object() else { continue };
+            found.push(parse_mailbox(o).map_err(|e| {
+                CallError::permanent(format!("Get-Mailbox -Identity {address}: {e}"))
+            })?);
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            n => Err(CallError::permanent(format!(
+                "Get-Mailbox -Identity {address} matched {n} mailboxes; refusing to act on any"
+            ))),
+        }
     }
 
     /// `Get-MobileDevice -Mailbox <upn>`, every page. Refuses a result that
@@ -331,15 +371,35 @@ impl ExchangeClient {
         tenant: &TenantId,
         cmd: &Command,
     ) -> Result<Vec<Value>, CallError> {
+        match self.invoke_opt(tokens, tenant, cmd).await? {
+            Some(rows) => Ok(rows),
+            None => Err(CallError::permanent(format!(
+                "{}: the object was not found (HTTP 404)",
+                cmd.cmdlet()
+            ))),
+        }
+    }
+
+    /// As `invoke`, with `Ok(None)` when Exchange says the object does not
+    /// exist (HTTP 404, ManagementObjectNotFoundException).
+    async fn invoke_opt(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        cmd: &Command,
+    ) -> Result<Option<Vec<Value>>, CallError> {
         let mut url = format!("{}/adminapi/beta/{}/InvokeCommand", self.base, tenant);
         let body = cmd.body();
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut rows = vec![];
         let mut pages = 0;
         loop {
-            let page = self
+            let Some(page) = self
                 .page(tokens, tenant, cmd, &url, &body, &request_id)
-                .await?;
+                .await?
+            else {
+                return Ok(None);
+            };
             rows.extend(
                 page.get("value")
                     .and_then(Value::as_array)
@@ -366,7 +426,7 @@ impl ExchangeClient {
                 _ => break,
             }
         }
-        Ok(rows)
+        Ok(Some(rows))
     }
 
     async fn page(
@@ -377,7 +437,7 @@ impl ExchangeClient {
         url: &str,
         body: &Value,
         request_id: &str,
-    ) -> Result<Map<String, Value>, CallError> {
+    ) -> Result<Option<Map<String, Value>>, CallError> {
         let limiter = self.limiter(tenant);
         let cmdlet = cmd.cmdlet();
         let (mut throttles, mut others, mut unauthorized) = (0u32, 0u32, 0u32);
@@ -422,7 +482,14 @@ impl ExchangeClient {
             match outcome {
                 Reply::Ok(map) => {
                     permit.success();
-                    return Ok(map);
+                    return Ok(Some(map));
+                }
+                Reply::NotFound(reason) => {
+                    permit.success();
+                    if cmd.reads() {
+                        return Ok(None);
+                    }
+                    return Err(CallError::permanent(format!("{cmdlet}: {reason}")));
                 }
                 Reply::Throttled(reason, ra) => {
                     self.metrics.retry("exchange", "throttled");
@@ -486,6 +553,8 @@ impl ExchangeClient {
 
 enum Reply {
     Ok(Map<String, Value>),
+    /// The object named does not exist (404, ManagementObjectNotFoundException).
+    NotFound(String),
     Throttled(String, Option<Duration>),
     Unauthorized(String),
     Retry(String, Option<Duration>),
@@ -543,6 +612,9 @@ fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply
         _ if TRANSIENT_EXCEPTIONS.iter().any(|e| text.contains(e)) => {
             Reply::Retry(format!("HTTP {status} {readable}"), ra)
         }
+        404 if text.contains("ManagementObjectNotFoundException") => {
+            Reply::NotFound(format!("HTTP 404: {readable}"))
+        }
         403 => Reply::Fail(format!(
             "HTTP 403: access denied; check Exchange.ManageAsApp and the Exchange RBAC role group ({readable})"
         )),
@@ -573,6 +645,55 @@ fn error_message(v: &Value) -> String {
         }
         None => String::new(),
     }
+}
+
+/// A `Get-Mailbox` row as a `MailboxIdentity`.
+fn parse_mailbox(o: &Map<String, Value>) -> Result<MailboxIdentity, String> {
+    let s = |k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let upn = Upn::parse(s("UserPrincipalName"))
+        .map_err(|e| format!("the mailbox has no usable UserPrincipalName: {e}"))?;
+    let primary = Some(s("PrimarySmtpAddress").to_ascii_lowercase()).filter(|p| !p.is_empty());
+    let mut addresses: Vec<String> = o
+        .get("EmailAddresses")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        // "SMTP:primary", "smtp:proxy"; other prefixes (SIP:, SPO:, X500:) are not mail addresses.
+        .filter_map(|a| {
+            let (kind, addr) = a.split_once(':')?;
+            kind.eq_ignore_ascii_case("smtp")
+                .then(|| addr.trim().to_ascii_lowercase())
+        })
+        .collect();
+    if let Some(p) = &primary
+        && !addresses.contains(p)
+    {
+        addresses.push(p.clone());
+    }
+    addresses.sort();
+    addresses.dedup();
+    let object_id = Some(s("ExternalDirectoryObjectId"))
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            uuid::Uuid::parse_str(id)
+                .map(|u| u.hyphenated().to_string())
+                .map_err(|_| format!("ExternalDirectoryObjectId '{id}' is not an object id"))
+        })
+        .transpose()?;
+    Ok(MailboxIdentity {
+        upn,
+        display_name: s("DisplayName").chars().take(256).collect(),
+        object_id,
+        primary_smtp: primary,
+        addresses,
+        recipient_type: s("RecipientTypeDetails").to_string(),
+    })
 }
 
 fn same_origin(link: &str, base: &str) -> bool {

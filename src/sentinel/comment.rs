@@ -167,8 +167,31 @@ fn status_words(r: &RunReport) -> String {
     }
 }
 
+/// The person, as the mailbox says: display name, UPN, object id; and the
+/// address and entity field that named them.
+fn user_cell(u: &UserResult) -> String {
+    let mut cell = String::new();
+    if let Some(n) = u.display_name.as_deref().filter(|n| !n.is_empty()) {
+        let _ = write!(cell, "{}<br>", escape(n));
+    }
+    let upn = u.mailbox_upn.as_deref().unwrap_or(&u.upn);
+    cell.push_str(&escape(upn));
+    let mut small = vec![];
+    if let Some(id) = &u.object_id {
+        small.push(format!("object id {id}"));
+    }
+    if u.mailbox_upn.as_deref().is_some_and(|m| m != u.upn) {
+        small.push(format!("named as {} by the {}", u.upn, u.source));
+    } else {
+        small.push(u.source.clone());
+    }
+    small.extend(u.notes.iter().cloned());
+    let _ = write!(cell, "<br><small>{}</small>", escape(&small.join("; ")));
+    cell
+}
+
 fn user_rows(h: &mut String, u: &UserResult) {
-    let user = format!("{}<br><small>{}</small>", escape(&u.upn), escape(&u.source));
+    let user = user_cell(u);
     if u.devices.is_empty() {
         let outcome = match u.state.as_str() {
             "done" => "no mobile device".to_string(),
@@ -292,6 +315,10 @@ mod tests {
             users: (0..users)
                 .map(|u| UserResult {
                     upn: format!("user{u}@contoso.com"),
+                    mailbox_upn: Some(format!("user{u}@contoso.com")),
+                    display_name: Some(format!("User {u}")),
+                    object_id: None,
+                    notes: vec![],
                     source: "Account entity".into(),
                     state: "done".into(),
                     reason: None,

@@ -8,7 +8,7 @@ pub mod comment;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{IncidentRef, Severity, Upn};
+use crate::domain::{Claims, IncidentRef, Severity, Upn, visible};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TriggerKind {
@@ -39,13 +39,26 @@ pub struct Trigger {
     pub candidates: Vec<Candidate>,
 }
 
-/// What an entity yields: a UPN, an Entra object id to resolve, or a reason
-/// why it yields nothing.
+/// What an entity yields: an address to resolve to a mailbox, an Entra
+/// object id to resolve through Graph, or a reason why it yields nothing.
+/// `claims` are what else the entity says about the same person; they are
+/// checked against the mailbox before any decision (a disagreement refuses).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Candidate {
-    Upn { upn: Upn, source: String },
-    AadUser { object_id: String, source: String },
-    Unresolved { entity: String, reason: String },
+    Upn {
+        upn: Upn,
+        source: String,
+        claims: Claims,
+    },
+    AadUser {
+        object_id: String,
+        source: String,
+        claims: Claims,
+    },
+    Unresolved {
+        entity: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -161,114 +174,209 @@ fn push_entity(out: &mut Vec<Candidate>, e: &Map<String, Value>, default_kind: O
 }
 
 fn describe(props: &Map<String, Value>) -> String {
-    let name = get_str(props, &["accountName", "Name"]).unwrap_or("");
-    let suffix = get_str(props, &["upnSuffix", "UPNSuffix"]).unwrap_or("");
-    let friendly = get_str(
-        props,
-        &["friendlyName", "FriendlyName", "displayName", "DisplayName"],
-    )
-    .unwrap_or("");
-    let nt = get_str(props, &["ntDomain", "NTDomain"]).unwrap_or("");
-    let mut d = format!("Account name='{name}' upnSuffix='{suffix}'");
-    if !nt.is_empty() {
-        d.push_str(&format!(" ntDomain='{nt}'"));
+    let field = |names: &[&str]| get_str(props, names).unwrap_or("");
+    let mut d = format!(
+        "Account name='{}' upnSuffix='{}'",
+        field(&["accountName", "Name"]),
+        field(&["upnSuffix", "UPNSuffix"])
+    );
+    for (label, names) in [
+        (
+            "userPrincipalName",
+            &["userPrincipalName", "UserPrincipalName"][..],
+        ),
+        ("aadUserId", &["aadUserId", "AadUserId"][..]),
+        ("ntDomain", &["ntDomain", "NTDomain"][..]),
+        (
+            "friendlyName",
+            &["friendlyName", "FriendlyName", "displayName", "DisplayName"][..],
+        ),
+    ] {
+        let v = field(names);
+        if !v.is_empty() {
+            d.push_str(&format!(" {label}='{v}'"));
+        }
     }
-    if !friendly.is_empty() {
-        d.push_str(&format!(" friendlyName='{friendly}'"));
-    }
-    d.chars().take(300).collect()
+    visible(&d).chars().take(300).collect()
 }
 
+/// The Account entity, as Sentinel fills it since 1 July 2026: `accountName`
+/// is the UPN prefix, falling back to the name and then to the *display
+/// name*; the full UPN has its own field. Resolution order: the UPN field;
+/// `aadUserId` through Graph; `accountName@upnSuffix` only as the last resort,
+/// and never when the name looks like a display name. A prefix alone can be a
+/// different, real person (`alex` + `contoso.com` vs `alex.wilber@contoso.com`).
 fn account(p: &Map<String, Value>) -> Candidate {
     let name = get_str(p, &["accountName", "Name"]);
     let suffix = get_str(p, &["upnSuffix", "UPNSuffix"]);
-    if let (Some(n), Some(s)) = (name, suffix) {
-        return match Upn::parse(&format!("{n}@{s}")) {
-            Ok(upn) => Candidate::Upn {
-                upn,
-                source: "Account entity (accountName@upnSuffix)".into(),
-            },
-            Err(e) => Candidate::Unresolved {
-                entity: describe(p),
-                reason: e,
-            },
+    let upn_field = get_str(p, &["userPrincipalName", "UserPrincipalName"]);
+    let unresolved = |reason: String| Candidate::Unresolved {
+        entity: describe(p),
+        reason,
+    };
+    let object_id = match get_str(p, &["aadUserId", "AadUserId"]) {
+        None => None,
+        Some(id) => match uuid::Uuid::parse_str(id) {
+            Ok(u) => Some(u.hyphenated().to_string()),
+            Err(_) => {
+                return unresolved(format!(
+                    "the Account entity's aadUserId '{}' is not an object id",
+                    visible(id)
+                ));
+            }
+        },
+    };
+    let built = match (name, suffix) {
+        (Some(n), Some(s)) => Some(format!("{n}@{s}")),
+        _ => None,
+    };
+    if let Some(u) = upn_field {
+        let upn = match Upn::parse(u) {
+            Ok(upn) => upn,
+            Err(e) => return unresolved(format!("the Account entity's userPrincipalName: {e}")),
         };
-    }
-    if let Some(id) = get_str(p, &["aadUserId", "AadUserId"]) {
-        if uuid::Uuid::parse_str(id).is_ok() {
-            return Candidate::AadUser {
-                object_id: id.to_ascii_lowercase(),
-                source: "Account entity (aadUserId via Microsoft Graph)".into(),
-            };
+        let mut claims = Claims {
+            object_ids: object_id.into_iter().collect(),
+            ..Default::default()
+        };
+        if let Some(b) = built.filter(|b| !b.eq_ignore_ascii_case(upn.as_str())) {
+            claims.notes.push(format!(
+                "accountName@upnSuffix ('{b}') not used: the userPrincipalName field decides"
+            ));
         }
-    }
-    if let Some(f) = get_str(p, &["friendlyName", "FriendlyName"])
-        && f.contains('@')
-        && let Ok(upn) = Upn::parse(f)
-    {
         return Candidate::Upn {
             upn,
-            source: "Account entity (friendlyName)".into(),
+            source: "Account entity (userPrincipalName)".into(),
+            claims,
         };
     }
-    let reason = match (name, suffix) {
-        (Some(_), None) => {
-            "the Account entity has an empty UPN suffix; the domain is never guessed (map UPNSuffix in the analytics rule)"
+    if let Some(object_id) = object_id {
+        let mut claims = Claims::default();
+        if let Some(b) = built {
+            claims.notes.push(format!(
+                "accountName@upnSuffix ('{b}') not used: the object id decides (a name prefix can belong to someone else)"
+            ));
         }
-        _ => {
-            "the Account entity has neither accountName@upnSuffix, aadUserId nor a UPN-shaped friendlyName"
-        }
-    };
-    Candidate::Unresolved {
-        entity: describe(p),
-        reason: reason.into(),
+        return Candidate::AadUser {
+            object_id,
+            source: "Account entity (aadUserId via Microsoft Graph)".into(),
+            claims,
+        };
+    }
+    match (name, suffix) {
+        (Some(n), Some(_)) if n.chars().any(char::is_whitespace) => unresolved(format!(
+            "the Account name '{n}' looks like a display name (Sentinel falls back to it when no UPN is known); no address is built from it"
+        )),
+        (Some(n), Some(s)) => match Upn::parse(&format!("{n}@{s}")) {
+            Ok(upn) => Candidate::Upn {
+                upn,
+                source: "Account entity (accountName@upnSuffix; no userPrincipalName or aadUserId)"
+                    .into(),
+                claims: Claims::default(),
+            },
+            Err(e) => unresolved(e),
+        },
+        (Some(_), None) => unresolved(
+            "the Account entity has an empty UPN suffix and no userPrincipalName or aadUserId; the domain is never guessed (map UPNSuffix in the analytics rule)".into(),
+        ),
+        _ => unresolved(
+            "the Account entity has no userPrincipalName, aadUserId or accountName@upnSuffix".into(),
+        ),
     }
 }
 
+/// The Mailbox entity: its `upn`, else its `mailboxPrimaryAddress` (the
+/// entity's strong identifier); the other address and the
+/// `externalDirectoryObjectId` must belong to the same mailbox.
 fn mailbox(p: &Map<String, Value>) -> Candidate {
-    for (keys, source) in [
-        (&["upn", "Upn"][..], "Mailbox entity (upn)"),
-        (
-            &["mailboxPrimaryAddress", "MailboxPrimaryAddress"][..],
-            "Mailbox entity (mailboxPrimaryAddress)",
-        ),
-    ] {
-        if let Some(v) = get_str(p, keys)
-            && let Ok(upn) = Upn::parse(v)
-        {
-            return Candidate::Upn {
-                upn,
-                source: source.into(),
-            };
+    let addr = get_str(p, &["mailboxPrimaryAddress", "MailboxPrimaryAddress"]);
+    let upn_field = get_str(p, &["upn", "Upn"]);
+    let entity = format!(
+        "Mailbox '{}'",
+        addr.or(upn_field)
+            .or(get_str(p, &["displayName", "DisplayName"]))
+            .map(visible)
+            .unwrap_or_default()
+    );
+    let unresolved = |reason: String| Candidate::Unresolved {
+        entity: entity.clone(),
+        reason,
+    };
+    let mut parsed = vec![];
+    for (field, v) in [("upn", upn_field), ("mailboxPrimaryAddress", addr)] {
+        if let Some(v) = v {
+            match Upn::parse(v) {
+                Ok(u) => parsed.push((field, u)),
+                // Present but unusable: never fall back to the other field.
+                Err(e) => return unresolved(format!("the Mailbox entity's {field}: {e}")),
+            }
         }
     }
-    let addr = get_str(
+    let mut claims = Claims::default();
+    if let Some(id) = get_str(
         p,
-        &[
-            "mailboxPrimaryAddress",
-            "MailboxPrimaryAddress",
-            "displayName",
-        ],
-    )
-    .unwrap_or("");
-    Candidate::Unresolved {
-        entity: format!("Mailbox '{addr}'"),
-        reason: "the Mailbox entity has no usable upn or mailboxPrimaryAddress".into(),
+        &["externalDirectoryObjectId", "ExternalDirectoryObjectId"],
+    ) {
+        match uuid::Uuid::parse_str(id) {
+            Ok(u) => claims.object_ids.push(u.hyphenated().to_string()),
+            Err(_) => {
+                return unresolved(format!(
+                    "the Mailbox entity's externalDirectoryObjectId '{}' is not an object id",
+                    visible(id)
+                ));
+            }
+        }
+    }
+    let mut it = parsed.into_iter();
+    let Some((field, upn)) = it.next() else {
+        return unresolved("the Mailbox entity has no upn or mailboxPrimaryAddress".into());
+    };
+    for (_, other) in it {
+        if other != upn {
+            claims.addresses.push(other);
+        }
+    }
+    Candidate::Upn {
+        upn,
+        source: format!("Mailbox entity ({field})"),
+        claims,
     }
 }
 
 fn dedup(v: Vec<Candidate>) -> Vec<Candidate> {
-    // Linear: a 4 MiB body can hold tens of thousands of entities.
-    let mut seen = std::collections::HashSet::new();
-    v.into_iter()
-        .filter(|c| {
-            seen.insert(match c {
-                Candidate::Upn { upn, .. } => format!("u:{upn}"),
-                Candidate::AadUser { object_id, .. } => format!("a:{object_id}"),
-                Candidate::Unresolved { entity, .. } => format!("e:{entity}"),
-            })
-        })
-        .collect()
+    // Linear: a 4 MiB body can hold tens of thousands of entities. Two
+    // entities naming the same address keep both sets of claims.
+    let mut index = std::collections::HashMap::new();
+    let mut out: Vec<Candidate> = Vec::with_capacity(v.len());
+    for c in v {
+        let key = match &c {
+            Candidate::Upn { upn, .. } => format!("u:{upn}"),
+            Candidate::AadUser { object_id, .. } => format!("a:{object_id}"),
+            Candidate::Unresolved { entity, .. } => format!("e:{entity}"),
+        };
+        match index.get(&key) {
+            Some(&i) => {
+                let incoming = match &c {
+                    Candidate::Upn { claims, .. } | Candidate::AadUser { claims, .. } => {
+                        Some(claims.clone())
+                    }
+                    Candidate::Unresolved { .. } => None,
+                };
+                if let (
+                    Some(inc),
+                    Candidate::Upn { claims, .. } | Candidate::AadUser { claims, .. },
+                ) = (incoming, &mut out[i])
+                {
+                    claims.merge(&inc);
+                }
+            }
+            None => {
+                index.insert(key, out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -311,6 +419,86 @@ mod tests {
         assert_eq!(upns, vec!["jdoe@contoso.com", "boss@contoso.com"]);
         assert!(t.candidates.iter().any(|c| matches!(c, Candidate::AadUser { object_id, .. } if object_id == "5e8a6ad4-0000-4000-8000-000000000001")));
         assert!(t.candidates.iter().any(|c| matches!(c, Candidate::Unresolved { reason, .. } if reason.contains("empty UPN suffix"))));
+    }
+
+    /// The Account entity as Sentinel fills it since 1 July 2026, both casings.
+    #[test]
+    fn july_2026_account_entities() {
+        let w = "A1E00000-0000-4000-8000-00000000A11E";
+        let one = |e: Value| candidates_from_entities(&[e]).remove(0);
+        // The UPN field decides; an object id beside it must be confirmed.
+        for e in [
+            json!({"kind": "Account", "properties": {"accountName": "alex", "upnSuffix": "contoso.com", "userPrincipalName": "Alex.Wilber@contoso.com", "aadUserId": w}}),
+            json!({"Type": "account", "Name": "alex", "UPNSuffix": "contoso.com", "UserPrincipalName": "alex.wilber@contoso.com", "AadUserId": w}),
+        ] {
+            let Candidate::Upn {
+                upn,
+                source,
+                claims,
+            } = one(e)
+            else {
+                panic!()
+            };
+            assert_eq!(upn.as_str(), "alex.wilber@contoso.com");
+            assert!(source.contains("userPrincipalName"));
+            assert_eq!(claims.object_ids, vec![w.to_ascii_lowercase()]);
+            assert!(claims.notes[0].contains("alex@contoso.com"));
+        }
+        // No UPN field: the object id decides, never the prefix.
+        for e in [
+            json!({"kind": "Account", "properties": {"accountName": "alex", "upnSuffix": "contoso.com", "aadUserId": w}}),
+            json!({"Type": "account", "Name": "alex", "UPNSuffix": "contoso.com", "AadUserId": w}),
+        ] {
+            let Candidate::AadUser {
+                object_id, claims, ..
+            } = one(e)
+            else {
+                panic!()
+            };
+            assert_eq!(object_id, w.to_ascii_lowercase());
+            assert!(claims.notes[0].contains("not used"));
+        }
+        // The name fell back to the display name: nothing is built from it.
+        let c = one(
+            json!({"kind": "Account", "properties": {"accountName": "Alex Wilber", "upnSuffix": "contoso.com"}}),
+        );
+        assert!(
+            matches!(c, Candidate::Unresolved { reason, .. } if reason.contains("display name"))
+        );
+        // Only name + suffix: the last resort, said so.
+        let Candidate::Upn { source, .. } =
+            one(json!({"Type": "account", "Name": "jdoe", "UPNSuffix": "contoso.com"}))
+        else {
+            panic!()
+        };
+        assert!(source.contains("no userPrincipalName or aadUserId"));
+        // A present but unusable field refuses the entity.
+        let c = one(
+            json!({"kind": "Account", "properties": {"accountName": "a", "upnSuffix": "contoso.com", "aadUserId": "not-a-guid"}}),
+        );
+        assert!(matches!(c, Candidate::Unresolved { .. }));
+        let c = one(
+            json!({"kind": "Account", "properties": {"userPrincipalName": "a\u{200B}b@contoso.com"}}),
+        );
+        assert!(matches!(c, Candidate::Unresolved { reason, .. } if reason.contains("invisible")));
+        // Mailbox: upn first; the primary address and the object id are claims.
+        let Candidate::Upn { upn, claims, .. } = one(
+            json!({"kind": "Mailbox", "properties": {"upn": "carol@contoso.com", "mailboxPrimaryAddress": "Carol.Smith@contoso.com", "externalDirectoryObjectId": w}}),
+        ) else {
+            panic!()
+        };
+        assert_eq!(upn.as_str(), "carol@contoso.com");
+        assert_eq!(claims.addresses[0].as_str(), "carol.smith@contoso.com");
+        assert_eq!(claims.object_ids.len(), 1);
+        // Two entities naming one address keep both claims.
+        let both = candidates_from_entities(&[
+            json!({"kind": "Account", "properties": {"userPrincipalName": "x@contoso.com", "aadUserId": w}}),
+            json!({"kind": "Mailbox", "properties": {"upn": "x@contoso.com", "mailboxPrimaryAddress": "y@contoso.com"}}),
+        ]);
+        let [Candidate::Upn { claims, .. }] = &both[..] else {
+            panic!("{both:?}")
+        };
+        assert_eq!((claims.object_ids.len(), claims.addresses.len()), (1, 1));
     }
 
     #[test]

@@ -352,6 +352,7 @@ fn execute(
         params,
     };
     match cmdlet.to_ascii_lowercase().as_str() {
+        "get-mailbox" => get_mailbox(&ctx),
         "get-mobiledevice" => get_mobile_device(&ctx),
         "get-mobiledevicestatistics" => get_statistics(&ctx),
         "clear-mobiledevice" => clear_mobile_device(&ctx),
@@ -622,6 +623,75 @@ fn statistics_json(d: &SimDevice) -> Value {
     m.insert("LastDeviceWipeRequestor".into(), Value::Null);
     m.insert("LastAccountOnlyDeviceWipeRequestor".into(), Value::Null);
     Value::Object(m)
+}
+
+fn mailbox_json(u: &super::state::User, tenant_id: &str) -> Value {
+    let mut addresses: Vec<String> = vec![format!("SMTP:{}", u.primary_smtp)];
+    addresses.extend(
+        u.proxies
+            .iter()
+            .filter(|p| **p != u.primary_smtp)
+            .map(|p| format!("smtp:{p}")),
+    );
+    addresses.push(format!("SPO:SPO_{}@SPO_{tenant_id}", u.object_id));
+    addresses.push(format!("SIP:{}", u.upn));
+    json!({
+        "Identity": u.alias,
+        "Name": u.alias,
+        "Alias": u.alias,
+        "DisplayName": u.display_name,
+        "UserPrincipalName": u.upn,
+        "PrimarySmtpAddress": u.primary_smtp,
+        "WindowsEmailAddress": u.primary_smtp,
+        "EmailAddresses@odata.type": "#Collection(String)",
+        "EmailAddresses": addresses,
+        "ExternalDirectoryObjectId": u.object_id,
+        "ExchangeGuid@data.type": "System.Guid",
+        "ExchangeGuid@odata.type": "#Guid",
+        "ExchangeGuid": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, u.object_id.as_bytes()).to_string(),
+        "Guid@data.type": "System.Guid",
+        "Guid@odata.type": "#Guid",
+        "Guid": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, u.object_id.as_bytes()).to_string(),
+        "RecipientType": "UserMailbox",
+        "RecipientTypeDetails": u.recipient_type,
+        "OrganizationalUnit": format!("EURPR01A001.PROD.OUTLOOK.COM/Microsoft Exchange Hosted Organizations/{}", domain_of(&u.upn)),
+    })
+}
+
+/// Get-Mailbox. Without `Identity` it lists EVERY mailbox of the tenant (as
+/// Exchange does); an identity that names several mailboxes is an error.
+fn get_mailbox(ctx: &Ctx) -> HttpResponse {
+    let tid = &ctx.data.tenant_id;
+    let identity = ctx.str_param("Identity");
+    let items: Vec<Value> = {
+        let st = ctx.data.st();
+        match identity.as_deref() {
+            None => st.users.iter().map(|u| mailbox_json(u, tid)).collect(),
+            Some(id) => {
+                let hits = st.matching_mailboxes(id);
+                match hits.len() {
+                    0 => {
+                        drop(st);
+                        return not_found_object(ctx.c, id);
+                    }
+                    1 => vec![mailbox_json(hits[0], tid)],
+                    _ => {
+                        drop(st);
+                        return envelope(
+                            StatusCode::BAD_REQUEST,
+                            ctx.c,
+                            "Ex1C4A7B",
+                            "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException",
+                            &format!(
+                                "The operation couldn't be performed because '{id}' matches multiple entries."
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    };
+    ctx.page(items, Vec::new())
 }
 
 /// Get-MobileDevice. Without `Mailbox`, a null/missing/unknown `Identity` returns EVERY device

@@ -89,29 +89,51 @@ pub(crate) async fn get_user(
             ),
         );
     };
-    let selected = req.query_string().contains("select=");
     let local = u.upn.split('@').next().unwrap_or(&u.upn).to_string();
-    let body = if selected {
-        json!({
-            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(userPrincipalName)/$entity",
-            "id": u.object_id,
-            "userPrincipalName": u.upn,
-        })
-    } else {
-        json!({
-            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
-            "id": u.object_id,
-            "userPrincipalName": u.upn,
-            "displayName": local,
-            "mail": u.upn,
-            "businessPhones": [],
-            "givenName": null,
-            "surname": null,
-            "jobTitle": null,
-            "mobilePhone": null,
-            "officeLocation": null,
-            "preferredLanguage": null,
-        })
+    let full = json!({
+        "id": u.object_id,
+        "userPrincipalName": u.upn,
+        "displayName": u.display_name,
+        "mail": u.primary_smtp,
+        "mailNickname": local,
+        "proxyAddresses": u.smtp_addresses().iter().enumerate().map(|(i, a)| if i == 0 { format!("SMTP:{a}") } else { format!("smtp:{a}") }).collect::<Vec<_>>(),
+        "businessPhones": [],
+        "givenName": null,
+        "surname": null,
+        "jobTitle": null,
+        "mobilePhone": null,
+        "officeLocation": null,
+        "preferredLanguage": null,
+    });
+    // $select=a,b: only those properties (and id), as Graph does.
+    let select: Option<Vec<String>> =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("$select").cloned())
+            .map(|s| s.split(',').map(|p| p.trim().to_string()).collect());
+    let body = match select {
+        Some(fields) => {
+            let mut o = serde_json::Map::new();
+            o.insert(
+                "@odata.context".into(),
+                json!(format!(
+                    "https://graph.microsoft.com/v1.0/$metadata#users({})/$entity",
+                    fields.join(",")
+                )),
+            );
+            o.insert("id".into(), full["id"].clone());
+            for f in fields {
+                if let Some(v) = full.get(&f) {
+                    o.insert(f, v.clone());
+                }
+            }
+            serde_json::Value::Object(o)
+        }
+        None => {
+            let mut b = full;
+            b["@odata.context"] = json!("https://graph.microsoft.com/v1.0/$metadata#users/$entity");
+            b
+        }
     };
     HttpResponse::Ok().json(body)
 }

@@ -487,6 +487,32 @@ impl SimTenant {
     pub fn add_user(&self, upn: &str, aad_object_id: &str) {
         self.st().add_user(upn, aad_object_id);
     }
+    /// Adds an SMTP proxy address to the mailbox of `upn` (created if missing).
+    pub fn add_proxy_address(&self, upn: &str, address: &str) {
+        let mut st = self.st();
+        let u = st.user_mut(upn);
+        let a = address.trim().to_ascii_lowercase();
+        if !u.proxies.contains(&a) {
+            u.proxies.push(a);
+        }
+    }
+    /// Makes `address` the primary SMTP address of the mailbox of `upn`; the
+    /// UPN stays an address of it.
+    pub fn set_primary_smtp(&self, upn: &str, address: &str) {
+        let mut st = self.st();
+        let u = st.user_mut(upn);
+        let old = std::mem::replace(&mut u.primary_smtp, address.trim().to_ascii_lowercase());
+        if !u.proxies.contains(&old) {
+            u.proxies.push(old);
+        }
+    }
+    pub fn set_display_name(&self, upn: &str, name: &str) {
+        self.st().user_mut(upn).display_name = name.to_string();
+    }
+    /// Sets the mailbox alias (also its Name); devices added later carry it in their Identity.
+    pub fn set_alias(&self, upn: &str, alias: &str) {
+        self.st().user_mut(upn).alias = alias.trim().to_ascii_lowercase();
+    }
     /// Adds a device to the mailbox of `upn` (the mailbox is created if missing); returns its Guid.
     pub fn add_device(&self, upn: &str, dev: DeviceSpec) -> String {
         self.st().add_device(upn, dev)

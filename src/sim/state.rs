@@ -7,10 +7,68 @@ use time::OffsetDateTime;
 
 use super::{DeviceSpec, ExchangeCall, Fault, SimDevice, SimOptions, TokenRequest};
 
+/// A directory user and its Exchange Online mailbox (every simulated user has one).
 #[derive(Clone, Debug)]
 pub(crate) struct User {
+    /// Lower case.
     pub upn: String,
     pub object_id: String,
+    pub display_name: String,
+    /// The mailbox's alias (also its `Name`/`Identity`).
+    pub alias: String,
+    /// Lower case; defaults to the UPN.
+    pub primary_smtp: String,
+    /// Further SMTP addresses (lower case).
+    pub proxies: Vec<String>,
+    pub recipient_type: String,
+}
+
+impl User {
+    fn new(upn: &str, object_id: &str) -> User {
+        let upn = upn.to_ascii_lowercase();
+        let local = upn.split('@').next().unwrap_or(&upn).to_string();
+        let display_name = local
+            .split(['.', '_', '-'])
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        User {
+            primary_smtp: upn.clone(),
+            upn,
+            object_id: object_id.to_ascii_lowercase(),
+            display_name,
+            alias: local,
+            proxies: Vec::new(),
+            recipient_type: "UserMailbox".into(),
+        }
+    }
+    /// Every SMTP address of the mailbox.
+    pub fn smtp_addresses(&self) -> Vec<String> {
+        let mut v = vec![self.primary_smtp.clone()];
+        v.extend(
+            self.proxies
+                .iter()
+                .filter(|p| **p != self.primary_smtp)
+                .cloned(),
+        );
+        v
+    }
+    /// Does `id` name this mailbox the way Exchange resolves an identity
+    /// (UPN, any SMTP address, object id, alias)?
+    pub fn answers_to(&self, id: &str) -> bool {
+        let l = id.trim().to_ascii_lowercase();
+        self.upn == l
+            || self.primary_smtp == l
+            || self.proxies.contains(&l)
+            || self.object_id == l
+            || self.alias == l
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -41,9 +99,8 @@ pub(crate) struct State {
     pub oidc_up: bool,
     pub jwks_fetches: usize,
     pub rotated: bool,
+    /// Directory users, each with its mailbox.
     pub users: Vec<User>,
-    /// Mailboxes by UPN (lower case); a user always has one.
-    pub mailboxes: Vec<String>,
     pub devices: Vec<SimDevice>,
     pub incidents: Vec<Incident>,
     pub exchange_calls: Vec<ExchangeCall>,
@@ -71,7 +128,6 @@ impl State {
             jwks_fetches: 0,
             rotated: false,
             users: Vec::new(),
-            mailboxes: Vec::new(),
             devices: Vec::new(),
             incidents: Vec::new(),
             exchange_calls: Vec::new(),
@@ -91,51 +147,43 @@ impl State {
             .iter_mut()
             .find(|u| u.upn.eq_ignore_ascii_case(upn))
         {
-            u.object_id = object_id.to_string();
+            u.object_id = object_id.to_ascii_lowercase();
         } else {
-            self.users.push(User {
-                upn: upn.to_string(),
-                object_id: object_id.to_string(),
-            });
+            self.users.push(User::new(upn, object_id));
         }
-        self.ensure_mailbox(upn);
     }
 
     fn ensure_mailbox(&mut self, upn: &str) {
-        let l = upn.to_ascii_lowercase();
-        if !self.mailboxes.contains(&l) {
-            self.mailboxes.push(l);
+        if !self.users.iter().any(|u| u.upn.eq_ignore_ascii_case(upn)) {
+            let oid = uuid::Uuid::new_v4().to_string();
+            self.users.push(User::new(upn, &oid));
         }
     }
 
-    /// Resolves a `Mailbox` parameter (UPN/SMTP, Entra object id, or alias) to the mailbox UPN.
+    pub fn user_mut(&mut self, upn: &str) -> &mut User {
+        self.ensure_mailbox(upn);
+        self.users
+            .iter_mut()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+            .expect("just ensured")
+    }
+
+    /// The mailboxes an identity names (Exchange resolves UPN, SMTP
+    /// addresses, object id and alias).
+    pub fn matching_mailboxes(&self, id: &str) -> Vec<&User> {
+        self.users.iter().filter(|u| u.answers_to(id)).collect()
+    }
+
+    /// Resolves a `Mailbox` parameter to the mailbox UPN, when exactly one answers to it.
     pub fn resolve_mailbox(&self, id: &str) -> Option<String> {
-        let id = id.trim();
-        let l = id.to_ascii_lowercase();
-        if self.mailboxes.contains(&l) {
-            return Some(l);
+        match self.matching_mailboxes(id).as_slice() {
+            [u] => Some(u.upn.clone()),
+            _ => None,
         }
-        if let Some(u) = self
-            .users
-            .iter()
-            .find(|u| u.object_id.eq_ignore_ascii_case(id))
-        {
-            return Some(u.upn.to_ascii_lowercase());
-        }
-        // Alias (local part) when unambiguous.
-        let hits: Vec<&String> = self
-            .mailboxes
-            .iter()
-            .filter(|m| m.split('@').next() == Some(l.as_str()))
-            .collect();
-        if hits.len() == 1 {
-            return Some(hits[0].clone());
-        }
-        None
     }
 
     pub fn add_device(&mut self, upn: &str, spec: DeviceSpec) -> String {
-        self.ensure_mailbox(upn);
+        let alias = self.user_mut(upn).alias.clone();
         let guid = uuid::Uuid::new_v4().to_string();
         let raw = uuid::Uuid::new_v4().simple().to_string();
         let device_id = if spec.client_type.eq_ignore_ascii_case("EAS") {
@@ -143,7 +191,7 @@ impl State {
         } else {
             raw
         };
-        let local = upn.split('@').next().unwrap_or(upn);
+        let local = alias;
         // EAS: `<DeviceType>§<DeviceId>`; Outlook/REST: `<ClientType>§<DeviceType>§<DeviceId>`
         // (as in the Get-MobileDevice docs: `REST§Outlook§5eec4e94...`).
         let name = if spec.client_type.eq_ignore_ascii_case("EAS") {

@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 pub use report::*;
 
 use crate::config::StoreSettings;
+use crate::domain::{Claims, MailboxIdentity};
 
 mod sqlite {
     pub type Db = sqlx::Sqlite;
@@ -32,6 +33,14 @@ mod postgres {
     const LOCK: &str = "FOR UPDATE SKIP LOCKED";
     include!("sql.rs");
 }
+
+/// The schema, in order. A version is applied once, in its own transaction,
+/// and recorded in `schema_version`; 0001 is idempotent, so a store made
+/// before the version table existed is simply recorded as version 1.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_target_identity.sql")),
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -80,6 +89,23 @@ pub mod kind {
     pub const CANCEL: &str = "cancel";
     pub const EXPIRE: &str = "expire";
     pub const WORK: [&str; 3] = [CONTAIN, RESOLVE, ENTITIES];
+
+    /// A resolve task's argument: the object id, then one note per line
+    /// (entity fields that did not decide, shown on the record).
+    pub fn resolve_arg(object_id: &str, notes: &[String]) -> String {
+        let mut a = object_id.to_string();
+        for n in notes {
+            a.push('\n');
+            a.push_str(&n.replace('\n', " "));
+        }
+        a
+    }
+    /// The object id and notes of a resolve task's argument.
+    pub fn parse_resolve_arg(arg: &str) -> (&str, Vec<String>) {
+        let mut lines = arg.split('\n');
+        let id = lines.next().unwrap_or("");
+        (id, lines.map(String::from).collect())
+    }
 }
 
 /// Run statuses.
@@ -139,6 +165,23 @@ pub struct NewTarget {
     pub source: String,
     pub state: String,
     pub reason: Option<String>,
+    /// What the entity also says about the person, checked against the mailbox.
+    pub claims: Claims,
+}
+
+/// A target of a run, as stored.
+#[derive(Clone, Debug)]
+pub struct TargetRow {
+    /// The address the entity named (the target's key within the run).
+    pub upn: String,
+    pub source: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub claims: Claims,
+    /// The mailbox that address resolved to, once resolved.
+    pub mailbox_upn: Option<String>,
+    pub display_name: Option<String>,
+    pub object_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -298,12 +341,10 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let schema = include_str!("schema.sql");
         match &self.inner {
             Inner::Sqlite(m) => {
                 let mut c = m.lock().await;
-                sqlx::raw_sql(schema)
-                    .execute(&mut *c)
+                sqlite::migrate(&mut c, MIGRATIONS)
                     .await
                     .context("migrating the store")?;
             }
@@ -311,12 +352,17 @@ impl Store {
                 let mut c = p.acquire().await?;
                 // Two replicas starting at once: one migrates, the other waits.
                 c.execute("SELECT pg_advisory_lock(7274046)").await?;
-                let res = sqlx::raw_sql(schema).execute(&mut *c).await;
+                let res = postgres::migrate(&mut c, MIGRATIONS).await;
                 c.execute("SELECT pg_advisory_unlock(7274046)").await?;
                 res.context("migrating the store")?;
             }
         }
         Ok(())
+    }
+
+    /// The schema version this store is at.
+    pub async fn schema_version(&self) -> Result<i64> {
+        dispatch!(self, schema_version())
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -436,8 +482,19 @@ impl Store {
         dispatch!(self, set_target(run_id, upn, state, reason))
     }
 
-    pub async fn remove_unresolved(&self, run_id: &str, entity: &str) -> Result<()> {
-        dispatch!(self, remove_unresolved(run_id, entity))
+    /// One target of a run.
+    pub async fn target(&self, run_id: &str, upn: &str) -> Result<Option<TargetRow>> {
+        dispatch!(self, target(run_id, upn))
+    }
+
+    /// Record the mailbox a target's address resolved to.
+    pub async fn set_target_mailbox(
+        &self,
+        run_id: &str,
+        upn: &str,
+        mailbox: &MailboxIdentity,
+    ) -> Result<()> {
+        dispatch!(self, set_target_mailbox(run_id, upn, mailbox))
     }
 
     pub async fn add_unresolved(&self, run_id: &str, entity: &str, reason: &str) -> Result<()> {
@@ -552,10 +609,7 @@ impl Store {
         dispatch!(self, unresolved(run_id))
     }
 
-    pub(crate) async fn target_rows(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<(String, String, String, Option<String>)>> {
+    pub(crate) async fn target_rows(&self, run_id: &str) -> Result<Vec<TargetRow>> {
         dispatch!(self, target_rows(run_id))
     }
 

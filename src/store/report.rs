@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{DeviceRecord, RunRecord, Store, status};
+use super::{DeviceRecord, RunRecord, Store, TargetRow, status};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
@@ -65,8 +65,16 @@ pub struct Summary {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct UserResult {
+    /// The address the entity named.
     pub upn: String,
+    /// The mailbox that address resolved to in Exchange (its UPN), once resolved.
+    pub mailbox_upn: Option<String>,
+    pub display_name: Option<String>,
+    /// The person's Entra object id, as Exchange reports it for the mailbox.
+    pub object_id: Option<String>,
     pub source: String,
+    /// Fields of the entity that were present but did not decide.
+    pub notes: Vec<String>,
     pub state: String,
     pub reason: Option<String>,
     pub devices: Vec<DeviceResult>,
@@ -124,7 +132,7 @@ impl Store {
 
 fn build(
     run: RunRecord,
-    targets: Vec<(String, String, String, Option<String>)>,
+    targets: Vec<TargetRow>,
     devices: Vec<DeviceRecord>,
     unresolved: Vec<(String, String)>,
     errors: Vec<String>,
@@ -135,7 +143,17 @@ fn build(
         ..Default::default()
     };
     let mut users = vec![];
-    for (upn, source, state, reason) in targets {
+    for t in targets {
+        let TargetRow {
+            upn,
+            source,
+            state,
+            reason,
+            claims,
+            mailbox_upn,
+            display_name,
+            object_id,
+        } = t;
         match state.as_str() {
             "held" => s.held_users += 1,
             "refused" => s.refused_users += 1,
@@ -150,7 +168,11 @@ fn build(
             .collect();
         users.push(UserResult {
             upn,
+            mailbox_upn,
+            display_name,
+            object_id,
             source,
+            notes: claims.notes,
             state,
             reason,
             devices: devs,

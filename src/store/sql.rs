@@ -9,9 +9,10 @@ use anyhow::Result;
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::{
-    Accepted, DeviceRecord, NewRun, NewTarget, RunRecord, StoreStats, Task, WipeClaim, kind, now_ms, status, target,
+    Accepted, DeviceRecord, NewRun, NewTarget, RunRecord, StoreStats, TargetRow, Task, WipeClaim, kind, now_ms, status, target,
     truncate,
 };
+use crate::domain::{Claims, MailboxIdentity};
 
 type Conn = <Db as sqlx::Database>::Connection;
 type DbRow = <Db as sqlx::Database>::Row;
@@ -41,6 +42,37 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
     })
+}
+
+/// Apply the migrations newer than the recorded version, each in its own
+/// transaction with its version row.
+pub async fn migrate(c: &mut Conn, migrations: &[(i64, &str)]) -> Result<()> {
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(&mut *c)
+        .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("v")?;
+    for (version, text) in migrations.iter().filter(|(v, _)| *v > current) {
+        let mut tx = c.begin().await?;
+        sqlx::raw_sql(AssertSqlSafe(*text)).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// The schema version of this store.
+pub async fn schema_version(c: &mut Conn) -> Result<i64> {
+    Ok(sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("v")?)
 }
 
 pub async fn ping(c: &mut Conn) -> Result<()> {
@@ -347,18 +379,7 @@ pub async fn add_targets(c: &mut Conn, run_id: &str, tenant_id: &str, targets: &
             t.state = target::HELD.into();
             t.reason = Some(format!("blast radius: more than policy.max_targets_per_run = {max} users; approval required"));
         }
-        let r = sqlx::query(
-            "INSERT INTO targets (run_id, upn, source, state, reason, seq) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, upn) DO NOTHING",
-        )
-        .bind(run_id)
-        .bind(&t.upn)
-        .bind(&t.source)
-        .bind(&t.state)
-        .bind(&t.reason)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 1 {
+        if insert_target(&mut tx, run_id, &t, seq).await? {
             if t.state == target::PENDING {
                 enqueue_tx(&mut tx, run_id, tenant_id, kind::CONTAIN, &t.upn, seq, now).await?;
             }
@@ -382,15 +403,6 @@ pub async fn set_target(c: &mut Conn, run_id: &str, upn: &str, state: &str, reas
         .bind(reason)
         .bind(run_id)
         .bind(upn)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
-}
-
-pub async fn remove_unresolved(c: &mut Conn, run_id: &str, entity: &str) -> Result<()> {
-    sqlx::query("DELETE FROM unresolved WHERE run_id = $1 AND entity = $2")
-        .bind(run_id)
-        .bind(entity)
         .execute(&mut *c)
         .await?;
     Ok(())
@@ -760,23 +772,37 @@ pub async fn unresolved(c: &mut Conn, run_id: &str) -> Result<Vec<(String, Strin
         .collect()
 }
 
-pub async fn target_rows(c: &mut Conn, run_id: &str) -> Result<Vec<(String, String, String, Option<String>)>> {
-    let rows = sqlx::query(
-        "SELECT upn, source, state, reason FROM targets WHERE run_id = $1 ORDER BY seq, upn",
-    )
+pub async fn target_rows(c: &mut Conn, run_id: &str) -> Result<Vec<TargetRow>> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {TARGET_COLUMNS} FROM targets WHERE run_id = $1 ORDER BY seq, upn"
+    )))
     .bind(run_id)
     .fetch_all(&mut *c)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("upn")?,
-                r.try_get("source")?,
-                r.try_get("state")?,
-                r.try_get("reason")?,
-            ))
-        })
-        .collect()
+    rows.iter().map(target_from_row).collect()
+}
+
+pub async fn target(c: &mut Conn, run_id: &str, upn: &str) -> Result<Option<TargetRow>> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {TARGET_COLUMNS} FROM targets WHERE run_id = $1 AND upn = $2"
+    )))
+    .bind(run_id)
+    .bind(upn)
+    .fetch_optional(&mut *c)
+    .await?;
+    row.as_ref().map(target_from_row).transpose()
+}
+
+pub async fn set_target_mailbox(c: &mut Conn, run_id: &str, upn: &str, m: &MailboxIdentity) -> Result<()> {
+    sqlx::query("UPDATE targets SET mailbox_upn = $1, display_name = $2, object_id = $3 WHERE run_id = $4 AND upn = $5")
+        .bind(m.upn.as_str())
+        .bind(truncate(&m.display_name, 256))
+        .bind(&m.object_id)
+        .bind(run_id)
+        .bind(upn)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
 }
 
 /// Total wipe-ledger rows for a device (tests and operators).
@@ -807,17 +833,39 @@ async fn lock_run(tx: &mut Tx<'_>, run_id: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
-async fn insert_target(tx: &mut Tx<'_>, run_id: &str, t: &NewTarget, seq: i64) -> Result<()> {
-    sqlx::query("INSERT INTO targets (run_id, upn, source, state, reason, seq) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, upn) DO NOTHING")
+/// Insert a target unless the run already has one for this address; true when inserted.
+async fn insert_target(tx: &mut Tx<'_>, run_id: &str, t: &NewTarget, seq: i64) -> Result<bool> {
+    let claims = (!t.claims.is_empty()).then(|| serde_json::to_string(&t.claims)).transpose()?;
+    let r = sqlx::query("INSERT INTO targets (run_id, upn, source, state, reason, seq, claims) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, upn) DO NOTHING")
         .bind(run_id)
         .bind(&t.upn)
         .bind(&t.source)
         .bind(&t.state)
         .bind(&t.reason)
         .bind(seq)
+        .bind(claims)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(r.rows_affected() == 1)
+}
+
+const TARGET_COLUMNS: &str = "upn, source, state, reason, claims, mailbox_upn, display_name, object_id";
+
+fn target_from_row(r: &DbRow) -> Result<TargetRow> {
+    let claims: Option<String> = r.try_get("claims")?;
+    Ok(TargetRow {
+        upn: r.try_get("upn")?,
+        source: r.try_get("source")?,
+        state: r.try_get("state")?,
+        reason: r.try_get("reason")?,
+        claims: match claims {
+            Some(c) => serde_json::from_str::<Claims>(&c)?,
+            None => Claims::default(),
+        },
+        mailbox_upn: r.try_get("mailbox_upn")?,
+        display_name: r.try_get("display_name")?,
+        object_id: r.try_get("object_id")?,
+    })
 }
 
 async fn insert_unresolved(

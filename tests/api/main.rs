@@ -1,10 +1,12 @@
 //! One integration-test binary: every module drives the real service over
 //! HTTP against the simulated tenant.
+#![recursion_limit = "256"]
 
 mod helpers;
 
 mod auth;
 mod exactly_once;
+mod identity;
 mod openapi;
 mod operations;
 mod pipeline;

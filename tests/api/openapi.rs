@@ -526,7 +526,7 @@ fn the_validator_rejects_what_the_document_forbids() {
             "acknowledged": 0, "already_requested": 0, "skipped": 0, "failed": 0, "cancelled": 0,
             "held_users": 0, "refused_users": 0, "protected_users": 0, "expired_users": 0,
             "unresolved_entities": 0},
-        "users": [{"upn": "a@contoso.com", "source": "s", "state": "done", "reason": null,
+        "users": [{"upn": "a@contoso.com", "mailbox_upn": "a@contoso.com", "display_name": "A", "object_id": null, "notes": [], "source": "s", "state": "done", "reason": null,
             "devices": [{"guid": "g", "device_id": "d", "device_type": "iPhone", "model": "m",
                 "os": "o", "client_type": "EAS", "client_version": "16", "outcome": "requested",
                 "reason": null, "notes": [], "requested_at": "2026-01-01T00:00:01Z",

@@ -1,5 +1,6 @@
 -- wipehook schema, version 1. One text for SQLite and PostgreSQL: only TEXT and
--- BIGINT columns, times as Unix milliseconds.
+-- BIGINT columns, times as Unix milliseconds. Idempotent (IF NOT EXISTS): a
+-- store created before the version table existed is recorded as version 1.
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL,
