@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::Settings;
 use crate::harness::Harness;
-use crate::sim::{DeviceSpec, SimOptions};
+use wipehook_sim::{DeviceSpec, SimOptions};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {

@@ -30,6 +30,7 @@ enum Command {
     Serve,
     /// Start wipehook on its embedded defaults against the simulated tenant,
     /// contain a sample incident through the real endpoint, keep serving.
+    #[cfg(feature = "demo")]
     Demo {
         /// Port for wipehook (0 = any free port).
         #[arg(long, default_value_t = 8080)]
@@ -54,6 +55,7 @@ enum Command {
         url: String,
     },
     /// Benchmark the real service against the simulated tenant (see docs/performance.md).
+    #[cfg(feature = "demo")]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -83,11 +85,13 @@ pub fn main() -> ExitCode {
     let res = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
+            #[cfg(feature = "demo")]
             Command::Demo { port, once } => crate::demo::run(port, once).await,
             Command::CheckConfig => check_config(cli.config),
             Command::Runs { command } => runs(cli.config, command).await,
             Command::Replay { file } => replay(cli.config, file).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
+            #[cfg(feature = "demo")]
             Command::Bench(args) => crate::bench::run(args).await,
         }
     });

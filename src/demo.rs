@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::harness::{Harness, account_entity};
-use crate::sim::{DeviceSpec, SimOptions};
+use wipehook_sim::{DeviceSpec, SimOptions};
 
 pub async fn run(port: u16, once: bool) -> Result<()> {
     crate::telemetry::init("warn", false);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::app::{Application, Running};
 use crate::config::{CredentialSettings, Settings, TenantSettings};
-use crate::sim::{SimOptions, SimTenant};
+use wipehook_sim::{SimOptions, SimTenant};
 
 pub const AUDIENCE: &str = "api://wipehook-demo";
 /// Object id of the containment playbook's managed identity.
@@ -103,7 +103,7 @@ impl Harness {
             "eventUniqueId": uuid::Uuid::new_v4().to_string(),
             "objectSchemaType": "Incident",
             "objectEventType": "Create",
-            "workspaceInfo": {"SubscriptionId": crate::sim::SUBSCRIPTION_ID, "ResourceGroupName": "soc-rg", "WorkspaceName": "soc-ws"},
+            "workspaceInfo": {"SubscriptionId": wipehook_sim::SUBSCRIPTION_ID, "ResourceGroupName": "soc-rg", "WorkspaceName": "soc-ws"},
             "object": {
                 "id": self.sim.incident_arm_id(incident),
                 "name": incident,
@@ -125,7 +125,7 @@ impl Harness {
 pub fn account_entity(upn: &str) -> Value {
     let (name, suffix) = upn.split_once('@').unwrap_or((upn, ""));
     json!({
-        "id": format!("/subscriptions/{}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws/providers/Microsoft.SecurityInsights/Entities/{}", crate::sim::SUBSCRIPTION_ID, uuid::Uuid::new_v4()),
+        "id": format!("/subscriptions/{}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws/providers/Microsoft.SecurityInsights/Entities/{}", wipehook_sim::SUBSCRIPTION_ID, uuid::Uuid::new_v4()),
         "kind": "Account",
         "properties": {"accountName": name, "upnSuffix": suffix, "userPrincipalName": upn, "friendlyName": name}
     })

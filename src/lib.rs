@@ -1,13 +1,16 @@
 //! wipehook: contain a compromised Microsoft 365 account from a Sentinel playbook.
 pub mod app;
 pub mod auth;
+#[cfg(feature = "demo")]
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
 pub mod exchange;
 pub mod graph;
+#[cfg(feature = "demo")]
 pub mod harness;
 pub mod identity;
 pub mod intake;
@@ -16,7 +19,6 @@ pub mod policy;
 pub mod replay;
 pub mod routes;
 pub mod sentinel;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -114,7 +114,7 @@ async fn every_bad_token_is_refused_with_401_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
     let app = spawn_with(
-        wipehook::sim::SimOptions::default(),
+        wipehook_sim::SimOptions::default(),
         StoreKind::Sqlite,
         |s| s.server.body_limit_bytes = 64 * 1024,
     )
@@ -228,7 +228,7 @@ async fn keys_unavailable_fails_closed_and_unknown_kid_refreshes_once_a_minute()
     // its unknown kid, and unknown kids do not refetch more often than
     // inbound.key_refresh_interval (60 s by default; 300 ms here).
     let app = spawn_with(
-        wipehook::sim::SimOptions::default(),
+        wipehook_sim::SimOptions::default(),
         StoreKind::Sqlite,
         |s| s.inbound.key_refresh_interval = std::time::Duration::from_millis(300),
     )

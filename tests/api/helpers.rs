@@ -6,7 +6,7 @@ use serde_json::Value;
 use wipehook::app::Running;
 use wipehook::config::Settings;
 use wipehook::harness::Harness;
-use wipehook::sim::{ExchangeCall, SimOptions};
+use wipehook_sim::{ExchangeCall, SimOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {

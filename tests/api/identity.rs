@@ -3,7 +3,7 @@
 //! address an entity happens to name.
 
 use serde_json::{Value, json};
-use wipehook::sim::{DeviceSpec, SimOptions};
+use wipehook_sim::{DeviceSpec, SimOptions};
 
 use crate::both_stores;
 use crate::helpers::*;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wipehook::sim::{DeviceSpec, SimOptions};
+use wipehook_sim::{DeviceSpec, SimOptions};
 
 use crate::helpers::*;
 

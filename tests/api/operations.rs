@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 
 use serde_json::Value;
-use wipehook::sim::{DeviceSpec, Fault};
+use wipehook_sim::{DeviceSpec, Fault};
 
 use crate::helpers::*;
 

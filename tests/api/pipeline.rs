@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wipehook::harness::account_entity;
-use wipehook::sim::{DeviceSpec, Fault, SimOptions};
+use wipehook_sim::{DeviceSpec, Fault, SimOptions};
 
 use crate::both_stores;
 use crate::helpers::*;

@@ -3,7 +3,7 @@
 //! the playbook's identity is given in docs/setup.md.
 
 use serde_json::{Value, json};
-use wipehook::sim::{DeviceSpec, SimOptions};
+use wipehook_sim::{DeviceSpec, SimOptions};
 
 use crate::helpers::*;
 

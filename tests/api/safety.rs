@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wipehook::config::Mode;
 use wipehook::domain::Severity;
-use wipehook::sim::{DeviceSpec, SimOptions};
+use wipehook_sim::{DeviceSpec, SimOptions};
 
 use crate::both_stores;
 use crate::helpers::*;

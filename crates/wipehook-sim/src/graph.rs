@@ -4,8 +4,9 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::keys::AuthError;
-use super::{Shared, entra};
+use crate::keys::AuthError;
+use crate::entra;
+use crate::shared::Shared;
 
 fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();

@@ -7,8 +7,9 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, http::StatusCode
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::keys::AuthError;
-use super::{ExchangeCall, Fault, Inner, Shared, SimDevice, entra};
+use crate::keys::AuthError;
+use crate::entra;
+use crate::shared::{ExchangeCall, Fault, Inner, Shared, SimDevice};
 
 /// Retry-After (decimal seconds) sent when the concurrency cap throttles with a 429.
 pub const CAP_RETRY_AFTER: &str = "0.2";
@@ -62,7 +63,7 @@ struct Common {
 
 fn builder(status: StatusCode, c: &Common) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
-    b.insert_header(("Rate-Limit-Limit", super::state::RATE_LIMIT.to_string()))
+    b.insert_header(("Rate-Limit-Limit", crate::state::RATE_LIMIT.to_string()))
         .insert_header(("Rate-Limit-Remaining", c.remaining.to_string()))
         .insert_header(("Rate-Limit-Reset", iso_millis(c.reset)))
         .insert_header(("X-ConcurrencyCount", c.in_flight.to_string()))
@@ -625,7 +626,7 @@ fn statistics_json(d: &SimDevice) -> Value {
     Value::Object(m)
 }
 
-fn mailbox_json(u: &super::state::User, tenant_id: &str) -> Value {
+fn mailbox_json(u: &crate::state::User, tenant_id: &str) -> Value {
     let mut addresses: Vec<String> = vec![format!("SMTP:{}", u.primary_smtp)];
     addresses.extend(
         u.proxies
