@@ -295,24 +295,24 @@ impl Claims {
     }
 }
 
-/// A mailbox as Exchange resolves an address (`Get-Mailbox -Identity`): the
-/// identity every decision is made on, since `Get-MobileDevice -Mailbox`
-/// accepts any of its addresses.
+/// A person as Microsoft Graph knows them: the identity every decision is
+/// made on. `Get-MobileDevice -Mailbox` accepts any address of a mailbox, so
+/// the policy judges the person's UPN and every SMTP address they have, and
+/// devices are listed by the UPN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailboxIdentity {
+pub struct DirectoryUser {
     pub upn: Upn,
     pub display_name: String,
-    /// Entra object id (`ExternalDirectoryObjectId`), when Exchange reports one.
-    pub object_id: Option<String>,
-    pub primary_smtp: Option<String>,
-    /// Every SMTP address of the mailbox (primary and proxies), lower case.
+    /// Entra object id, lower case.
+    pub object_id: String,
+    /// The primary SMTP address (`mail`), lower case.
+    pub mail: Option<String>,
+    /// Every SMTP address (`proxyAddresses`, primary and others), lower case.
     pub addresses: Vec<String>,
-    /// `RecipientTypeDetails` (UserMailbox, SharedMailbox, ...).
-    pub recipient_type: String,
 }
 
-impl MailboxIdentity {
-    /// Does this mailbox answer to `address` (its UPN or one of its SMTP addresses)?
+impl DirectoryUser {
+    /// Is `address` this person's UPN or one of their SMTP addresses?
     pub fn answers_to(&self, address: &str) -> bool {
         let a = address.trim().to_ascii_lowercase();
         self.upn.as_str() == a || self.addresses.iter().any(|x| *x == a)

@@ -2,7 +2,7 @@
 //! ends in a wipe: every "no" carries the reason shown on the incident.
 
 use crate::config::PolicySettings;
-use crate::domain::{Claims, ClientType, EasVersion, MailboxIdentity, Severity, Upn};
+use crate::domain::{Claims, ClientType, DirectoryUser, EasVersion, Severity, Upn};
 use crate::exchange::MobileDevice;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,15 +37,15 @@ pub fn target(p: &PolicySettings, upn: &Upn) -> TargetDecision {
     TargetDecision::Proceed
 }
 
-/// May this mailbox be contained automatically? Judged on the mailbox, not on
+/// May this person be contained automatically? Judged on the person, not on
 /// the address an entity named: `Get-MobileDevice -Mailbox` accepts any of
-/// a mailbox's addresses, so the protected list is applied to its UPN and to
-/// every address it has, and the allowed domains to its UPN.
-pub fn mailbox(p: &PolicySettings, named: &Upn, m: &MailboxIdentity) -> TargetDecision {
+/// a mailbox's addresses, so the protected list is applied to the UPN and to
+/// every address they have, and the allowed domains to the UPN.
+pub fn person(p: &PolicySettings, named: &Upn, m: &DirectoryUser) -> TargetDecision {
     let via = if m.upn == *named {
         String::new()
     } else {
-        format!("'{named}' is an address of the mailbox {}: ", m.upn)
+        format!("'{named}' is an address of {}: ", m.upn)
     };
     let all = std::iter::once(m.upn.as_str()).chain(m.addresses.iter().map(String::as_str));
     for address in all {
@@ -66,30 +66,30 @@ pub fn mailbox(p: &PolicySettings, named: &Upn, m: &MailboxIdentity) -> TargetDe
     }
 }
 
-/// Does the mailbox agree with everything else the entity says about the
-/// person? A disagreement means the address may name someone else: refused.
-pub fn claims_agree(named: &Upn, claims: &Claims, m: &MailboxIdentity) -> Result<(), String> {
+/// Does the person found agree with everything the entity says? The named
+/// address must be theirs, every object id the entity gives must be theirs,
+/// and so must every other address it gives. A disagreement means the
+/// entity may name someone else (a UPN prefix such as `alex` can be a
+/// different, real person than `alex.wilber`): refused.
+pub fn claims_agree(named: &Upn, claims: &Claims, m: &DirectoryUser) -> Result<(), String> {
     for id in &claims.object_ids {
-        match &m.object_id {
-            Some(actual) if actual.eq_ignore_ascii_case(id) => {}
-            Some(actual) => {
-                return Err(format!(
-                    "the entity's object id {id} is a different person than the mailbox {} (object id {actual}) that '{named}' resolves to; refused",
-                    m.upn
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "the entity names object id {id}, but Exchange reports no object id for the mailbox {}; cannot confirm it is the same person, refused",
-                    m.upn
-                ));
-            }
+        if !m.object_id.eq_ignore_ascii_case(id) {
+            return Err(format!(
+                "the entity's object id {id} and the address '{named}' ({}, object id {}) are different people; refused",
+                m.upn, m.object_id
+            ));
         }
+    }
+    if !m.answers_to(named.as_str()) {
+        return Err(format!(
+            "'{named}' is not an address of {} (object id {}), whom the entity's object id names; they may be different people, refused",
+            m.upn, m.object_id
+        ));
     }
     for a in &claims.addresses {
         if !m.answers_to(a.as_str()) {
             return Err(format!(
-                "the entity also names '{a}', which is not an address of the mailbox {} that '{named}' resolves to; refused",
+                "the entity also names '{a}', which is not an address of {} whom '{named}' belongs to; refused",
                 m.upn
             ));
         }
@@ -267,28 +267,27 @@ mod tests {
         ));
     }
 
-    fn mbx(upn: &str, addresses: &[&str], oid: Option<&str>) -> MailboxIdentity {
-        MailboxIdentity {
+    fn mbx(upn: &str, addresses: &[&str], oid: Option<&str>) -> DirectoryUser {
+        DirectoryUser {
             upn: Upn::parse(upn).unwrap(),
             display_name: "X".into(),
-            object_id: oid.map(String::from),
-            primary_smtp: addresses.first().map(|a| a.to_string()),
+            object_id: oid.unwrap_or("00000000-0000-4000-8000-000000000000").into(),
+            mail: addresses.first().map(|a| a.to_string()),
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
-            recipient_type: "UserMailbox".into(),
         }
     }
 
     #[test]
-    fn mailboxes_are_judged_on_every_address() {
+    fn people_are_judged_on_every_address() {
         let u = |s| Upn::parse(s).unwrap();
         let bg = mbx("breakglass@contoso.com", &["bg.ops@contoso.com"], None);
         assert!(matches!(
-            mailbox(&p(), &u("bg.ops@contoso.com"), &bg),
+            person(&p(), &u("bg.ops@contoso.com"), &bg),
             TargetDecision::Protected(r) if r.contains("breakglass@contoso.com")
         ));
         let svc = mbx("svc-admin@contoso.com", &["svcadm@contoso.com"], None);
         assert!(matches!(
-            mailbox(&p(), &u("svcadm@contoso.com"), &svc),
+            person(&p(), &u("svcadm@contoso.com"), &svc),
             TargetDecision::Protected(_)
         ));
         let partner = mbx(
@@ -297,18 +296,18 @@ mod tests {
             None,
         );
         assert!(matches!(
-            mailbox(&p(), &u("mallory@contoso.com"), &partner),
+            person(&p(), &u("mallory@contoso.com"), &partner),
             TargetDecision::Refused(r) if r.contains("fabrikam-partner.com")
         ));
         // A protected proxy address protects the whole mailbox.
         let shadow = mbx("jdoe@contoso.com", &["breakglass@contoso.com"], None);
         assert!(matches!(
-            mailbox(&p(), &u("jdoe@contoso.com"), &shadow),
+            person(&p(), &u("jdoe@contoso.com"), &shadow),
             TargetDecision::Protected(_)
         ));
         let ok = mbx("jdoe@contoso.com", &["john.doe@contoso.com"], None);
         assert_eq!(
-            mailbox(&p(), &u("john.doe@contoso.com"), &ok),
+            person(&p(), &u("john.doe@contoso.com"), &ok),
             TargetDecision::Proceed
         );
     }
@@ -326,8 +325,8 @@ mod tests {
         assert!(claims_agree(&u("alex@contoso.com"), &claims, &alex).is_err());
         let wilber = mbx("alex.wilber@contoso.com", &[], Some(w));
         assert!(claims_agree(&u("alex.wilber@contoso.com"), &claims, &wilber).is_ok());
-        let no_oid = mbx("alex.wilber@contoso.com", &[], None);
-        assert!(claims_agree(&u("alex.wilber@contoso.com"), &claims, &no_oid).is_err());
+        // Found by the object id, but the entity's address is someone else's.
+        assert!(claims_agree(&u("alex@contoso.com"), &claims, &wilber).is_err());
         let other_addr = Claims {
             addresses: vec![u("boss@contoso.com")],
             ..Default::default()

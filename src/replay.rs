@@ -51,7 +51,7 @@ pub fn explain(settings: &Settings, body: &Value) -> Result<Value, String> {
             let would = match (t.state.as_str(), severity.is_ok()) {
                 (_, false) => "nothing (severity below policy.min_severity)".to_string(),
                 ("pending", true) if pol.mode == Mode::DryRun => "list devices; dry run: no wipe sent".into(),
-                ("pending", true) => "resolve the mailbox (Get-Mailbox), judge it again on every address it has, list its devices (Get-MobileDevice -Mailbox), then Clear-MobileDevice -AccountOnly for each eligible device".into(),
+                ("pending", true) => "resolve the person (Microsoft Graph), judge them again on every address they have, list their devices by their UPN (Get-MobileDevice -Mailbox), then Clear-MobileDevice -AccountOnly for each eligible device".into(),
                 ("held", true) => "held for approval; nothing wiped until approved".into(),
                 (other, true) => format!("no action ({other})"),
             };

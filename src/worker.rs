@@ -338,7 +338,7 @@ async fn comment_later(app: &App, run: &RunRecord) -> Result<(), CallError> {
     Ok(())
 }
 
-/// Resolve the user's mailbox and judge it, list its devices, apply the
+/// Resolve the person and judge them, list their devices, apply the
 /// policy, request account-only wipes.
 async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, key: &str) -> Result<Done, CallError> {
     let Some(target) = app.store.target(&run.id, key).await.map_err(store_err)? else {
@@ -364,20 +364,24 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, key: &str) -> Result
         policy::TargetDecision::Refused(why) => return decide(target::REFUSED, why).await,
         policy::TargetDecision::Protected(why) => return decide(target::PROTECTED, why).await,
     }
-    // Judge the mailbox, not the name: Exchange resolves any address of a
+    // Judge the person, not the name: Exchange resolves any address of a
     // mailbox (UPN, primary SMTP, proxy addresses), so every decision is
-    // made on the mailbox the address resolves to, and its devices are
-    // listed by that mailbox's own UPN.
-    let Some(mailbox) = app
-        .exchange
-        .mailbox(&t.tokens, &t.tenant.id, &named)
-        .await?
-    else {
-        return decide(
-            target::FAILED,
-            format!("no Exchange Online mailbox answers to '{named}'; nothing was wiped"),
-        )
-        .await;
+    // made on the person the directory says the entity names (by its
+    // object id when it gives one), and their devices are listed by their UPN.
+    let found = match target.claims.object_ids.first() {
+        Some(oid) => app.graph.user_by_id(&t.tokens, oid).await?,
+        None => app.graph.user_by_address(&t.tokens, &named).await?,
+    };
+    let Some(mailbox) = found else {
+        let why = match target.claims.object_ids.first() {
+            Some(oid) => format!(
+                "no user with the entity's object id {oid} in Microsoft Graph; nothing was wiped"
+            ),
+            None => format!(
+                "no user answers to '{named}' in Microsoft Graph (neither as UPN nor as a mail address); nothing was wiped"
+            ),
+        };
+        return decide(target::FAILED, why).await;
     };
     app.store
         .set_target_mailbox(&run.id, key, &mailbox)
@@ -386,7 +390,7 @@ async fn contain(app: &App, t: &TenantCtx, run: &RunRecord, key: &str) -> Result
     if let Err(why) = policy::claims_agree(&named, &target.claims, &mailbox) {
         return decide(target::REFUSED, why).await;
     }
-    match policy::mailbox(p, &named, &mailbox) {
+    match policy::person(p, &named, &mailbox) {
         policy::TargetDecision::Proceed => {}
         policy::TargetDecision::Refused(why) => return decide(target::REFUSED, why).await,
         policy::TargetDecision::Protected(why) => return decide(target::PROTECTED, why).await,

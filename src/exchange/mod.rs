@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ClientType, DeviceGuid, EasVersion, MailboxIdentity, TenantId, Upn};
+use crate::domain::{ClientType, DeviceGuid, EasVersion, TenantId, Upn};
 use crate::identity::{Resource, TokenProvider};
 use crate::metrics::Metrics;
 use crate::upstream::{CallError, backoff, retry_after};
@@ -22,10 +22,6 @@ use limiter::Limiter;
 /// `ExchangeClient`, which fix the safety-relevant parameters.
 #[derive(Clone, Debug)]
 enum Command {
-    /// Resolves any address of a mailbox (UPN, primary SMTP, proxy, alias).
-    GetMailbox {
-        identity: Upn,
-    },
     GetMobileDevice {
         mailbox: Upn,
     },
@@ -44,7 +40,6 @@ enum Command {
 impl Command {
     fn cmdlet(&self) -> &'static str {
         match self {
-            Command::GetMailbox { .. } => "Get-Mailbox",
             Command::GetMobileDevice { .. } => "Get-MobileDevice",
             Command::ClearAccountOnly { .. } | Command::CancelWipe { .. } => "Clear-MobileDevice",
             Command::GetStatistics { .. } => "Get-MobileDeviceStatistics",
@@ -52,8 +47,6 @@ impl Command {
     }
     fn parameters(&self) -> Value {
         match self {
-            // Never without Identity: Get-Mailbox alone lists every mailbox.
-            Command::GetMailbox { identity } => json!({"Identity": identity.as_str()}),
             Command::GetMobileDevice { mailbox } => {
                 json!({"Mailbox": mailbox.as_str(), "ResultSize": "Unlimited"})
             }
@@ -76,9 +69,7 @@ impl Command {
     fn reads(&self) -> bool {
         matches!(
             self,
-            Command::GetMailbox { .. }
-                | Command::GetMobileDevice { .. }
-                | Command::GetStatistics { .. }
+            Command::GetMobileDevice { .. } | Command::GetStatistics { .. }
         )
     }
     fn anchor(&self, tenant: &TenantId) -> String {
@@ -186,37 +177,6 @@ impl ExchangeClient {
         m.entry(tenant.to_string())
             .or_insert_with(|| Limiter::new(self.initial, self.max))
             .clone()
-    }
-
-    /// `Get-Mailbox -Identity <address>`: the mailbox that answers to this
-    /// address, as `Get-MobileDevice -Mailbox` would resolve it. `Ok(None)`:
-    /// no mailbox answers to it. More than one: refused.
-    pub async fn mailbox(
-        &self,
-        tokens: &TokenProvider,
-        tenant: &TenantId,
-        address: &Upn,
-    ) -> Result<Option<MailboxIdentity>, CallError> {
-        let cmd = Command::GetMailbox {
-            identity: address.clone(),
-        };
-        let Some(rows) = self.invoke_opt(tokens, tenant, &cmd).await? else {
-            return Ok(None);
-        };
-        let mut found = vec![];
-        for r in &rows {
-            let Some(o) = r.as_object() else { continue };
-            found.push(parse_mailbox(o).map_err(|e| {
-                CallError::permanent(format!("Get-Mailbox -Identity {address}: {e}"))
-            })?);
-        }
-        match found.len() {
-            0 => Ok(None),
-            1 => Ok(found.pop()),
-            n => Err(CallError::permanent(format!(
-                "Get-Mailbox -Identity {address} matched {n} mailboxes; refusing to act on any"
-            ))),
-        }
     }
 
     /// `Get-MobileDevice -Mailbox <upn>`, every page. Refuses a result that
@@ -645,55 +605,6 @@ fn error_message(v: &Value) -> String {
         }
         None => String::new(),
     }
-}
-
-/// A `Get-Mailbox` row as a `MailboxIdentity`.
-fn parse_mailbox(o: &Map<String, Value>) -> Result<MailboxIdentity, String> {
-    let s = |k: &str| {
-        o.get(k)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or("")
-    };
-    let upn = Upn::parse(s("UserPrincipalName"))
-        .map_err(|e| format!("the mailbox has no usable UserPrincipalName: {e}"))?;
-    let primary = Some(s("PrimarySmtpAddress").to_ascii_lowercase()).filter(|p| !p.is_empty());
-    let mut addresses: Vec<String> = o
-        .get("EmailAddresses")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        // "SMTP:primary", "smtp:proxy"; other prefixes (SIP:, SPO:, X500:) are not mail addresses.
-        .filter_map(|a| {
-            let (kind, addr) = a.split_once(':')?;
-            kind.eq_ignore_ascii_case("smtp")
-                .then(|| addr.trim().to_ascii_lowercase())
-        })
-        .collect();
-    if let Some(p) = &primary
-        && !addresses.contains(p)
-    {
-        addresses.push(p.clone());
-    }
-    addresses.sort();
-    addresses.dedup();
-    let object_id = Some(s("ExternalDirectoryObjectId"))
-        .filter(|id| !id.is_empty())
-        .map(|id| {
-            uuid::Uuid::parse_str(id)
-                .map(|u| u.hyphenated().to_string())
-                .map_err(|_| format!("ExternalDirectoryObjectId '{id}' is not an object id"))
-        })
-        .transpose()?;
-    Ok(MailboxIdentity {
-        upn,
-        display_name: s("DisplayName").chars().take(256).collect(),
-        object_id,
-        primary_smtp: primary,
-        addresses,
-        recipient_type: s("RecipientTypeDetails").to_string(),
-    })
 }
 
 fn same_origin(link: &str, base: &str) -> bool {

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 pub use report::*;
 
 use crate::config::StoreSettings;
-use crate::domain::{Claims, MailboxIdentity};
+use crate::domain::{Claims, DirectoryUser};
 
 mod sqlite {
     pub type Db = sqlx::Sqlite;
@@ -487,12 +487,12 @@ impl Store {
         dispatch!(self, target(run_id, upn))
     }
 
-    /// Record the mailbox a target's address resolved to.
+    /// Record the person a target's address resolved to.
     pub async fn set_target_mailbox(
         &self,
         run_id: &str,
         upn: &str,
-        mailbox: &MailboxIdentity,
+        mailbox: &DirectoryUser,
     ) -> Result<()> {
         dispatch!(self, set_target_mailbox(run_id, upn, mailbox))
     }

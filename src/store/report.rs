@@ -67,7 +67,7 @@ pub struct Summary {
 pub struct UserResult {
     /// The address the entity named.
     pub upn: String,
-    /// The mailbox that address resolved to in Exchange (its UPN), once resolved.
+    /// The UPN of the person the address resolved to (Microsoft Graph), once resolved.
     pub mailbox_upn: Option<String>,
     pub display_name: Option<String>,
     /// The person's Entra object id, as Exchange reports it for the mailbox.

@@ -12,7 +12,7 @@ use super::{
     Accepted, DeviceRecord, NewRun, NewTarget, RunRecord, StoreStats, TargetRow, Task, WipeClaim, kind, now_ms, status, target,
     truncate,
 };
-use crate::domain::{Claims, MailboxIdentity};
+use crate::domain::{Claims, DirectoryUser};
 
 type Conn = <Db as sqlx::Database>::Connection;
 type DbRow = <Db as sqlx::Database>::Row;
@@ -793,7 +793,7 @@ pub async fn target(c: &mut Conn, run_id: &str, upn: &str) -> Result<Option<Targ
     row.as_ref().map(target_from_row).transpose()
 }
 
-pub async fn set_target_mailbox(c: &mut Conn, run_id: &str, upn: &str, m: &MailboxIdentity) -> Result<()> {
+pub async fn set_target_mailbox(c: &mut Conn, run_id: &str, upn: &str, m: &DirectoryUser) -> Result<()> {
     sqlx::query("UPDATE targets SET mailbox_upn = $1, display_name = $2, object_id = $3 WHERE run_id = $4 AND upn = $5")
         .bind(m.upn.as_str())
         .bind(truncate(&m.display_name, 256))

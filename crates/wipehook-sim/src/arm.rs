@@ -4,10 +4,10 @@ use actix_web::{HttpRequest, HttpResponse, http::Method, http::StatusCode, web};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::keys::AuthError;
-use crate::state::Comment;
 use crate::entra;
+use crate::keys::AuthError;
 use crate::shared::{Inner, Shared};
+use crate::state::Comment;
 
 /// Sentinel's documented per-comment limit (characters).
 pub const MAX_COMMENT_CHARS: usize = 30_000;

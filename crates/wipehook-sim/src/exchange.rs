@@ -7,8 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, http::StatusCode
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::keys::AuthError;
 use crate::entra;
+use crate::keys::AuthError;
 use crate::shared::{ExchangeCall, Fault, Inner, Shared, SimDevice};
 
 /// Retry-After (decimal seconds) sent when the concurrency cap throttles with a 429.

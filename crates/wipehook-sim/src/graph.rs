@@ -1,12 +1,13 @@
-//! Simulated Microsoft Graph: `GET /v1.0/users/{id}`.
+//! Simulated Microsoft Graph: `GET /v1.0/users/{id}` and a user search by proxy address.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::keys::AuthError;
 use crate::entra;
+use crate::keys::AuthError;
 use crate::shared::Shared;
+use crate::state::User;
 
 fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -27,14 +28,9 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     }))
 }
 
-/// `GET /v1.0/users/{id-or-upn}[?$select=...]`
-pub(crate) async fn get_user(
-    req: HttpRequest,
-    data: Shared,
-    path: web::Path<String>,
-) -> HttpResponse {
+/// Injected faults and the bearer token, for every Graph route.
+async fn preamble(req: &HttpRequest, data: &Shared) -> Option<HttpResponse> {
     data.apply_latency().await;
-    let id = path.into_inner();
     if let Some(code) = data.st().graph_faults.pop_front() {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let name = match code {
@@ -43,53 +39,34 @@ pub(crate) async fn get_user(
             504 => "UnknownError",
             _ => "generalException",
         };
-        return graph_error(
+        return Some(graph_error(
             status,
             name,
             &format!("Simulated Graph failure (HTTP {code})."),
-        );
+        ));
     }
     let rotated = data.st().rotated;
-    match data.keys.verify_request(&req, entra::GRAPH, rotated) {
-        Ok(_) => {}
-        Err(AuthError::Missing) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token is empty.",
-            );
-        }
-        Err(AuthError::WrongAudience) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token validation failure. Invalid audience.",
-            );
-        }
-        Err(AuthError::Invalid(_)) => {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token validation failure.",
-            );
-        }
-    }
-    let user = {
-        let st = data.st();
-        st.users
-            .iter()
-            .find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id))
-            .cloned()
+    let text = match data.keys.verify_request(req, entra::GRAPH, rotated) {
+        Ok(_) => return None,
+        Err(AuthError::Missing) => "Access token is empty.",
+        Err(AuthError::WrongAudience) => "Access token validation failure. Invalid audience.",
+        Err(AuthError::Invalid(_)) => "Access token validation failure.",
     };
-    let Some(u) = user else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            &format!(
-                "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
-            ),
-        );
-    };
+    Some(graph_error(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        text,
+    ))
+}
+
+fn query(req: &HttpRequest) -> std::collections::HashMap<String, String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default()
+}
+
+/// The user resource, reduced to `$select` (plus `id`) when given, as Graph does.
+fn user_json(u: &User, select: Option<&str>) -> Value {
     let local = u.upn.split('@').next().unwrap_or(&u.upn).to_string();
     let full = json!({
         "id": u.object_id,
@@ -106,35 +83,107 @@ pub(crate) async fn get_user(
         "officeLocation": null,
         "preferredLanguage": null,
     });
-    // $select=a,b: only those properties (and id), as Graph does.
-    let select: Option<Vec<String>> =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.get("$select").cloned())
-            .map(|s| s.split(',').map(|p| p.trim().to_string()).collect());
-    let body = match select {
+    match select {
         Some(fields) => {
-            let mut o = serde_json::Map::new();
-            o.insert(
-                "@odata.context".into(),
-                json!(format!(
-                    "https://graph.microsoft.com/v1.0/$metadata#users({})/$entity",
-                    fields.join(",")
-                )),
-            );
+            let mut o = Map::new();
             o.insert("id".into(), full["id"].clone());
-            for f in fields {
-                if let Some(v) = full.get(&f) {
-                    o.insert(f, v.clone());
+            for f in fields.split(',').map(str::trim) {
+                if let Some(v) = full.get(f) {
+                    o.insert(f.to_string(), v.clone());
                 }
             }
-            serde_json::Value::Object(o)
+            Value::Object(o)
         }
-        None => {
-            let mut b = full;
-            b["@odata.context"] = json!("https://graph.microsoft.com/v1.0/$metadata#users/$entity");
-            b
-        }
+        None => full,
+    }
+}
+
+/// `GET /v1.0/users/{id-or-upn}[?$select=...]`: by object id or UPN only
+/// (Graph does not resolve proxy addresses here).
+pub(crate) async fn get_user(
+    req: HttpRequest,
+    data: Shared,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Some(r) = preamble(&req, &data).await {
+        return r;
+    }
+    let id = path.into_inner();
+    let user = {
+        let st = data.st();
+        st.users
+            .iter()
+            .find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id))
+            .cloned()
     };
+    let Some(u) = user else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        );
+    };
+    let q = query(&req);
+    let mut body = user_json(&u, q.get("$select").map(String::as_str));
+    body["@odata.context"] = json!("https://graph.microsoft.com/v1.0/$metadata#users/$entity");
     HttpResponse::Ok().json(body)
+}
+
+/// `GET /v1.0/users?$filter=proxyAddresses/any(p:p eq 'smtp:x')` (the only
+/// filter form the sim understands; values compare case-insensitively, as in
+/// the directory).
+pub(crate) async fn list_users(req: HttpRequest, data: Shared) -> HttpResponse {
+    if let Some(r) = preamble(&req, &data).await {
+        return r;
+    }
+    let q = query(&req);
+    let Some(filter) = q.get("$filter") else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "The simulated tenant lists users only with a proxyAddresses filter.",
+        );
+    };
+    let value = filter
+        .trim()
+        .strip_prefix("proxyAddresses/any(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| {
+            let (var, cond) = r.split_once(':')?;
+            let cond = cond.trim().strip_prefix(var.trim())?.trim();
+            let lit = cond.strip_prefix("eq")?.trim();
+            Some(
+                lit.strip_prefix('\'')?
+                    .strip_suffix('\'')?
+                    .replace("''", "'"),
+            )
+        });
+    let Some(value) = value else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            &format!("Unsupported filter: {filter}"),
+        );
+    };
+    let Some(address) = value
+        .split_once(':')
+        .filter(|(k, _)| k.eq_ignore_ascii_case("smtp"))
+        .map(|(_, a)| a.to_ascii_lowercase())
+    else {
+        return HttpResponse::Ok().json(json!({"value": []}));
+    };
+    let select = q.get("$select").map(String::as_str);
+    let found: Vec<Value> = data
+        .st()
+        .users
+        .iter()
+        .filter(|u| u.smtp_addresses().contains(&address))
+        .map(|u| user_json(u, select))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
+        "value": found,
+    }))
 }

@@ -40,7 +40,6 @@ pub use shared::{
 use shared::{Inner, Shared};
 use state::State;
 
-
 struct StopGuard {
     handle: actix_web::dev::ServerHandle,
     dir: PathBuf,
@@ -83,6 +82,7 @@ fn not_found(req: HttpRequest) -> HttpResponse {
 
 fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/msi/token", web::get().to(entra::managed_identity_token))
+        .route("/v1.0/users", web::get().to(graph::list_users))
         .route("/v1.0/users/{id}", web::get().to(graph::get_user))
         .route(
             "/adminapi/beta/{tenant}/InvokeCommand",
