@@ -111,7 +111,7 @@ fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     crate::telemetry::init("info", true);
     let settings = load(config)?;
-    let app = crate::app::Application::build(settings).await?;
+    let app = crate::startup::Application::build(settings).await?;
     tracing::info!(port = app.port(), "wipehook listening");
     app.run_until_stopped().await
 }
@@ -157,23 +157,27 @@ async fn runs(config: Option<PathBuf>, cmd: RunsCommand) -> anyhow::Result<()> {
                 println!(
                     "{:<36}  {:<20}  {:<10}  {:<8}  {:>8}  {}",
                     r.id,
-                    crate::store::rfc3339(r.created_at)
+                    crate::report::rfc3339(r.created_at)
                         .chars()
                         .take(19)
                         .collect::<String>(),
                     r.status,
                     r.mode,
-                    r.trigger_kind,
+                    r.trigger,
                     r.incident_number
                         .map(|n| format!("#{n}"))
-                        .unwrap_or_else(|| r.incident_arm_id.unwrap_or_else(|| "-".into()))
+                        .or_else(|| r.incident.map(|i| i.arm_id()))
+                        .unwrap_or_else(|| "-".into())
                 );
             }
         }
-        RunsCommand::Show { id } => match store.report(&id).await? {
-            Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
-            None => anyhow::bail!("no run {id}"),
-        },
+        RunsCommand::Show { id } => {
+            let run_id = crate::domain::RunId::parse(&id).map_err(anyhow::Error::msg)?;
+            match crate::report::load(&store, &run_id).await? {
+                Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
+                None => anyhow::bail!("no run {id}"),
+            }
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::domain::Mode;
 use crate::domain::{Severity, TenantId, Upn, WorkspaceRef};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -245,28 +246,6 @@ pub enum CredentialSettings {
         client_id: Option<String>,
         token_file: Option<PathBuf>,
     },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Enforce,
-    DryRun,
-}
-impl Mode {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::DryRun => "dry_run",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "enforce" => Some(Mode::Enforce),
-            "dry_run" => Some(Mode::DryRun),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::app::{Application, Running};
 use crate::config::{CredentialSettings, Settings, TenantSettings};
+use crate::startup::{Application, Running};
 use wipehook_sim::{SimOptions, SimTenant};
 
 pub const AUDIENCE: &str = "api://wipehook-demo";

@@ -5,13 +5,12 @@
 
 use serde_json::Value;
 
-use crate::app::App;
 use crate::auth::Caller;
-use crate::config::{Mode, PolicySettings};
-use crate::domain::{Claims, Upn};
-use crate::policy::{self, TargetDecision};
-use crate::sentinel::{self, Candidate, Trigger, TriggerError, TriggerKind};
-use crate::store::{Accepted, NewRun, NewTarget, kind, status, target};
+use crate::domain::{Found, Job, Mode, NewTarget, RunId, RunStatus, TargetState, TriggerKind};
+use crate::policy;
+use crate::sentinel::{self, Candidate, Trigger, TriggerError};
+use crate::state::Shared;
+use crate::store::{Accepted, NewRun, Unresolved};
 
 /// Logic Apps' tracking headers, when present.
 #[derive(Clone, Debug, Default)]
@@ -99,7 +98,7 @@ fn candidate_key(c: &Candidate) -> String {
     }
 }
 
-pub fn comment_id(run_id: &str) -> String {
+pub fn comment_id(run_id: &RunId) -> String {
     uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_URL,
         format!("wipehook:comment:{run_id}").as_bytes(),
@@ -107,63 +106,9 @@ pub fn comment_id(run_id: &str) -> String {
     .to_string()
 }
 
-/// A user found in the entities: the address, where it came from, and what
-/// else the entity claims about the person.
-#[derive(Clone, Debug)]
-pub struct Found {
-    pub upn: Upn,
-    pub source: String,
-    pub claims: Claims,
-}
-
-/// Decide the state of new targets: policy refusals, then (with
-/// `blast_radius`, at intake) the hold when there are too many. Targets found
-/// after intake get their blast radius from the store, under the run's lock.
-/// This judges the address as named; the worker judges the mailbox it
-/// resolves to again before anything is sent.
-pub fn plan_targets(p: &PolicySettings, found: &[Found], blast_radius: bool) -> Vec<NewTarget> {
-    let mut planned: Vec<NewTarget> = found
-        .iter()
-        .map(
-            |Found {
-                 upn,
-                 source,
-                 claims,
-             }| {
-                let (state, reason) = match policy::target(p, upn) {
-                    TargetDecision::Proceed => (target::PENDING, None),
-                    TargetDecision::Refused(r) => (target::REFUSED, Some(r)),
-                    TargetDecision::Protected(r) => (target::PROTECTED, Some(r)),
-                };
-                NewTarget {
-                    upn: upn.to_string(),
-                    source: source.clone(),
-                    state: state.into(),
-                    reason,
-                    claims: claims.clone(),
-                }
-            },
-        )
-        .collect();
-    let eligible = planned
-        .iter()
-        .filter(|t| t.state == target::PENDING)
-        .count();
-    if blast_radius && eligible > p.max_targets_per_run {
-        for t in planned.iter_mut().filter(|t| t.state == target::PENDING) {
-            t.state = target::HELD.into();
-            t.reason = Some(format!(
-                "blast radius: {eligible} users exceed policy.max_targets_per_run = {}; approval required",
-                p.max_targets_per_run
-            ));
-        }
-    }
-    planned
-}
-
 /// Accept a trigger body from an authenticated caller.
 pub async fn accept(
-    app: &App,
+    shared: &Shared,
     caller: &Caller,
     body: &Value,
     raw: &[u8],
@@ -171,52 +116,53 @@ pub async fn accept(
     opts: &Options,
 ) -> Result<(Accepted, Trigger, bool), IntakeError> {
     let trigger = sentinel::parse_trigger(body)?;
-    let tenant = app
+    let tenant = shared
         .tenant(&caller.tenant)
         .ok_or_else(|| IntakeError::UnknownTenant(caller.tenant.to_string()))?;
     if let Some(inc) = &trigger.incident
-        && !tenant.tenant.workspaces.contains(&inc.workspace)
+        && !tenant.workspaces.contains(&inc.workspace)
     {
         return Err(IntakeError::WorkspaceNotAllowed(
             inc.workspace.arm_id(),
             caller.tenant.to_string(),
         ));
     }
-    let p = &tenant.tenant.policy;
+    let p = &tenant.policy;
     let mode = if opts.dry_run || p.mode == Mode::DryRun {
         Mode::DryRun
     } else {
         Mode::Enforce
     };
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let run_id = RunId::new();
     let key = delivery_key(caller, "incidents", opts, d, &trigger, raw);
 
-    let mut upns = vec![];
+    let mut found = vec![];
     let mut unresolved = vec![];
-    let mut tasks: Vec<(String, String)> = vec![];
+    let mut jobs: Vec<Job> = vec![];
     for c in &trigger.candidates {
         match c {
             Candidate::Upn {
                 upn,
                 source,
                 claims,
-            } => upns.push(Found {
+            } => found.push(Found {
                 upn: upn.clone(),
                 source: source.clone(),
                 claims: claims.clone(),
             }),
             Candidate::AadUser {
                 object_id, claims, ..
-            } => tasks.push((
-                kind::RESOLVE.into(),
-                kind::resolve_arg(object_id, &claims.notes),
-            )),
-            Candidate::Unresolved { entity, reason } => {
-                unresolved.push((entity.clone(), reason.clone()))
-            }
+            } => jobs.push(Job::Resolve {
+                object_id: object_id.clone(),
+                notes: claims.notes.clone(),
+            }),
+            Candidate::Unresolved { entity, reason } => unresolved.push(Unresolved {
+                entity: entity.clone(),
+                reason: reason.clone(),
+            }),
         }
     }
-    let mut run_status = status::QUEUED.to_string();
+    let mut status = RunStatus::Queued;
     let mut reason = None;
     let targets;
     let severity_check = if trigger.kind == TriggerKind::Incident {
@@ -226,69 +172,65 @@ pub async fn accept(
     };
     if let Err(why) = severity_check {
         // Recorded and commented, nothing contained.
-        run_status = status::SKIPPED.into();
+        status = RunStatus::Skipped;
         reason = Some(why);
-        targets = upns
+        targets = found
             .iter()
             .map(|f| NewTarget {
-                upn: f.upn.to_string(),
+                upn: f.upn.clone(),
                 source: f.source.clone(),
-                state: "skipped".into(),
+                state: TargetState::Skipped,
                 reason: Some("below minimum severity".into()),
                 claims: f.claims.clone(),
             })
             .collect();
-        tasks.clear();
+        jobs.clear();
     } else {
-        targets = plan_targets(p, &upns, true);
+        targets = policy::plan_targets(p, &found, true);
         for (i, t) in targets.iter().enumerate() {
-            if t.state == target::PENDING {
-                tasks.insert(i.min(tasks.len()), (kind::CONTAIN.into(), t.upn.clone()));
+            if t.state == TargetState::Pending {
+                jobs.insert(i.min(jobs.len()), Job::Contain { upn: t.upn.clone() });
             }
         }
         if trigger.kind == TriggerKind::Incident {
             // The body's entity list can be incomplete: read the incident's own.
-            tasks.push((kind::ENTITIES.into(), String::new()));
+            jobs.push(Job::Entities);
         }
-        if tasks.is_empty() {
-            let held = targets.iter().any(|t| t.state == target::HELD);
-            run_status = if held {
-                status::HELD.into()
+        if jobs.is_empty() {
+            let held = targets.iter().find(|t| t.state == TargetState::Held);
+            status = if held.is_some() {
+                RunStatus::Held
             } else {
-                status::COMPLETED.into()
+                RunStatus::Completed
             };
-            reason = targets
-                .iter()
-                .find(|t| t.state == target::HELD)
-                .and_then(|t| t.reason.clone());
+            reason = held.and_then(|t| t.reason.clone());
         }
     }
-    if status::is_final(&run_status) && trigger.incident.is_some() {
-        tasks.push((kind::COMMENT.into(), String::new()));
+    if status.is_final() && trigger.incident.is_some() {
+        jobs.push(Job::Comment);
     }
-    let held_at_intake = run_status == status::HELD;
     let new = NewRun {
         id: run_id.clone(),
         delivery_key: key,
-        tenant_id: caller.tenant.to_string(),
-        incident_arm_id: trigger.incident.as_ref().map(|i| i.arm_id()),
+        tenant: caller.tenant.clone(),
+        incident: trigger.incident.clone(),
         incident_number: trigger.incident_number,
         incident_title: trigger.title.clone(),
-        severity: trigger.severity.map(|s| s.as_str().to_string()),
-        trigger_kind: trigger.kind.as_str().into(),
+        severity: trigger.severity,
+        trigger: trigger.kind,
         caller: caller.display(),
-        mode: mode.as_str().into(),
+        mode,
         force: opts.force,
-        status: run_status,
+        status,
         reason,
         comment_id: trigger.incident.as_ref().map(|_| comment_id(&run_id)),
         targets,
         unresolved,
-        expire_at: held_at_intake
+        expire_at: (status == RunStatus::Held)
             .then(|| crate::store::now_ms() + p.hold_expiry.as_millis() as i64),
-        tasks,
+        jobs,
     };
-    let accepted = app.store.accept(&new).await?;
-    let has_work = accepted.created && !new.tasks.is_empty();
+    let accepted = shared.store.accept(&new).await?;
+    let has_work = accepted.created && !new.jobs.is_empty();
     Ok((accepted, trigger, has_work))
 }

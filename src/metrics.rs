@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::domain::RunStatus;
 use crate::store::StoreStats;
 
 type Labels = Vec<(String, String)>;
@@ -189,23 +190,16 @@ impl Metrics {
     /// Render the text format, after refreshing the store-derived gauges.
     pub fn render(&self, stats: Option<&StoreStats>) -> String {
         if let Some(s) = stats {
-            for st in [
-                "queued",
-                "running",
-                "held",
-                "completed",
-                "expired",
-                "skipped",
-            ] {
+            for &st in RunStatus::ALL {
                 let n = s
                     .runs_by_status
                     .iter()
-                    .find(|(k, _)| k == st)
+                    .find(|(k, _)| *k == st)
                     .map(|(_, n)| *n)
                     .unwrap_or(0);
                 self.inner
                     .runs
-                    .get_or_create(&Self::l(&[("status", st)]))
+                    .get_or_create(&Self::l(&[("status", st.as_str())]))
                     .set(n);
             }
             self.inner.queue_depth.set(s.ready_tasks);

@@ -2,8 +2,10 @@
 //! ends in a wipe: every "no" carries the reason shown on the incident.
 
 use crate::config::PolicySettings;
-use crate::domain::{Claims, ClientType, DirectoryUser, EasVersion, Severity, Upn};
-use crate::exchange::MobileDevice;
+use crate::domain::{
+    Claims, ClientType, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget, Severity,
+    TargetState, Upn,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetDecision {
@@ -35,6 +37,48 @@ pub fn target(p: &PolicySettings, upn: &Upn) -> TargetDecision {
         ));
     }
     TargetDecision::Proceed
+}
+
+/// Decide the state of new targets: policy refusals, then (with
+/// `blast_radius`, at intake) the hold when there are too many. Targets found
+/// after intake get their blast radius from the store, under the run's lock.
+/// This judges the address as named; the contain job judges the person it
+/// resolves to again before anything is sent.
+pub fn plan_targets(p: &PolicySettings, found: &[Found], blast_radius: bool) -> Vec<NewTarget> {
+    let mut planned: Vec<NewTarget> = found
+        .iter()
+        .map(|f| {
+            let (state, reason) = match target(p, &f.upn) {
+                TargetDecision::Proceed => (TargetState::Pending, None),
+                TargetDecision::Refused(r) => (TargetState::Refused, Some(r)),
+                TargetDecision::Protected(r) => (TargetState::Protected, Some(r)),
+            };
+            NewTarget {
+                upn: f.upn.clone(),
+                source: f.source.clone(),
+                state,
+                reason,
+                claims: f.claims.clone(),
+            }
+        })
+        .collect();
+    let eligible = planned
+        .iter()
+        .filter(|t| t.state == TargetState::Pending)
+        .count();
+    if blast_radius && eligible > p.max_targets_per_run {
+        for t in planned
+            .iter_mut()
+            .filter(|t| t.state == TargetState::Pending)
+        {
+            t.state = TargetState::Held;
+            t.reason = Some(format!(
+                "blast radius: {eligible} users exceed policy.max_targets_per_run = {}; approval required",
+                p.max_targets_per_run
+            ));
+        }
+    }
+    planned
 }
 
 /// May this person be contained automatically? Judged on the person, not on

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{Mode, Settings};
-use crate::intake::{Found, plan_targets};
+use crate::config::Settings;
+use crate::domain::{Found, Mode, TargetState};
 use crate::policy;
 use crate::sentinel::{self, Candidate, TriggerKind};
 
@@ -45,14 +45,14 @@ pub fn explain(settings: &Settings, body: &Value) -> Result<Value, String> {
     } else {
         Ok(())
     };
-    let targets: Vec<Value> = plan_targets(&pol, &upns, true)
+    let targets: Vec<Value> = policy::plan_targets(&pol, &upns, true)
         .into_iter()
         .map(|t| {
-            let would = match (t.state.as_str(), severity.is_ok()) {
+            let would = match (t.state, severity.is_ok()) {
                 (_, false) => "nothing (severity below policy.min_severity)".to_string(),
-                ("pending", true) if pol.mode == Mode::DryRun => "list devices; dry run: no wipe sent".into(),
-                ("pending", true) => "resolve the person (Microsoft Graph), judge them again on every address they have, list their devices by their UPN (Get-MobileDevice -Mailbox), then Clear-MobileDevice -AccountOnly for each eligible device".into(),
-                ("held", true) => "held for approval; nothing wiped until approved".into(),
+                (TargetState::Pending, true) if pol.mode == Mode::DryRun => "list devices; dry run: no wipe sent".into(),
+                (TargetState::Pending, true) => "resolve the person (Microsoft Graph), judge them again on every address they have, list their devices by their UPN (Get-MobileDevice -Mailbox), then Clear-MobileDevice -AccountOnly for each eligible device".into(),
+                (TargetState::Held, true) => "held for approval; nothing wiped until approved".into(),
                 (other, true) => format!("no action ({other})"),
             };
             json!({"upn": t.upn, "source": t.source, "state": t.state, "reason": t.reason, "would": would})

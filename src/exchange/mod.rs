@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ClientType, DeviceGuid, EasVersion, TenantId, Upn};
+use crate::domain::{ClientType, DeviceGuid, EasVersion, MobileDevice, TenantId, Upn};
 use crate::identity::{Resource, TokenProvider};
 use crate::metrics::Metrics;
 use crate::upstream::{CallError, backoff, retry_after};
@@ -85,21 +85,6 @@ impl Command {
     }
 }
 
-/// A mobile device as Get-MobileDevice reports it.
-#[derive(Clone, Debug)]
-pub struct MobileDevice {
-    pub guid: DeviceGuid,
-    pub identity: String,
-    pub device_id: String,
-    pub device_type: String,
-    pub model: String,
-    pub os: String,
-    pub user_agent: String,
-    pub client_type: ClientType,
-    pub client_version: String,
-    pub eas_version: Option<EasVersion>,
-}
-
 /// One device's wipe state from Get-MobileDeviceStatistics.
 #[derive(Clone, Debug)]
 pub struct DeviceStatistics {
@@ -127,6 +112,23 @@ pub fn identity_mailbox(identity: &str) -> Option<&str> {
     let lower = identity.to_ascii_lowercase();
     let pos = lower.find("\\exchangeactivesyncdevices\\")?;
     Some(&identity[..pos])
+}
+
+/// The limiters' current limits, readable without the client.
+#[derive(Clone)]
+pub struct LimitsView {
+    limiters: Arc<Mutex<HashMap<String, Limiter>>>,
+    initial: usize,
+}
+
+impl LimitsView {
+    /// A tenant's current limit (the initial one before its first call).
+    pub fn current(&self, tenant: &TenantId) -> usize {
+        let m = self.limiters.lock().expect("limiters lock");
+        m.get(tenant.as_str())
+            .map(Limiter::current_limit)
+            .unwrap_or(self.initial.max(1))
+    }
 }
 
 #[derive(Clone)]
@@ -169,6 +171,15 @@ impl ExchangeClient {
             max,
             backoff_scale,
             metrics,
+        }
+    }
+
+    /// A read-only view of every tenant's current concurrency limit (for
+    /// `/metrics`, which must not hold the client).
+    pub fn limits(&self) -> LimitsView {
+        LimitsView {
+            limiters: self.limiters.clone(),
+            initial: self.initial,
         }
     }
 

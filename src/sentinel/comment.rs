@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use super::arm::MAX_COMMENT_CHARS;
-use crate::store::{DeviceResult, RunReport, UserResult};
+use crate::domain::{DeviceOutcome, Mode, RunStatus, TargetState, Verification};
+use crate::report::{DeviceResult, RunReport, UserResult};
 
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -50,7 +51,7 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
         r.run_id
     );
     let mut h = String::new();
-    let title = if r.mode == "dry_run" {
+    let title = if r.mode == Mode::DryRun {
         "wipehook (DRY RUN): account-only mobile wipe"
     } else {
         "wipehook: account-only mobile wipe"
@@ -90,10 +91,10 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
     let _ = write!(
         h,
         "<br><b>Mode:</b> {} | <b>Trigger:</b> {} | <b>Run:</b> <a href=\"{}\" target=\"_blank\">{}</a> | <b>Started:</b> {}",
-        escape(&r.mode),
-        escape(&r.trigger),
+        escape(r.mode.as_str()),
+        escape(r.trigger.as_str()),
         escape(&link),
-        escape(&r.run_id),
+        escape(r.run_id.as_str()),
         escape(&r.created_at)
     );
     if let Some(a) = &r.approved {
@@ -113,7 +114,7 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
         );
     }
     h.push_str("</p>");
-    if r.status == "held" {
+    if r.status == RunStatus::Held {
         let _ = write!(
             h,
             "<p><b>Held: nothing was wiped for the held users.</b> To approve, run the playbook <i>Wipehook-Approve-Run</i> on this incident (or POST {}/approve). The hold expires {} after the run was held.</p>",
@@ -155,9 +156,9 @@ fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: us
 }
 
 fn status_words(r: &RunReport) -> String {
-    match r.status.as_str() {
-        "queued" | "running" => "in progress".into(),
-        "completed"
+    match r.status {
+        RunStatus::Queued | RunStatus::Running => "in progress".into(),
+        RunStatus::Completed
             if r.summary.wipes_requested > 0
                 && r.summary.acknowledged < r.summary.wipes_requested =>
         {
@@ -193,9 +194,9 @@ fn user_cell(u: &UserResult) -> String {
 fn user_rows(h: &mut String, u: &UserResult) {
     let user = user_cell(u);
     if u.devices.is_empty() {
-        let outcome = match u.state.as_str() {
-            "done" => "no mobile device".to_string(),
-            "pending" | "resolving" => "in progress".to_string(),
+        let outcome = match u.state {
+            TargetState::Done => "no mobile device".to_string(),
+            TargetState::Pending => "in progress".to_string(),
             other => format!(
                 "{other}{}",
                 u.reason
@@ -232,10 +233,10 @@ fn escape_keep_br(s: &str) -> String {
 }
 
 pub fn device_outcome(d: &DeviceResult) -> String {
-    let mut o = match d.outcome.as_str() {
-        "requested" => match (d.verification.as_deref(), &d.acknowledged_at) {
+    let mut o = match d.outcome {
+        DeviceOutcome::Requested => match (d.verification, &d.acknowledged_at) {
             (_, Some(at)) => format!("wipe acknowledged by the device at {at}"),
-            (Some("unconfirmed"), _) => format!(
+            (Some(Verification::Unconfirmed), _) => format!(
                 "wipe requested at {}; still pending at the verification deadline",
                 d.requested_at.as_deref().unwrap_or("?")
             ),
@@ -244,13 +245,13 @@ pub fn device_outcome(d: &DeviceResult) -> String {
                 d.requested_at.as_deref().unwrap_or("?")
             ),
         },
-        "would_request" => "dry run: a wipe would have been requested".into(),
-        "already_requested" => format!(
+        DeviceOutcome::WouldRequest => "dry run: a wipe would have been requested".into(),
+        DeviceOutcome::AlreadyRequested => format!(
             "already requested at {} by run {}",
             d.prior_requested_at.as_deref().unwrap_or("?"),
             d.prior_run_id.as_deref().unwrap_or("?")
         ),
-        "cancelled" => d
+        DeviceOutcome::Cancelled => d
             .reason
             .clone()
             .unwrap_or_else(|| "wipe request cancelled".into()),
@@ -271,7 +272,8 @@ pub fn device_outcome(d: &DeviceResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DeviceResult, Summary, UserResult};
+    use crate::domain::RunId;
+    use crate::report::{DeviceResult, Summary, UserResult};
 
     fn report(users: usize) -> RunReport {
         let dev = |i: usize| DeviceResult {
@@ -282,23 +284,23 @@ mod tests {
             os: "iOS 17.4".into(),
             client_type: "EAS".into(),
             client_version: "16.1".into(),
-            outcome: "requested".into(),
+            outcome: DeviceOutcome::Requested,
             reason: None,
             notes: vec![],
             requested_at: Some("2026-11-28T10:00:00Z".into()),
             acknowledged_at: None,
-            verification: Some("pending".into()),
+            verification: Some(Verification::Pending),
             prior_run_id: None,
             prior_requested_at: None,
         };
         RunReport {
-            run_id: "r1".into(),
-            status: "completed".into(),
+            run_id: RunId::parse("0190a3c2-7d6e-7abc-8def-0123456789ab").unwrap(),
+            status: RunStatus::Completed,
             reason: None,
             done: true,
             tenant_id: "t".into(),
-            trigger: "incident".into(),
-            mode: "enforce".into(),
+            trigger: crate::domain::TriggerKind::Incident,
+            mode: Mode::Enforce,
             force: false,
             caller: "c".into(),
             incident: None,
@@ -320,7 +322,7 @@ mod tests {
                     object_id: None,
                     notes: vec![],
                     source: "Account entity".into(),
-                    state: "done".into(),
+                    state: TargetState::Done,
                     reason: None,
                     devices: vec![dev(2 * u), dev(2 * u + 1)],
                 })
@@ -354,7 +356,11 @@ mod tests {
             html.contains("more user(s) not shown"),
             "the cut is said, with a link to the full result"
         );
-        assert!(html.contains("https://wipehook.example/api/v1/runs/r1"));
+        assert!(
+            html.contains(
+                "https://wipehook.example/api/v1/runs/0190a3c2-7d6e-7abc-8def-0123456789ab"
+            )
+        );
         assert!(
             html.contains("800 wipe(s) requested"),
             "the counts cover every user"

@@ -8,24 +8,8 @@ pub mod comment;
 
 use serde_json::{Map, Value};
 
+pub use crate::domain::TriggerKind;
 use crate::domain::{Claims, IncidentRef, Severity, Upn, visible};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TriggerKind {
-    /// `@triggerBody()` of the "Microsoft Sentinel incident" trigger.
-    Incident,
-    /// `@triggerBody()` of the "Microsoft Sentinel entity" trigger (Account).
-    Entity,
-}
-
-impl TriggerKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TriggerKind::Incident => "incident",
-            TriggerKind::Entity => "entity",
-        }
-    }
-}
 
 /// A trigger body, parsed.
 #[derive(Clone, Debug)]

@@ -107,7 +107,7 @@ async fn every_bad_token_is_refused_with_401_and_nothing_is_stored() {
         .post_incident(&app.h.incident_body("a2", 2, "High", &["jdoe@contoso.com"]))
         .await;
     assert_eq!(ok.status().as_u16(), 202);
-    let runs = app.running().app.store.list_runs(100).await.unwrap();
+    let runs = app.running().shared.store.list_runs(100).await.unwrap();
     assert_eq!(runs.len(), 1, "only the authenticated call became a run");
 }
 
@@ -181,7 +181,7 @@ async fn bad_bodies_get_clear_json_errors_and_store_nothing() {
     );
     assert!(
         app.running()
-            .app
+            .shared
             .store
             .list_runs(100)
             .await
@@ -216,7 +216,7 @@ async fn keys_unavailable_fails_closed_and_unknown_kid_refreshes_once_a_minute()
     assert!(r.headers().contains_key("www-authenticate"));
     assert!(
         app.running()
-            .app
+            .shared
             .store
             .list_runs(10)
             .await

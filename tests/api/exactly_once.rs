@@ -12,6 +12,7 @@ use wipehook_sim::{DeviceSpec, SimOptions};
 
 use crate::both_stores;
 use crate::helpers::*;
+use wipehook::domain::{DeviceGuid, RunId, TenantId, Upn, WipeState};
 
 async fn post_with_headers(
     app: &TestApp,
@@ -92,7 +93,13 @@ async fn ten_concurrent(store: StoreKind) {
         );
     }
     assert_eq!(
-        app.running().app.store.list_runs(10).await.unwrap().len(),
+        app.running()
+            .shared
+            .store
+            .list_runs(10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -307,13 +314,13 @@ async fn sigkill_mid_run(store: StoreKind) {
     let store = wipehook::store::Store::connect(&settings.store)
         .await
         .unwrap();
-    let ledger = store.ledger(&sim.tenant_id()).await.unwrap();
+    let ledger = store.ledger(&tid(&sim.tenant_id())).await.unwrap();
     assert_eq!(ledger.len(), devices.len(), "{ledger:?}");
     for g in &devices {
         assert_eq!(
             ledger
                 .iter()
-                .filter(|(d, _, s)| d == g && s == "requested")
+                .filter(|r| r.guid.as_str() == g && r.state == WipeState::Requested)
                 .count(),
             1,
             "one recorded wipe for {g}"
@@ -440,7 +447,7 @@ async fn two_processes_on_one_postgres_database_one_killed() {
     let store = wipehook::store::Store::connect(&settings.store)
         .await
         .unwrap();
-    let ledger = store.ledger(&sim.tenant_id()).await.unwrap();
+    let ledger = store.ledger(&tid(&sim.tenant_id())).await.unwrap();
     assert_eq!(ledger.len(), devices.len());
     for g in &devices {
         assert!((1..=2).contains(&sim.device(g).unwrap().wipe_request_count));
@@ -515,42 +522,38 @@ async fn sigterm_stops_gracefully_and_releases_claims() {
 async fn one_device_claimed_twice_in_a_run_or_across_runs_is_sent_once() {
     use wipehook::store::WipeClaim;
     let app = spawn_app().await;
-    let store = app.running().app.store.clone();
-    let t = app.h.sim.tenant_id();
-    let g = "6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a";
-    let claim = |run: &'static str, upn: &'static str, force: bool| {
-        let (store, t) = (store.clone(), t.clone());
-        async move { store.claim_wipe(&t, g, run, upn, force).await.unwrap() }
+    let store = app.running().shared.store.clone();
+    let t = tid(&app.h.sim.tenant_id());
+    let g = DeviceGuid::parse("6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a").unwrap();
+    let runs: Vec<RunId> = (0..5).map(|_| RunId::new()).collect();
+    let claim = |run: usize, upn: &'static str, force: bool| {
+        let (store, t, g, run) = (store.clone(), t.clone(), g.clone(), runs[run].clone());
+        async move {
+            store
+                .claim_wipe(&t, &g, &run, &Upn::parse(upn).unwrap(), force)
+                .await
+                .unwrap()
+        }
     };
     let existing = |c: WipeClaim| matches!(c, WipeClaim::Existing { .. });
     // The same mailbox reached through two entities of one run: one send.
-    assert_eq!(
-        claim("run-1", "jdoe@contoso.com", false).await,
-        WipeClaim::Mine
-    );
-    assert!(existing(
-        claim("run-1", "john.doe@contoso.com", false).await
-    ));
+    assert_eq!(claim(1, "jdoe@contoso.com", false).await, WipeClaim::Mine);
+    assert!(existing(claim(1, "john.doe@contoso.com", false).await));
     // The same task again after a crash: its own claim, sent again (the one repeat).
-    assert_eq!(
-        claim("run-1", "jdoe@contoso.com", false).await,
-        WipeClaim::Mine
-    );
+    assert_eq!(claim(1, "jdoe@contoso.com", false).await, WipeClaim::Mine);
     // Another run: not while the first is sending, and not after it requested.
-    assert!(existing(claim("run-2", "jdoe@contoso.com", false).await));
+    assert!(existing(claim(2, "jdoe@contoso.com", false).await));
     // force re-sends from another run, once.
-    assert_eq!(
-        claim("run-3", "jdoe@contoso.com", true).await,
-        WipeClaim::Mine
-    );
-    assert!(existing(claim("run-3", "john.doe@contoso.com", true).await));
+    assert_eq!(claim(3, "jdoe@contoso.com", true).await, WipeClaim::Mine);
+    assert!(existing(claim(3, "john.doe@contoso.com", true).await));
     // A released claim (the send failed for good) frees the device.
     store
-        .release_claims(&t, "run-3", "jdoe@contoso.com")
+        .release_claims(&t, &runs[3], &Upn::parse("jdoe@contoso.com").unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        claim("run-4", "jdoe@contoso.com", false).await,
-        WipeClaim::Mine
-    );
+    assert_eq!(claim(4, "jdoe@contoso.com", false).await, WipeClaim::Mine);
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
 }

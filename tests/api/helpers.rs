@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wipehook::app::Running;
 use wipehook::config::Settings;
 use wipehook::harness::Harness;
+use wipehook::startup::Running;
 use wipehook_sim::{ExchangeCall, SimOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! operator CLI (check-config, runs, replay).
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use wipehook_sim::{DeviceSpec, Fault};
@@ -75,10 +74,7 @@ async fn health_readiness_metrics_and_request_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_instance_refuses_new_calls_with_503() {
     let app = spawn_app().await;
-    app.running()
-        .app
-        .shutting_down
-        .store(true, Ordering::SeqCst);
+    app.running().shared.begin_shutdown();
     let r = app
         .post_incident(&app.h.incident_body("inc-stop", 82, "High", &[]))
         .await;
@@ -201,14 +197,14 @@ async fn retention_prunes_finished_runs_and_old_delivery_keys() {
         .h
         .incident_body("inc-old", 84, "High", &["old@contoso.com"]);
     let result = app.contain(&body).await;
-    let run_id = result["run_id"].as_str().unwrap().to_string();
+    let run_id = wipehook::domain::RunId::parse(result["run_id"].as_str().unwrap()).unwrap();
     let incident = app.incident_id("inc-old");
     app.eventually("comment written", || {
         !app.h.sim.comments(&incident).is_empty()
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let store = &app.running().app.store;
+    let store = &app.running().shared.store;
     // Within retention: kept.
     assert_eq!(
         store
@@ -229,5 +225,5 @@ async fn retention_prunes_finished_runs_and_old_delivery_keys() {
     assert_eq!(runs, 1);
     assert!(store.run(&run_id).await.unwrap().is_none());
     let again = app.contain(&body).await;
-    assert_ne!(again["run_id"].as_str().unwrap(), run_id);
+    assert_ne!(again["run_id"].as_str().unwrap(), run_id.as_str());
 }

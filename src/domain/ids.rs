@@ -1,5 +1,6 @@
-//! Domain types. Raw strings from the outside become these once, at the edge
-//! (parse, don't validate); everything past the edge holds only valid values.
+//! Identifiers: raw strings from the outside become these once, at the edge
+//! (parse, don't validate); everything past the edge holds only valid values,
+//! and a function that takes two of them cannot have them swapped.
 
 use std::fmt;
 
@@ -93,6 +94,73 @@ impl From<Upn> for String {
     }
 }
 impl fmt::Display for Upn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A run's id (a UUIDv7, so ids sort by creation time).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn new() -> RunId {
+        RunId(uuid::Uuid::now_v7().to_string())
+    }
+    pub fn parse(raw: &str) -> Result<RunId, String> {
+        uuid::Uuid::parse_str(raw.trim())
+            .map(|u| RunId(u.hyphenated().to_string()))
+            .map_err(|_| format!("run id '{}' is not a UUID", visible(raw)))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl Default for RunId {
+    fn default() -> Self {
+        RunId::new()
+    }
+}
+impl TryFrom<String> for RunId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        RunId::parse(&s)
+    }
+}
+impl From<RunId> for String {
+    fn from(r: RunId) -> String {
+        r.0
+    }
+}
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A task's id in the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TaskId(String);
+
+impl TaskId {
+    pub fn new() -> TaskId {
+        TaskId(uuid::Uuid::now_v7().to_string())
+    }
+    /// A task id as stored (the store wrote it).
+    pub fn from_stored(s: String) -> TaskId {
+        TaskId(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl Default for TaskId {
+    fn default() -> Self {
+        TaskId::new()
+    }
+}
+impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -253,151 +321,18 @@ impl fmt::Display for DeviceGuid {
     }
 }
 
-/// What an entity says about a person besides the address a target is keyed
-/// on: checked against the mailbox that address resolves to before any
-/// policy decision or wipe. A disagreement refuses the target.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Entra object ids the entity gives (`aadUserId`,
-    /// `externalDirectoryObjectId`), lower case. The mailbox must be this object.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub object_ids: Vec<String>,
-    /// Other addresses of the same entity (a Mailbox entity's `upn` and
-    /// `mailboxPrimaryAddress`): each must be an address of the same mailbox.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addresses: Vec<Upn>,
-    /// Fields that were present but did not decide (shown on the record).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
-
-impl Claims {
-    pub fn is_empty(&self) -> bool {
-        self.object_ids.is_empty() && self.addresses.is_empty() && self.notes.is_empty()
-    }
-    /// Both sets of claims about one address (two entities naming it).
-    pub fn merge(&mut self, other: &Claims) {
-        for o in &other.object_ids {
-            if !self.object_ids.contains(o) {
-                self.object_ids.push(o.clone());
+/// The stored forms parse back through the same checks.
+macro_rules! from_str_via_parse {
+    ($($t:ty),+) => {$(
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                <$t>::parse(s)
             }
         }
-        for a in &other.addresses {
-            if !self.addresses.contains(a) {
-                self.addresses.push(a.clone());
-            }
-        }
-        for n in &other.notes {
-            if !self.notes.contains(n) {
-                self.notes.push(n.clone());
-            }
-        }
-    }
+    )+};
 }
-
-/// A person as Microsoft Graph knows them: the identity every decision is
-/// made on. `Get-MobileDevice -Mailbox` accepts any address of a mailbox, so
-/// the policy judges the person's UPN and every SMTP address they have, and
-/// devices are listed by the UPN.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryUser {
-    pub upn: Upn,
-    pub display_name: String,
-    /// Entra object id, lower case.
-    pub object_id: String,
-    /// The primary SMTP address (`mail`), lower case.
-    pub mail: Option<String>,
-    /// Every SMTP address (`proxyAddresses`, primary and others), lower case.
-    pub addresses: Vec<String>,
-}
-
-impl DirectoryUser {
-    /// Is `address` this person's UPN or one of their SMTP addresses?
-    pub fn answers_to(&self, address: &str) -> bool {
-        let a = address.trim().to_ascii_lowercase();
-        self.upn.as_str() == a || self.addresses.iter().any(|x| *x == a)
-    }
-}
-
-/// Incident severity, ordered from least to most severe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Severity {
-    Informational,
-    Low,
-    Medium,
-    High,
-}
-
-impl Severity {
-    pub fn parse(raw: &str) -> Option<Severity> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "informational" => Some(Severity::Informational),
-            "low" => Some(Severity::Low),
-            "medium" => Some(Severity::Medium),
-            "high" => Some(Severity::High),
-            _ => None,
-        }
-    }
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Severity::Informational => "Informational",
-            Severity::Low => "Low",
-            Severity::Medium => "Medium",
-            Severity::High => "High",
-        }
-    }
-}
-
-/// Exchange's mobile-device client types. `Other` keeps what Exchange said.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientType {
-    Eas,
-    Outlook,
-    Rest,
-    Other(String),
-}
-
-impl ClientType {
-    pub fn parse(raw: &str) -> ClientType {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "eas" => ClientType::Eas,
-            "outlook" => ClientType::Outlook,
-            "rest" => ClientType::Rest,
-            _ => ClientType::Other(raw.trim().to_string()),
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        match self {
-            ClientType::Eas => "EAS",
-            ClientType::Outlook => "Outlook",
-            ClientType::Rest => "REST",
-            ClientType::Other(s) => s,
-        }
-    }
-}
-
-/// An EAS protocol version such as "16.1"; compared numerically.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct EasVersion(pub u32, pub u32);
-
-impl EasVersion {
-    pub const ACCOUNT_ONLY_MIN: EasVersion = EasVersion(16, 1);
-    pub fn parse(raw: &str) -> Option<EasVersion> {
-        let mut it = raw.trim().split('.');
-        let major = it.next()?.trim().parse().ok()?;
-        let minor = it
-            .next()
-            .map(|m| m.trim().parse().ok())
-            .unwrap_or(Some(0))?;
-        Some(EasVersion(major, minor))
-    }
-}
-
-impl fmt::Display for EasVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.0, self.1)
-    }
-}
+from_str_via_parse!(RunId, TenantId, Upn, DeviceGuid, IncidentRef);
 
 #[cfg(test)]
 mod tests {
@@ -428,6 +363,13 @@ mod tests {
     }
 
     #[test]
+    fn run_ids() {
+        let r = RunId::new();
+        assert_eq!(RunId::parse(r.as_str()).unwrap(), r);
+        assert!(RunId::parse("../etc").is_err());
+    }
+
+    #[test]
     fn incident_ref_parsing() {
         let id = "/subscriptions/0000-1/resourceGroups/My-RG/providers/Microsoft.OperationalInsights/workspaces/ws1/providers/Microsoft.SecurityInsights/Incidents/73e01a99-5cd7-4139-a149-9f2736ff2ab5";
         let r = IncidentRef::parse(id).unwrap();
@@ -437,13 +379,5 @@ mod tests {
         assert!(IncidentRef::parse(&format!("{id}/../../x")).is_err());
         let lower = id.to_ascii_lowercase().replace("incidents", "incidents");
         assert_eq!(IncidentRef::parse(&lower).unwrap().workspace, r.workspace);
-    }
-
-    #[test]
-    fn eas_versions() {
-        assert!(EasVersion::parse("16.1").unwrap() >= EasVersion::ACCOUNT_ONLY_MIN);
-        assert!(EasVersion::parse("14.1").unwrap() < EasVersion::ACCOUNT_ONLY_MIN);
-        assert!(EasVersion::parse("16").unwrap() < EasVersion::ACCOUNT_ONLY_MIN);
-        assert!(EasVersion::parse("garbage").is_none());
     }
 }

@@ -1,20 +1,26 @@
-//! The result of a run as the API returns it and the comment shows it.
+//! The read model: the result of a run as `GET /api/v1/runs/{id}` returns
+//! it and the incident comment shows it, built from the store's records.
+//! The API answer and the comment are the same report, so they cannot
+//! disagree.
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{DeviceRecord, RunRecord, Store, TargetRow, status};
+use crate::domain::{
+    DeviceOutcome, Mode, RunId, RunStatus, TargetState, TriggerKind, Verification,
+};
+use crate::store::{DeviceRecord, RunRecord, Store, TargetRecord, Unresolved};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
-    pub run_id: String,
-    pub status: String,
+    pub run_id: RunId,
+    pub status: RunStatus,
     /// Why the run is in this status, in words.
     pub reason: Option<String>,
     pub done: bool,
     pub tenant_id: String,
-    pub trigger: String,
-    pub mode: String,
+    pub trigger: TriggerKind,
+    pub mode: Mode,
     pub force: bool,
     pub caller: String,
     pub incident: Option<IncidentInfo>,
@@ -24,7 +30,7 @@ pub struct RunReport {
     pub cancelled: Option<Actor>,
     pub summary: Summary,
     pub users: Vec<UserResult>,
-    pub unresolved: Vec<Unresolved>,
+    pub unresolved: Vec<UnresolvedEntity>,
     /// Work that was given up after retries, with the last error.
     pub errors: Vec<String>,
 }
@@ -75,7 +81,7 @@ pub struct UserResult {
     pub source: String,
     /// Fields of the entity that were present but did not decide.
     pub notes: Vec<String>,
-    pub state: String,
+    pub state: TargetState,
     pub reason: Option<String>,
     pub devices: Vec<DeviceResult>,
 }
@@ -89,20 +95,19 @@ pub struct DeviceResult {
     pub os: String,
     pub client_type: String,
     pub client_version: String,
-    /// requested | would_request | already_requested | skipped | failed | cancelled
-    pub outcome: String,
+    pub outcome: DeviceOutcome,
     pub reason: Option<String>,
     pub notes: Vec<String>,
     pub requested_at: Option<String>,
     pub acknowledged_at: Option<String>,
     /// pending | acknowledged | unconfirmed (deadline passed)
-    pub verification: Option<String>,
+    pub verification: Option<Verification>,
     pub prior_run_id: Option<String>,
     pub prior_requested_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Unresolved {
+pub struct UnresolvedEntity {
     pub entity: String,
     pub reason: String,
 }
@@ -117,24 +122,29 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-impl Store {
-    pub async fn report(&self, run_id: &str) -> Result<Option<RunReport>> {
-        let Some(run) = self.run(run_id).await? else {
-            return Ok(None);
-        };
-        let targets = self.target_rows(run_id).await?;
-        let devices = self.devices(run_id).await?;
-        let unresolved = self.unresolved(run_id).await?;
-        let (_, errors) = self.task_summary(run_id).await?;
-        Ok(Some(build(run, targets, devices, unresolved, errors)))
-    }
+/// The report of a run, read from the store; `None` when there is no such run.
+pub async fn load(store: &Store, run_id: &RunId) -> Result<Option<RunReport>> {
+    let Some(run) = store.run(run_id).await? else {
+        return Ok(None);
+    };
+    let targets = store.targets(run_id).await?;
+    let devices = store.devices(run_id).await?;
+    let unresolved = store.unresolved(run_id).await?;
+    let summary = store.task_summary(run_id).await?;
+    Ok(Some(build(
+        run,
+        targets,
+        devices,
+        unresolved,
+        summary.errors,
+    )))
 }
 
 fn build(
     run: RunRecord,
-    targets: Vec<TargetRow>,
+    targets: Vec<TargetRecord>,
     devices: Vec<DeviceRecord>,
-    unresolved: Vec<(String, String)>,
+    unresolved: Vec<Unresolved>,
     errors: Vec<String>,
 ) -> RunReport {
     let mut s = Summary {
@@ -144,56 +154,46 @@ fn build(
     };
     let mut users = vec![];
     for t in targets {
-        let TargetRow {
-            upn,
-            source,
-            state,
-            reason,
-            claims,
-            mailbox_upn,
-            display_name,
-            object_id,
-        } = t;
-        match state.as_str() {
-            "held" => s.held_users += 1,
-            "refused" => s.refused_users += 1,
-            "protected" => s.protected_users += 1,
-            "expired" => s.expired_users += 1,
+        match t.state {
+            TargetState::Held => s.held_users += 1,
+            TargetState::Refused => s.refused_users += 1,
+            TargetState::Protected => s.protected_users += 1,
+            TargetState::Expired => s.expired_users += 1,
             _ => {}
         }
         let devs: Vec<DeviceResult> = devices
             .iter()
-            .filter(|d| d.upn == upn)
+            .filter(|d| d.upn == t.upn)
             .map(device_result)
             .collect();
+        let person = t.person;
         users.push(UserResult {
-            upn,
-            mailbox_upn,
-            display_name,
-            object_id,
-            source,
-            notes: claims.notes,
-            state,
-            reason,
+            upn: t.upn.to_string(),
+            mailbox_upn: person.as_ref().map(|p| p.upn.to_string()),
+            display_name: person.as_ref().map(|p| p.display_name.clone()),
+            object_id: person.and_then(|p| p.object_id),
+            source: t.source,
+            notes: t.claims.notes,
+            state: t.state,
+            reason: t.reason,
             devices: devs,
         });
     }
     for d in &devices {
         s.devices += 1;
-        match d.outcome.as_str() {
-            "requested" => s.wipes_requested += 1,
-            "would_request" => s.would_request += 1,
-            "already_requested" => s.already_requested += 1,
-            "skipped" => s.skipped += 1,
-            "failed" => s.failed += 1,
-            "cancelled" => s.cancelled += 1,
-            _ => {}
+        match d.outcome {
+            DeviceOutcome::Requested => s.wipes_requested += 1,
+            DeviceOutcome::WouldRequest => s.would_request += 1,
+            DeviceOutcome::AlreadyRequested => s.already_requested += 1,
+            DeviceOutcome::Skipped => s.skipped += 1,
+            DeviceOutcome::Failed => s.failed += 1,
+            DeviceOutcome::Cancelled => s.cancelled += 1,
         }
-        if d.acked_at.is_some() && d.outcome == "requested" {
+        if d.acked_at.is_some() && d.outcome == DeviceOutcome::Requested {
             s.acknowledged += 1;
         }
     }
-    let done = status::is_final(&run.status);
+    let done = run.status.is_final();
     let reason = run
         .reason
         .clone()
@@ -203,32 +203,35 @@ fn build(
         status: run.status,
         reason,
         done,
-        tenant_id: run.tenant_id,
-        trigger: run.trigger_kind,
+        tenant_id: run.tenant.to_string(),
+        trigger: run.trigger,
         mode: run.mode,
         force: run.force,
         caller: run.caller,
-        incident: run.incident_arm_id.map(|arm_id| IncidentInfo {
-            arm_id,
+        incident: run.incident.map(|inc| IncidentInfo {
+            arm_id: inc.arm_id(),
             number: run.incident_number,
             title: run.incident_title,
-            severity: run.severity,
+            severity: run.severity.map(|s| s.as_str().to_string()),
         }),
         created_at: rfc3339(run.created_at),
         finished_at: run.finished_at.map(rfc3339),
-        approved: run.approved_by.map(|by| Actor {
-            by,
-            at: run.approved_at.map(rfc3339).unwrap_or_default(),
+        approved: run.approved.map(|a| Actor {
+            by: a.by,
+            at: rfc3339(a.at),
         }),
-        cancelled: run.cancelled_by.map(|by| Actor {
-            by,
-            at: run.cancelled_at.map(rfc3339).unwrap_or_default(),
+        cancelled: run.cancelled.map(|a| Actor {
+            by: a.by,
+            at: rfc3339(a.at),
         }),
         summary: s,
         users,
         unresolved: unresolved
             .into_iter()
-            .map(|(entity, reason)| Unresolved { entity, reason })
+            .map(|u| UnresolvedEntity {
+                entity: u.entity,
+                reason: u.reason,
+            })
             .collect(),
         errors,
     }
@@ -248,7 +251,7 @@ fn default_reason(run: &RunRecord, s: &Summary, done: bool) -> Option<String> {
     if s.devices == 0 {
         return Some("no mobile device was found for the affected users".into());
     }
-    if run.mode == "dry_run" {
+    if run.mode == Mode::DryRun {
         return Some(format!(
             "dry run: {} wipe(s) would have been requested; none was sent",
             s.would_request
@@ -259,29 +262,20 @@ fn default_reason(run: &RunRecord, s: &Summary, done: bool) -> Option<String> {
 
 fn device_result(d: &DeviceRecord) -> DeviceResult {
     DeviceResult {
-        guid: d.guid.clone(),
+        guid: d.guid.to_string(),
         device_id: d.device_id.clone(),
         device_type: d.device_type.clone(),
         model: d.model.clone(),
         os: d.os.clone(),
-        client_type: d.client_type.clone(),
+        client_type: d.client_type.as_str().to_string(),
         client_version: d.client_version.clone(),
-        outcome: d.outcome.clone(),
+        outcome: d.outcome,
         reason: d.reason.clone(),
-        notes: d
-            .flags
-            .as_deref()
-            .map(|f| {
-                f.split('\n')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        notes: d.notes.clone(),
         requested_at: d.requested_at.map(rfc3339),
         acknowledged_at: d.acked_at.map(rfc3339),
-        verification: d.verify.clone(),
-        prior_run_id: d.prior_run_id.clone(),
-        prior_requested_at: d.prior_at.map(rfc3339),
+        verification: d.verification,
+        prior_run_id: d.prior.as_ref().map(|p| p.run_id.to_string()),
+        prior_requested_at: d.prior.as_ref().map(|p| rfc3339(p.at)),
     }
 }

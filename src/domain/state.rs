@@ -1,0 +1,258 @@
+//! The closed sets of words wipehook stores as `TEXT`: run, target, device,
+//! wipe and task states, task kinds, modes, triggers, severities. This module
+//! is the only home of those strings: SQL binds them, never spells them, and
+//! rows are parsed back into these types once, in the store.
+//!
+//! The state machines (who moves what, and when) are drawn in
+//! docs/ARCHITECTURE.md, "States".
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An enum whose every variant has exactly one stored string form.
+macro_rules! text_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $var),+
+        }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$var),+];
+            /// The stored (and serialized) form.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$var => $s),+ }
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<$name, String> {
+                match s {
+                    $($s => Ok($name::$var),)+
+                    other => Err(format!(concat!("unknown ", stringify!($name), " '{}'"), other)),
+                }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a run is. `queued -> running -> completed`, or `-> held ->
+    /// (approved) running | expired`; `skipped` below the minimum severity.
+    pub enum RunStatus {
+        Queued = "queued",
+        Running = "running",
+        Held = "held",
+        Completed = "completed",
+        Expired = "expired",
+        Skipped = "skipped",
+    }
+}
+
+impl RunStatus {
+    /// Nothing more happens without an analyst: `GET /runs/{id}` answers 200.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Held | RunStatus::Completed | RunStatus::Expired | RunStatus::Skipped
+        )
+    }
+    /// Work tasks may still change the run.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+text_enum! {
+    /// Where one user of a run is.
+    pub enum TargetState {
+        /// Waiting for its contain task.
+        Pending = "pending",
+        /// Devices listed and decided.
+        Done = "done",
+        /// Waiting for approval (blast radius, hourly budget).
+        Held = "held",
+        /// Refused by policy (domain, claims disagree).
+        Refused = "refused",
+        /// A protected account.
+        Protected = "protected",
+        /// Could not be contained (Exchange or Graph refused, gave up).
+        Failed = "failed",
+        /// The hold expired unapproved.
+        Expired = "expired",
+        /// Cancelled before any wipe was sent.
+        Cancelled = "cancelled",
+        /// The run is below the minimum severity.
+        Skipped = "skipped",
+    }
+}
+
+impl TargetState {
+    /// Counted against the blast radius (a user who is or may be wiped).
+    pub fn counts_for_blast_radius(self) -> bool {
+        matches!(
+            self,
+            TargetState::Pending | TargetState::Done | TargetState::Held | TargetState::Failed
+        )
+    }
+}
+
+text_enum! {
+    /// What happened to one device in a run.
+    pub enum DeviceOutcome {
+        Requested = "requested",
+        /// Dry run: the wipe that would have been requested.
+        WouldRequest = "would_request",
+        /// An earlier run already requested it.
+        AlreadyRequested = "already_requested",
+        Skipped = "skipped",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// Following a requested wipe until the phone acknowledges it.
+    pub enum Verification {
+        Pending = "pending",
+        Acknowledged = "acknowledged",
+        /// The deadline passed, or Exchange would not report on the mailbox.
+        Unconfirmed = "unconfirmed",
+    }
+}
+
+text_enum! {
+    /// The device-level wipe ledger (one row per tenant and device, across runs).
+    pub enum WipeState {
+        /// Claimed by a run, the request not yet answered.
+        Sending = "sending",
+        Requested = "requested",
+        Acknowledged = "acknowledged",
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// The kinds of durable task; see `Job` for their arguments.
+    pub enum TaskKind {
+        Contain = "contain",
+        Resolve = "resolve",
+        Entities = "entities",
+        Comment = "comment",
+        Verify = "verify",
+        Cancel = "cancel",
+        Expire = "expire",
+    }
+}
+
+impl TaskKind {
+    /// Work kinds decide whether a run is finished.
+    pub const WORK: [TaskKind; 3] = [TaskKind::Contain, TaskKind::Resolve, TaskKind::Entities];
+    pub fn is_work(self) -> bool {
+        TaskKind::WORK.contains(&self)
+    }
+}
+
+text_enum! {
+    /// Where a task is in the queue.
+    pub enum TaskState {
+        Ready = "ready",
+        Done = "done",
+        /// Given up after its retries.
+        Dead = "dead",
+    }
+}
+
+text_enum! {
+    /// Enforce, or only say what would be done.
+    pub enum Mode {
+        Enforce = "enforce",
+        DryRun = "dry_run",
+    }
+}
+
+text_enum! {
+    /// Which playbook trigger sent the body.
+    pub enum TriggerKind {
+        /// `@triggerBody()` of the "Microsoft Sentinel incident" trigger.
+        Incident = "incident",
+        /// `@triggerBody()` of the "Microsoft Sentinel entity" trigger (Account).
+        Entity = "entity",
+    }
+}
+
+/// Incident severity, ordered from least to most severe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn parse(raw: &str) -> Option<Severity> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "informational" => Some(Severity::Informational),
+            "low" => Some(Severity::Low),
+            "medium" => Some(Severity::Medium),
+            "high" => Some(Severity::High),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Informational => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Severity, String> {
+        Severity::parse(s).ok_or_else(|| format!("unknown severity '{s}'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_round_trips_through_its_stored_form() {
+        fn check<T: Copy + PartialEq + fmt::Debug + std::str::FromStr + fmt::Display>(all: &[T])
+        where
+            T::Err: fmt::Debug,
+        {
+            for v in all {
+                assert_eq!(v.to_string().parse::<T>().unwrap(), *v);
+            }
+        }
+        check(RunStatus::ALL);
+        check(TargetState::ALL);
+        check(DeviceOutcome::ALL);
+        check(Verification::ALL);
+        check(WipeState::ALL);
+        check(TaskKind::ALL);
+        check(TaskState::ALL);
+        check(Mode::ALL);
+        check(TriggerKind::ALL);
+        assert!(
+            "Held".parse::<RunStatus>().is_err(),
+            "stored forms are exact"
+        );
+        assert_eq!(
+            serde_json::to_value(DeviceOutcome::WouldRequest).unwrap(),
+            "would_request"
+        );
+    }
+}

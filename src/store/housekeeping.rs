@@ -1,0 +1,42 @@
+//! Housekeeping: reachability, the schema version, retention, and the
+//! figures `/metrics` shows.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{Store, dispatch};
+use crate::domain::RunStatus;
+
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    pub runs_by_status: Vec<(RunStatus, i64)>,
+    pub ready_tasks: i64,
+    pub oldest_ready_ms: Option<i64>,
+    pub held_runs: i64,
+    pub dead_tasks: i64,
+}
+
+impl Store {
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, ping())
+    }
+
+    /// The schema version this store is at.
+    pub async fn schema_version(&self) -> Result<i64> {
+        dispatch!(self, schema_version())
+    }
+
+    /// Delete finished runs older than the retention, and old delivery keys.
+    pub async fn prune(
+        &self,
+        run_retention: Duration,
+        delivery_retention: Duration,
+    ) -> Result<(u64, u64)> {
+        dispatch!(self, prune(run_retention, delivery_retention))
+    }
+
+    pub async fn stats(&self) -> Result<StoreStats> {
+        dispatch!(self, stats())
+    }
+}

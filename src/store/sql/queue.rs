@@ -1,0 +1,244 @@
+// The durable task queue: claim under a lease, renew, complete, fail with a
+// retry time or give up, enqueue (or re-mark a running task dirty).
+
+fn task_from_row(r: &DbRow, owner: &str) -> Result<Task> {
+    let kind: String = r.try_get("kind")?;
+    let arg: String = r.try_get("arg")?;
+    Ok(Task {
+        id: TaskId::from_stored(r.try_get("id")?),
+        run_id: parsed(r, "run_id")?,
+        tenant: parsed(r, "tenant_id")?,
+        job: Job::from_stored(&kind, &arg).map_err(anyhow::Error::msg)?,
+        attempts: r.try_get("attempts")?,
+        owner: owner.to_string(),
+    })
+}
+
+/// Claim the next ready task. Order: `seq` first, so the first target of a
+/// new run goes before the 200th target of an older one (fair across runs).
+pub async fn claim(c: &mut Conn, owner: &str, lease: Duration) -> Result<Option<Task>> {
+    let now = now_ms();
+    let lock = LOCK;
+    let sql = format!(
+        "UPDATE tasks SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0, updated_at = $3
+         WHERE id = (SELECT id FROM tasks WHERE state = $4 AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3)
+                     ORDER BY seq, not_before, created_at LIMIT 1 {lock})
+         RETURNING id, run_id, tenant_id, kind, arg, attempts"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(TaskState::Ready.as_str())
+        .fetch_optional(&mut *c)
+        .await?;
+    row.as_ref().map(|r| task_from_row(r, owner)).transpose()
+}
+
+/// Extend a lease; false when this owner lost it.
+pub async fn renew(c: &mut Conn, task: &Task, lease: Duration) -> Result<bool> {
+    let r = sqlx::query("UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(task.id.as_str())
+        .bind(&task.owner)
+        .execute(&mut *c)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// When the earliest ready task can next be claimed (for the worker's
+/// sleep): its `not_before`, or the end of its lease while another worker
+/// holds it.
+pub async fn next_due(c: &mut Conn) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < $1 THEN not_before ELSE lease_until END) AS t
+         FROM tasks WHERE state = $2",
+    )
+    .bind(now_ms())
+    .bind(TaskState::Ready.as_str())
+    .fetch_one(&mut *c)
+    .await?;
+    Ok(row.try_get::<Option<i64>, _>("t")?)
+}
+
+/// Ready work tasks of a run (contain, resolve, entities).
+async fn pending_work(c: &mut Conn, run: &RunId) -> Result<i64> {
+    let [a, b, w] = TaskKind::WORK;
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM tasks WHERE run_id = $1 AND state = $2 AND kind IN ($3, $4, $5)",
+    )
+    .bind(run.as_str())
+    .bind(TaskState::Ready.as_str())
+    .bind(a.as_str())
+    .bind(b.as_str())
+    .bind(w.as_str())
+    .fetch_one(&mut *c)
+    .await?
+    .try_get("n")?)
+}
+
+/// Finish a task. A task marked dirty while it ran goes back to ready.
+/// For work tasks, the run is finalised when its last work task ends.
+pub async fn complete(
+    c: &mut Conn,
+    task: &Task,
+    hold_expiry: Duration,
+) -> Result<Option<RunStatus>> {
+    let now = now_ms();
+    let mut tx = c.begin().await?;
+    lock_run(&mut tx, &task.run_id, now).await?;
+    sqlx::query(
+        "UPDATE tasks SET state = CASE WHEN dirty = 1 THEN $1 ELSE $2 END, lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = $3
+         WHERE id = $4 AND lease_owner = $5",
+    )
+    .bind(TaskState::Ready.as_str())
+    .bind(TaskState::Done.as_str())
+    .bind(now)
+    .bind(task.id.as_str())
+    .bind(&task.owner)
+    .execute(&mut *tx)
+    .await?;
+    let finished = finalize_if_done(&mut tx, &task.run_id, now, hold_expiry).await?;
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// Record a failed attempt: retry at `retry_at`, or give up after `max`.
+/// Returns true when the task was given up (dead).
+pub async fn fail(
+    c: &mut Conn,
+    task: &Task,
+    error: &str,
+    retry_at: i64,
+    max: Option<u32>,
+    hold_expiry: Duration,
+) -> Result<bool> {
+    let now = now_ms();
+    let dead = max.is_some_and(|m| task.attempts >= m as i64);
+    let mut tx = c.begin().await?;
+    lock_run(&mut tx, &task.run_id, now).await?;
+    sqlx::query(
+        "UPDATE tasks SET state = $1, not_before = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
+         WHERE id = $5 AND lease_owner = $6",
+    )
+    .bind(if dead { TaskState::Dead } else { TaskState::Ready }.as_str())
+    .bind(retry_at)
+    .bind(truncate(error, 2000))
+    .bind(now)
+    .bind(task.id.as_str())
+    .bind(&task.owner)
+    .execute(&mut *tx)
+    .await?;
+    if dead {
+        finalize_if_done(&mut tx, &task.run_id, now, hold_expiry).await?;
+    }
+    tx.commit().await?;
+    Ok(dead)
+}
+
+/// Give back every lease of this owner (graceful shutdown).
+pub async fn release_all(c: &mut Conn, owner: &str) -> Result<u64> {
+    let r = sqlx::query(
+        "UPDATE tasks SET lease_owner = NULL, lease_until = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE lease_owner = $1 AND state = $2",
+    )
+    .bind(owner)
+    .bind(TaskState::Ready.as_str())
+    .execute(&mut *c)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Enqueue a task, or mark the existing one dirty so it runs again.
+pub async fn enqueue(
+    c: &mut Conn,
+    run: &RunId,
+    tenant: &TenantId,
+    job: &Job,
+    not_before: i64,
+) -> Result<()> {
+    let mut tx = c.begin().await?;
+    // Follow-up polls of Exchange go after every run's containment work.
+    let seq = if job.kind() == TaskKind::Verify {
+        1_000_000
+    } else {
+        0
+    };
+    enqueue_tx(&mut tx, run, tenant, job, seq, not_before).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn enqueue_tx(
+    tx: &mut Tx<'_>,
+    run: &RunId,
+    tenant: &TenantId,
+    job: &Job,
+    seq: i64,
+    not_before: i64,
+) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, 0, $9, $9)
+         ON CONFLICT (run_id, kind, arg) DO UPDATE SET dirty = 1, state = excluded.state, attempts = 0,
+             not_before = CASE WHEN tasks.state = excluded.state AND tasks.not_before < excluded.not_before THEN tasks.not_before ELSE excluded.not_before END,
+             updated_at = excluded.updated_at",
+    )
+    .bind(TaskId::new().as_str())
+    .bind(run.as_str())
+    .bind(tenant.as_str())
+    .bind(job.kind().as_str())
+    .bind(job.arg())
+    .bind(seq)
+    .bind(TaskState::Ready.as_str())
+    .bind(not_before)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Reschedule the running task itself (verification backoff) and finish it.
+pub async fn reschedule(c: &mut Conn, task: &Task, at: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET state = $1, not_before = $2, lease_owner = NULL, lease_until = NULL, attempts = 0, updated_at = $3 WHERE id = $4 AND lease_owner = $5",
+    )
+    .bind(TaskState::Ready.as_str())
+    .bind(at)
+    .bind(now_ms())
+    .bind(task.id.as_str())
+    .bind(&task.owner)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Pending work tasks of a run, and the errors of given-up ones.
+pub async fn task_summary(c: &mut Conn, run: &RunId) -> Result<TaskSummary> {
+    let pending_work = pending_work(c, run).await?;
+    let rows = sqlx::query(
+        "SELECT kind, arg, last_error FROM tasks WHERE run_id = $1 AND state = $2 ORDER BY kind, arg",
+    )
+    .bind(run.as_str())
+    .bind(TaskState::Dead.as_str())
+    .fetch_all(&mut *c)
+    .await?;
+    let mut errors = vec![];
+    for r in &rows {
+        let kind: String = r.try_get("kind")?;
+        let arg: String = r.try_get("arg")?;
+        let label = Job::from_stored(&kind, &arg)
+            .map(|j| j.label())
+            .unwrap_or(arg);
+        let e: Option<String> = r.try_get("last_error")?;
+        errors.push(format!(
+            "{kind}{}{label}: {}",
+            if label.is_empty() { "" } else { " " },
+            e.unwrap_or_default()
+        ));
+    }
+    Ok(TaskSummary {
+        pending_work,
+        errors,
+    })
+}

@@ -1,0 +1,280 @@
+//! The worker, in the manner of crates.io's background jobs: this runner
+//! claims tasks from the store (woken at once by new work, with a slow poll
+//! only for work other replicas or expired leases leave), runs each under a
+//! renewed lease with panics caught, and records the outcome by the job's
+//! own retry policy. What each job does lives in `jobs/`, one room per job.
+//! All Exchange, ARM and Graph calls happen below here, never in an HTTP
+//! handler.
+
+mod jobs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
+
+use crate::state::{Shared, WorkerState};
+use crate::store::{Task, now_ms};
+use crate::upstream::{CallError, backoff};
+use jobs::{Done, GaveUp, OnPermanent};
+
+/// Run until `stop` is notified; then finish in-flight tasks (up to the
+/// grace period) and give back every lease.
+pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
+    let slots = Arc::new(Semaphore::new(state.settings.worker.slots));
+    let lease = state.settings.store.lease;
+    let freed = Arc::new(Notify::new());
+    loop {
+        if state.is_shutting_down() {
+            break;
+        }
+        // Fill free slots.
+        let mut claimed_any = false;
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            match state.store.claim(&state.instance, lease).await {
+                Ok(Some(task)) => {
+                    claimed_any = true;
+                    let state = state.clone();
+                    let freed = freed.clone();
+                    tokio::spawn(async move {
+                        execute(state, task).await;
+                        drop(permit);
+                        freed.notify_one();
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot claim work from the store");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+        if claimed_any && slots.available_permits() > 0 {
+            continue;
+        }
+        let idle = state.settings.worker.idle_poll;
+        let wait = if slots.available_permits() == 0 {
+            idle
+        } else {
+            match state.store.next_due().await {
+                Ok(Some(t)) => {
+                    Duration::from_millis((t - now_ms()).clamp(0, idle.as_millis() as i64) as u64)
+                }
+                Ok(None) => idle,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read when the next task is due; polling");
+                    idle
+                }
+            }
+        };
+        tokio::select! {
+            _ = state.wake.notified() => {},
+            _ = freed.notified() => {},
+            _ = stop.notified() => {},
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {},
+        }
+    }
+    // Graceful: wait for in-flight tasks, then release what is left.
+    let total = state.settings.worker.slots as u32;
+    let _ = tokio::time::timeout(
+        state.settings.server.shutdown_grace,
+        slots.acquire_many(total),
+    )
+    .await;
+    match state.store.release_all(&state.instance).await {
+        Ok(n) if n > 0 => tracing::info!(released = n, "released leases"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot release leases; they will expire")
+        }
+    }
+}
+
+/// Claim and run, one at a time, every task due within `horizon`, until
+/// none is left (tests drain the queue instead of polling). Returns how many
+/// tasks ran.
+pub async fn run_until_idle(state: &Arc<WorkerState>, horizon: Duration) -> Result<usize> {
+    let mut ran = 0;
+    loop {
+        match state
+            .store
+            .claim(&state.instance, state.settings.store.lease)
+            .await?
+        {
+            Some(task) => {
+                execute(state.clone(), task).await;
+                ran += 1;
+            }
+            None => match state.store.next_due().await? {
+                Some(t) if t - now_ms() <= horizon.as_millis() as i64 => {
+                    let wait = (t - now_ms()).max(1) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                _ => return Ok(ran),
+            },
+        }
+    }
+}
+
+/// Delete expired runs and delivery keys, hourly.
+pub async fn prune_loop(shared: Arc<Shared>) {
+    loop {
+        let s = &shared.settings.store;
+        match shared
+            .store
+            .prune(s.run_retention, s.delivery_retention)
+            .await
+        {
+            Ok((runs, keys)) if runs + keys > 0 => {
+                tracing::info!(runs, delivery_keys = keys, "pruned")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        if shared.is_shutting_down() {
+            return;
+        }
+    }
+}
+
+async fn execute(state: Arc<WorkerState>, task: Task) {
+    let run = match state.store.run(&task.run_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), run_id = %task.run_id, "cannot read the task's run; its lease will expire and it will run again");
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "task",
+        run_id = %task.run_id,
+        tenant = %task.tenant,
+        incident = run.as_ref().and_then(|r| r.incident_number).map(|n| n.to_string()).unwrap_or_default(),
+        kind = %task.job.kind(),
+        arg = %task.job.label(),
+        attempt = task.attempts,
+    );
+    // A panic in a job is caught by its JoinHandle and recorded as a failure.
+    let handler = {
+        let state = state.clone();
+        let task = task.clone();
+        tokio::spawn(async move { jobs::run(&state, &task, run).await }.instrument(span.clone()))
+    };
+    // Renew the lease while the task runs. A task whose lease is lost (or
+    // cannot be renewed before it lapses) is stopped at once: another worker
+    // may own it now, and two must never send the same wipe.
+    let renewer = {
+        let state = state.clone();
+        let task = task.clone();
+        let abort = handler.abort_handle();
+        tokio::spawn(async move {
+            let lease = state.settings.store.lease;
+            let mut last_ok = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match state.store.renew(&task, lease).await {
+                    Ok(true) => last_ok = std::time::Instant::now(),
+                    Ok(false) => {
+                        tracing::error!(task = %task.id, "lease lost: stopping the task");
+                        abort.abort();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "lease renewal failed");
+                        if last_ok.elapsed() > lease.mul_f64(0.8) {
+                            tracing::error!(task = %task.id, "lease about to lapse: stopping the task");
+                            abort.abort();
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let outcome = handler.await;
+    renewer.abort();
+    let result = match outcome {
+        Ok(r) => r,
+        Err(e) => Err(CallError::transient(format!(
+            "internal error: {}",
+            if e.is_panic() {
+                "handler panicked"
+            } else {
+                "handler cancelled"
+            }
+        ))),
+    };
+    let _g = span.enter();
+    let hold = state.hold_expiry(&task.tenant);
+    let recorded = match result {
+        Ok(Done::Complete) => state.store.complete(&task, hold).await.map(|s| {
+            if let Some(s) = s {
+                tracing::info!(status = %s, "run finished its work");
+            }
+        }),
+        Ok(Done::Reschedule(at)) => state.store.reschedule(&task, at).await,
+        Err(e) => record_failure(&state, &task, e).await,
+    };
+    if let Err(e) = recorded {
+        tracing::error!(error = %format!("{e:#}"), "cannot record the task's outcome; its lease will expire and it will run again");
+    }
+    state.wake.notify_one();
+}
+
+/// A failed attempt, by the job's retry policy: a permanent failure is
+/// recorded where the job says and ends the task (or kills it); a transient
+/// one is retried with backoff (or `Retry-After`) until the job's attempts
+/// run out, when it is given up and recorded the same way.
+async fn record_failure(state: &WorkerState, task: &Task, e: CallError) -> Result<()> {
+    let policy = jobs::retry_policy(&task.job, &state.settings.worker);
+    let hold = state.hold_expiry(&task.tenant);
+    if let CallError::Permanent { reason } = &e {
+        return match policy.on_permanent {
+            OnPermanent::Dead => {
+                tracing::error!(reason = %reason, "task failed for good");
+                state
+                    .store
+                    .fail(task, reason, now_ms(), Some(0), hold)
+                    .await
+                    .map(|_| ())
+            }
+            OnPermanent::RecordAndComplete => {
+                tracing::warn!(reason = %reason, "task failed permanently");
+                jobs::given_up(state, task, reason, GaveUp::Permanent).await?;
+                state.store.complete(task, hold).await.map(|_| ())
+            }
+        };
+    }
+    let retry_after = match &e {
+        CallError::Transient { retry_after, .. } => *retry_after,
+        CallError::Permanent { .. } => None,
+    };
+    let attempt = task.attempts.max(1) as u32 - 1;
+    let delay = retry_after.unwrap_or_else(|| {
+        backoff(attempt, Duration::from_secs(2), policy.backoff_cap)
+            .mul_f64(state.settings.worker.backoff_scale)
+    });
+    let dying = policy
+        .max_attempts
+        .is_some_and(|m| task.attempts >= m as i64);
+    if dying {
+        let why = format!("gave up after {} attempts: {}", task.attempts, e.reason());
+        jobs::given_up(state, task, &why, GaveUp::Exhausted).await?;
+    }
+    tracing::warn!(reason = %e.reason(), retry_in_ms = delay.as_millis() as u64, given_up = dying, "task failed");
+    state
+        .store
+        .fail(
+            task,
+            e.reason(),
+            now_ms() + delay.as_millis() as i64,
+            policy.max_attempts,
+            hold,
+        )
+        .await
+        .map(|_| ())
+}
