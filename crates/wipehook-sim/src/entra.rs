@@ -7,7 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::shared::{DEFAULT_MANAGED_IDENTITY_CLIENT_ID, Inner, Shared, TokenRequest};
+use crate::shared::{Inner, Shared};
+use crate::types::{DEFAULT_MANAGED_IDENTITY_CLIENT_ID, TokenRequest};
 
 /// Resource identifiers the simulated tenant knows (the real ones).
 pub(crate) const EXCHANGE: &str = "https://outlook.office365.com";

@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 
 use crate::entra;
 use crate::keys::AuthError;
-use crate::shared::{ExchangeCall, Fault, Inner, Shared, SimDevice};
+use crate::shared::{Inner, Shared};
+use crate::types::{ExchangeCall, Fault, SimDevice};
 
 /// Retry-After (decimal seconds) sent when the concurrency cap throttles with a 429.
 pub const CAP_RETRY_AFTER: &str = "0.2";

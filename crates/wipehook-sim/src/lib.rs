@@ -21,6 +21,7 @@ mod keys;
 mod shared;
 mod state;
 mod tls;
+mod types;
 
 #[cfg(test)]
 mod tests;
@@ -33,12 +34,12 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
 
 use keys::Keys;
-pub use shared::{
+use shared::{Inner, Shared};
+use state::State;
+pub use types::{
     DEFAULT_CLIENT_ID, DEFAULT_MANAGED_IDENTITY_CLIENT_ID, DEFAULT_TENANT_ID, DeviceSpec,
     ExchangeCall, Fault, SUBSCRIPTION_ID, SimComment, SimDevice, SimOptions, TokenRequest,
 };
-use shared::{Inner, Shared};
-use state::State;
 
 struct StopGuard {
     handle: actix_web::dev::ServerHandle,

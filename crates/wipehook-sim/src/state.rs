@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::shared::{DeviceSpec, ExchangeCall, Fault, SimDevice, SimOptions, TokenRequest};
+use crate::types::{DeviceSpec, ExchangeCall, Fault, SimDevice, SimOptions, TokenRequest};
 
 /// A directory user and its Exchange Online mailbox (every simulated user has one).
 #[derive(Clone, Debug)]

@@ -1,0 +1,181 @@
+//! The options and the data types a test observes: plain data, imported by
+//! the services, the state and the facade alike.
+
+use std::time::{Duration, SystemTime};
+
+/// Fixed default tenant GUID of the simulated tenant.
+pub const DEFAULT_TENANT_ID: &str = "6f1c2d3e-4b5a-4c6d-8e7f-901a2b3c4d5e";
+/// Fixed default client id of wipehook's app registration in the simulated tenant.
+pub const DEFAULT_CLIENT_ID: &str = "3a7e5b1c-2d4f-4e6a-9b8c-0d1e2f3a4b5c";
+/// Fixed subscription GUID that holds the simulated Sentinel workspace.
+pub const SUBSCRIPTION_ID: &str = "0b9f8e7d-6c5b-4a39-8271-605f4e3d2c1b";
+/// Client id the App Service managed identity endpoint uses when the request has no `client_id`.
+pub const DEFAULT_MANAGED_IDENTITY_CLIENT_ID: &str = "9d8c7b6a-5f4e-4d3c-8b2a-190f8e7d6c5b";
+
+/// Options for [`SimTenant::start`].
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Tenant GUID.
+    pub tenant_id: String,
+    /// Added to every Exchange, ARM and Graph call (not token/OIDC).
+    pub latency: Duration,
+    /// Max concurrent InvokeCommand calls for the tenant; beyond it the call is throttled.
+    pub exchange_concurrency_cap: Option<usize>,
+    /// wipehook's app registration client id (client_secret credential).
+    pub client_id: String,
+    /// The accepted client secret.
+    pub client_secret: String,
+    /// actix workers.
+    pub workers: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            tenant_id: DEFAULT_TENANT_ID.to_string(),
+            latency: Duration::ZERO,
+            exchange_concurrency_cap: None,
+            client_id: DEFAULT_CLIENT_ID.to_string(),
+            client_secret: "sim-secret".to_string(),
+            workers: 2,
+        }
+    }
+}
+
+/// A fault injected into the next InvokeCommand calls (see [`SimTenant::fail_next_exchange`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// HTTP 429 with `Retry-After: <retry_after_secs>` (decimal seconds) and `Rate-Limit-*` headers.
+    Throttle429 { retry_after_secs: f64 },
+    /// HTTP 400 with the plain-text body "You have reached the maximum number of concurrent
+    /// requests per tenant. Please wait and try again".
+    ConcurrencyMessage,
+    /// A bare status code (500, 503, 504, ...) with an Exchange error envelope as body.
+    Status(u16),
+    /// HTTP 401 with an empty body and a `WWW-Authenticate` header.
+    Unauthorized401,
+}
+
+/// What kind of mobile device a mailbox has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceSpec {
+    /// "EAS" | "Outlook" | "REST"
+    pub client_type: String,
+    /// e.g. "iPhone", "Outlook", "Android"
+    pub device_type: String,
+    pub model: String,
+    pub os: String,
+    /// e.g. "16.1" or "14.1"
+    pub eas_version: String,
+    pub user_agent: String,
+}
+
+impl DeviceSpec {
+    /// Native iOS Mail over Exchange ActiveSync 16.1.
+    pub fn iphone() -> Self {
+        DeviceSpec {
+            client_type: "EAS".into(),
+            device_type: "iPhone".into(),
+            model: "iPhone15C2".into(),
+            os: "iOS 17.4 21E219".into(),
+            eas_version: "16.1".into(),
+            user_agent: "Apple-iPhone15C2/2104.219".into(),
+        }
+    }
+    /// Outlook for iOS and Android (REST sync; one device association per user).
+    pub fn outlook() -> Self {
+        DeviceSpec {
+            client_type: "REST".into(),
+            device_type: "Outlook".into(),
+            model: "Outlook for iOS and Android".into(),
+            os: "Outlook for iOS and Android 1.0".into(),
+            eas_version: "16.1".into(),
+            user_agent: "Outlook-iOS-Android/1.0".into(),
+        }
+    }
+    /// A native Android mail app (Samsung Email) over EAS 16.1.
+    pub fn android_native_eas() -> Self {
+        DeviceSpec {
+            client_type: "EAS".into(),
+            device_type: "Android".into(),
+            model: "SM-S918B".into(),
+            os: "Android 14.0.0".into(),
+            eas_version: "16.1".into(),
+            user_agent: "Android-SAMSUNG-SM-S918B/101.140001".into(),
+        }
+    }
+    /// An old EAS 14.1 client: it cannot do an account-only wipe.
+    pub fn old_eas() -> Self {
+        DeviceSpec {
+            client_type: "EAS".into(),
+            device_type: "Android".into(),
+            model: "GT-I9505".into(),
+            os: "Android 5.0.1".into(),
+            eas_version: "14.1".into(),
+            user_agent: "Android-SAMSUNG-GT-I9505/101.50101".into(),
+        }
+    }
+}
+
+/// One InvokeCommand request as the sim received it.
+#[derive(Clone, Debug)]
+pub struct ExchangeCall {
+    /// `CmdletInput.CmdletName` ("" when the body could not be parsed).
+    pub cmdlet: String,
+    /// `CmdletInput.Parameters` (JSON null when absent).
+    pub parameters: serde_json::Value,
+    /// `X-AnchorMailbox` header.
+    pub anchor_mailbox: Option<String>,
+    /// HTTP status the sim answered with.
+    pub response_status: u16,
+    /// Arrival time.
+    pub at: SystemTime,
+}
+
+/// A comment currently on an incident.
+#[derive(Clone, Debug)]
+pub struct SimComment {
+    pub id: String,
+    pub message: String,
+    /// Number of PUTs received for this comment id.
+    pub puts: usize,
+}
+
+/// The state of one simulated mobile device.
+#[derive(Clone, Debug)]
+pub struct SimDevice {
+    pub guid: String,
+    pub upn: String,
+    pub spec: DeviceSpec,
+    /// Time of the last (non-cancelled) wipe request; re-stamped by every request.
+    pub wipe_requested_at: Option<time::OffsetDateTime>,
+    /// The pending/last request was account-only.
+    pub account_only: bool,
+    /// A FULL device wipe was ever requested (sticky; cancel does not clear it).
+    pub full_wipe_requested: bool,
+    /// The device acknowledged the wipe (set by [`SimTenant::sync_device`]).
+    pub wipe_acked_at: Option<time::OffsetDateTime>,
+    pub cancel_count: usize,
+    pub wipe_request_count: usize,
+    /// The wipe command was sent to the device (set by [`SimTenant::sync_device`]).
+    pub wipe_sent_at: Option<time::OffsetDateTime>,
+    /// Last successful sync of the device.
+    pub last_success_sync: Option<time::OffsetDateTime>,
+    /// `NotificationEmailAddresses` of the last Clear-MobileDevice call that executed.
+    pub notification_email_addresses: Vec<String>,
+    /// EAS DeviceId.
+    pub device_id: String,
+    /// `<upn-local>\ExchangeActiveSyncDevices\...` identity.
+    pub identity: String,
+    pub first_sync_time: time::OffsetDateTime,
+}
+
+/// One token request the sim served (successful or not).
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub client_id: String,
+    /// The `scope` (client credentials) or `resource` (managed identity) as sent.
+    pub scope_or_resource: String,
+    /// "client_credentials" | "managed_identity"
+    pub kind: String,
+}
