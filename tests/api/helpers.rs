@@ -239,6 +239,24 @@ pub async fn pg_database() -> Option<String> {
     }
 }
 
+/// A PostgreSQL database of its own, dropped with this value.
+pub struct PgDatabase {
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// `None` (the skip printed) when PostgreSQL is not reachable.
+    pub async fn create() -> Option<PgDatabase> {
+        pg_database().await.map(|url| PgDatabase { url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        drop_pg_database(self.url.clone());
+    }
+}
+
 fn drop_pg_database(url: String) {
     let Some((_, name)) = url.rsplit_once('/') else {
         return;

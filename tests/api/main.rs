@@ -12,3 +12,4 @@ mod operations;
 mod pipeline;
 mod playbook_bodies;
 mod safety;
+mod store_contract;
