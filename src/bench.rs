@@ -112,7 +112,7 @@ async fn start_service(h: &Harness, settings: &Settings, name: &str) -> Result<S
 fn bench_settings(h: &Harness, args: &BenchArgs) -> Settings {
     let mut s = h.settings();
     if let Some(u) = &args.store_url {
-        s.store.url = u.clone();
+        s.store.url = u.clone().into();
     }
     // Follow-up checks are not part of any figure.
     s.policy.verify_interval = Duration::from_secs(3600);

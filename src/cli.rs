@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{Config, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -104,21 +104,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
+fn load(config: Option<PathBuf>) -> anyhow::Result<Config> {
     Settings::load(config.as_deref()).map_err(anyhow::Error::msg)
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     crate::telemetry::init("info", true);
-    let settings = load(config)?;
-    let app = crate::startup::Application::build(settings).await?;
+    let config = load(config)?;
+    let app = crate::startup::Application::build(config).await?;
     tracing::info!(port = app.port(), "wipehook listening");
     app.run_until_stopped().await
 }
 
 fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = load(config)?;
-    for t in settings.tenants().map_err(anyhow::Error::msg)? {
+    let config = load(config)?;
+    for t in &config.tenants {
         if let crate::config::CredentialSettings::ClientSecret {
             client_secret_env, ..
         } = &t.credential
@@ -139,14 +139,14 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
             );
         }
     }
-    print!("{}", settings.redacted_toml());
+    print!("{}", config.settings.redacted_toml());
     eprintln!("configuration is valid");
     Ok(())
 }
 
 async fn runs(config: Option<PathBuf>, cmd: RunsCommand) -> anyhow::Result<()> {
-    let settings = load(config)?;
-    let store = crate::store::Store::connect(&settings.store).await?;
+    let config = load(config)?;
+    let store = crate::store::Store::connect(&config.settings.store).await?;
     match cmd {
         RunsCommand::List { limit } => {
             println!(
@@ -183,12 +183,12 @@ async fn runs(config: Option<PathBuf>, cmd: RunsCommand) -> anyhow::Result<()> {
 }
 
 async fn replay(config: Option<PathBuf>, file: PathBuf) -> anyhow::Result<()> {
-    let settings = load(config)?;
+    let config = load(config)?;
     let text = std::fs::read_to_string(&file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let body: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
-    let out = crate::replay::explain(&settings, &body).map_err(anyhow::Error::msg)?;
+    let out = crate::replay::explain(&config, &body).map_err(anyhow::Error::msg)?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

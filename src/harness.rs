@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::config::{CredentialSettings, Settings, TenantSettings};
+use crate::config::{Config, CredentialSettings, Settings, TenantSettings};
 use crate::startup::{Application, Running};
 use wipehook_sim::{SimOptions, SimTenant};
 
@@ -45,7 +45,7 @@ impl Harness {
         let mut s: Settings = toml::from_str("").expect("empty settings");
         let url = self.sim.https_url();
         s.server.listen = "127.0.0.1:0".into();
-        s.store.url = format!("sqlite://{}", self.dir.join("wipehook.db").display());
+        s.store.url = format!("sqlite://{}", self.dir.join("wipehook.db").display()).into();
         s.cloud.authority_host = Some(url.clone());
         s.cloud.exchange_url = Some(url.clone());
         s.cloud.arm_url = Some(url.clone());
@@ -76,7 +76,8 @@ impl Harness {
         let port = listener.local_addr()?.port();
         settings.server.public_url = format!("http://127.0.0.1:{port}");
         settings.server.listen = format!("127.0.0.1:{port}");
-        let app = Application::build_on(settings, listener).await?;
+        let config = Config::new(settings).map_err(anyhow::Error::msg)?;
+        let app = Application::build_on(config, listener).await?;
         Ok(app.spawn())
     }
 

@@ -4,14 +4,15 @@
 
 use serde_json::{Value, json};
 
-use crate::config::Settings;
+use crate::config::Config;
 use crate::domain::{Found, Mode, TargetState};
 use crate::policy;
 use crate::sentinel::{self, Candidate, TriggerKind};
 
-pub fn explain(settings: &Settings, body: &Value) -> Result<Value, String> {
+pub fn explain(config: &Config, body: &Value) -> Result<Value, String> {
     let trigger = sentinel::parse_trigger(body).map_err(|e| e.to_string())?;
-    let tenants = settings.tenants()?;
+    let settings = &config.settings;
+    let tenants = &config.tenants;
     let tenant = match &trigger.incident {
         Some(inc) => tenants
             .iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::Notify;
 
-use crate::config::Settings;
+use crate::config::Config;
 use crate::state::{ApiState, Shared, WorkerState};
 
 /// The running service, before it serves.
@@ -24,16 +24,17 @@ pub struct Application {
 
 impl Application {
     /// Bind, then build. `server.listen` may use port 0; `port()` tells the real one.
-    pub async fn build(settings: Settings) -> Result<Application> {
-        let listener = TcpListener::bind(&settings.server.listen)
-            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        Self::build_on(settings, listener).await
+    pub async fn build(config: Config) -> Result<Application> {
+        let listen = &config.settings.server.listen;
+        let listener =
+            TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        Self::build_on(config, listener).await
     }
 
     /// Build on a listener already bound (the caller knows the port first).
-    pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Application> {
+    pub async fn build_on(config: Config, listener: TcpListener) -> Result<Application> {
         let port = listener.local_addr()?.port();
-        let (api, worker_state) = crate::state::build(settings).await?;
+        let (api, worker_state) = crate::state::build(config).await?;
         let server = crate::routes::server(api.clone(), listener)?;
         let stop = Arc::new(Notify::new());
         let worker = tokio::spawn(crate::worker::run(worker_state.clone(), stop.clone()));

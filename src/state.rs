@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use tokio::sync::{Mutex, Notify};
 
 use crate::auth::InboundAuth;
-use crate::config::{Cloud, Settings, Tenant};
+use crate::config::{Cloud, Config, Settings, Tenant};
 use crate::domain::TenantId;
 use crate::exchange::{ExchangeClient, LimitsView};
 use crate::graph::GraphClient;
@@ -135,14 +135,17 @@ impl WorkerState {
     }
 }
 
-/// Build both sides from validated settings: connect (and migrate) the
-/// store, build one credential per tenant and the clients.
-pub async fn build(settings: Settings) -> Result<(Arc<ApiState>, Arc<WorkerState>)> {
-    let cloud = settings.cloud.resolve().map_err(anyhow::Error::msg)?;
+/// Build both sides from the validated configuration: connect (and migrate)
+/// the store, build one credential per tenant and the clients.
+pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> {
+    let Config {
+        settings,
+        cloud,
+        tenants: parsed,
+    } = config;
     let http = HttpClients::new(cloud.extra_ca_file.as_deref())?;
     let store = Store::connect(&settings.store).await?;
     let metrics = Metrics::new();
-    let parsed = settings.tenants().map_err(anyhow::Error::msg)?;
     let mut tenants = HashMap::new();
     let mut contexts = HashMap::new();
     let mut tokens = vec![];

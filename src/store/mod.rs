@@ -99,21 +99,15 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Connect and migrate. `sqlite://path` creates the file when missing.
     pub async fn connect(settings: &StoreSettings) -> Result<Store> {
-        let open_err = || {
-            format!(
-                "cannot open the store at {}",
-                crate::config::redact_url(&settings.url)
-            )
-        };
-        let inner = if settings.url.starts_with("sqlite:") {
+        let open_err = || format!("cannot open the store at {}", settings.url.redacted());
+        let inner = if settings.url.is_sqlite() {
             // WAL: readers never block the writer. FULL: a commit survives
             // power loss, not only a killed process.
-            let sync = if settings.sqlite_synchronous == "normal" {
-                SqliteSynchronous::Normal
-            } else {
-                SqliteSynchronous::Full
+            let sync = match settings.sqlite_synchronous {
+                crate::config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                crate::config::SqliteSynchronous::Full => SqliteSynchronous::Full,
             };
-            let conn = SqliteConnectOptions::from_str(&settings.url)
+            let conn = SqliteConnectOptions::from_str(settings.url.expose())
                 .with_context(open_err)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -130,7 +124,7 @@ impl Store {
                 // A ping before every acquire doubles the round trips; a
                 // broken connection surfaces as an error on the query.
                 .test_before_acquire(false)
-                .connect(&settings.url)
+                .connect(settings.url.expose())
                 .await
                 .with_context(open_err)?;
             Inner::Postgres(pool)

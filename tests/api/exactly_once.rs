@@ -229,7 +229,7 @@ async fn process_harness(store: StoreKind) -> Option<(wipehook::harness::Harness
     s.worker.exchange_initial_concurrency = 2;
     s.worker.exchange_max_concurrency = 2;
     if store == StoreKind::Postgres {
-        s.store.url = pg_database().await?;
+        s.store.url = pg_database().await?.into();
     }
     Some((h, s))
 }

@@ -60,7 +60,7 @@ pub async fn spawn_with(
     if store == StoreKind::Postgres {
         let url = pg_database().await?;
         pg_db = Some(url.clone());
-        settings.store.url = url;
+        settings.store.url = url.into();
     }
     f(&mut settings);
     let running = h.spawn(settings.clone()).await.expect("wipehook starts");

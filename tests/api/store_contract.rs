@@ -49,7 +49,7 @@ async fn fresh(kind: StoreKind) -> Option<Fresh> {
         }
     };
     let settings = StoreSettings {
-        url,
+        url: url.into(),
         ..Default::default()
     };
     Some(Fresh {
@@ -574,7 +574,7 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
     )
     .await;
     let again = Store::connect(&StoreSettings {
-        url,
+        url: url.into(),
         ..Default::default()
     })
     .await

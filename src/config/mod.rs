@@ -1,0 +1,452 @@
+//! Configuration: one TOML file (`--config PATH`, else the whole file inline
+//! in `WIPEHOOK_CONFIG_TOML`, else the path in `WIPEHOOK_CONFIG`), then environment variables
+//! `WIPEHOOK_<SECTION>__<KEY>` (numeric segments index arrays:
+//! `WIPEHOOK_TENANTS__0__ID`). Secrets are never in the file: the file names
+//! the environment variable that holds them (the store URL's password, the
+//! one secret a URL can carry, never prints: `StoreUrl`).
+//!
+//! `Settings` is the file as written; `Config::new` validates it once and
+//! parses what the service needs parsed (the cloud, the tenants with their
+//! effective policies), so nothing downstream parses it again.
+
+mod cloud;
+mod duration;
+mod load;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::domain::Mode;
+use crate::domain::{Severity, TenantId, Upn, WorkspaceRef};
+pub use cloud::{Cloud, CloudSettings};
+use duration::{dur, opt_dur};
+pub use duration::{format_duration, parse_duration};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub cloud: CloudSettings,
+    #[serde(default)]
+    pub inbound: InboundSettings,
+    #[serde(default)]
+    pub tenants: Vec<TenantSettings>,
+    #[serde(default)]
+    pub policy: PolicySettings,
+    #[serde(default)]
+    pub worker: WorkerSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: String,
+    /// Base of the `Location` header and of links in comments.
+    pub public_url: String,
+    pub body_limit_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight work.
+    #[serde(with = "dur")]
+    pub shutdown_grace: Duration,
+    /// `Retry-After` sent with 202 answers (Logic Apps polls this often).
+    pub poll_after_secs: u64,
+}
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "0.0.0.0:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            body_limit_bytes: 4 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(20),
+            poll_after_secs: 5,
+        }
+    }
+}
+
+/// The store's URL. Its password never prints (`Debug` and `Display` show
+/// `***`); `expose` gives the real value to the driver, and serializing it
+/// (a child process's configuration) writes the real value.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_sqlite(&self) -> bool {
+        self.0.starts_with("sqlite:")
+    }
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+    /// The URL with its password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl From<String> for StoreUrl {
+    fn from(s: String) -> StoreUrl {
+        StoreUrl(s)
+    }
+}
+impl From<&str> for StoreUrl {
+    fn from(s: &str) -> StoreUrl {
+        StoreUrl(s.to_string())
+    }
+}
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreUrl({})", self.redacted())
+    }
+}
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// SQLite's `synchronous`: `full` (a commit survives power loss) or `normal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `sqlite://path` (embedded default) or `postgres://...` (several replicas).
+    pub url: StoreUrl,
+    pub max_connections: u32,
+    /// Finished runs are the audit record.
+    #[serde(with = "dur")]
+    pub run_retention: Duration,
+    #[serde(with = "dur")]
+    pub delivery_retention: Duration,
+    /// A claimed task is owned this long unless its worker renews the lease.
+    #[serde(with = "dur")]
+    pub lease: Duration,
+    /// SQLite only: "full" (a commit survives power loss) or "normal" (it
+    /// survives a killed process; the last commits can be lost on power loss).
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: StoreUrl::from("sqlite://wipehook.db"),
+            max_connections: 8,
+            run_retention: Duration::from_secs(90 * 86400),
+            delivery_retention: Duration::from_secs(7 * 86400),
+            lease: Duration::from_secs(30),
+            sqlite_synchronous: SqliteSynchronous::Full,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundSettings {
+    pub audiences: Vec<String>,
+    /// Object ids (`oid`) of the playbooks' managed identities.
+    pub allowed_callers: Vec<String>,
+    pub required_role: Option<String>,
+    /// Role needed to approve or cancel a run (defaults to `required_role`).
+    pub approver_role: Option<String>,
+    pub leeway_secs: u64,
+    /// An unknown `kid` refetches the tenant's keys at most this often.
+    #[serde(with = "dur")]
+    pub key_refresh_interval: Duration,
+}
+impl Default for InboundSettings {
+    fn default() -> Self {
+        InboundSettings {
+            key_refresh_interval: Duration::from_secs(60),
+            audiences: vec![],
+            allowed_callers: vec![],
+            required_role: None,
+            approver_role: None,
+            leeway_secs: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub id: String,
+    #[serde(default)]
+    pub workspaces: Vec<String>,
+    pub credential: CredentialSettings,
+    #[serde(default)]
+    pub policy: PolicyOverrides,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialSettings {
+    ClientSecret {
+        client_id: String,
+        client_secret_env: String,
+    },
+    ManagedIdentity {
+        client_id: Option<String>,
+    },
+    WorkloadIdentity {
+        client_id: Option<String>,
+        token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    pub mode: Mode,
+    pub notification_emails: Vec<String>,
+    /// UPNs or patterns with `*` that are never wiped automatically.
+    pub protected_upns: Vec<String>,
+    /// Required: a UPN outside these domains is refused. Empty refuses all.
+    pub allowed_domains: Vec<String>,
+    pub min_severity: Option<Severity>,
+    pub max_targets_per_run: usize,
+    pub max_wipes_per_hour: usize,
+    pub client_types: Vec<String>,
+    #[serde(with = "dur")]
+    pub hold_expiry: Duration,
+    #[serde(with = "dur")]
+    pub verify_deadline: Duration,
+    /// First follow-up of a requested wipe; doubles up to 15 minutes.
+    #[serde(with = "dur")]
+    pub verify_interval: Duration,
+}
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            mode: Mode::Enforce,
+            notification_emails: vec![],
+            protected_upns: vec![],
+            allowed_domains: vec![],
+            min_severity: None,
+            max_targets_per_run: 10,
+            max_wipes_per_hour: 50,
+            client_types: vec!["EAS".into(), "Outlook".into(), "REST".into()],
+            hold_expiry: Duration::from_secs(24 * 3600),
+            verify_deadline: Duration::from_secs(24 * 3600),
+            verify_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[tenants.policy]`: any key of `[policy]`, for one tenant.
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyOverrides {
+    pub mode: Option<Mode>,
+    pub notification_emails: Option<Vec<String>>,
+    pub protected_upns: Option<Vec<String>>,
+    pub allowed_domains: Option<Vec<String>>,
+    pub min_severity: Option<Severity>,
+    pub max_targets_per_run: Option<usize>,
+    pub client_types: Option<Vec<String>>,
+    #[serde(default, with = "opt_dur")]
+    pub hold_expiry: Option<Duration>,
+    #[serde(default, with = "opt_dur")]
+    pub verify_deadline: Option<Duration>,
+}
+
+impl PolicySettings {
+    pub fn with_overrides(&self, o: &PolicyOverrides) -> PolicySettings {
+        let mut p = self.clone();
+        if let Some(v) = o.mode {
+            p.mode = v;
+        }
+        if let Some(v) = &o.notification_emails {
+            p.notification_emails = v.clone();
+        }
+        if let Some(v) = &o.protected_upns {
+            p.protected_upns = v.clone();
+        }
+        if let Some(v) = &o.allowed_domains {
+            p.allowed_domains = v.clone();
+        }
+        if o.min_severity.is_some() {
+            p.min_severity = o.min_severity;
+        }
+        if let Some(v) = o.max_targets_per_run {
+            p.max_targets_per_run = v;
+        }
+        if let Some(v) = &o.client_types {
+            p.client_types = v.clone();
+        }
+        if let Some(v) = o.hold_expiry {
+            p.hold_expiry = v;
+        }
+        if let Some(v) = o.verify_deadline {
+            p.verify_deadline = v;
+        }
+        p
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Tasks executed at once by this process.
+    pub slots: usize,
+    /// Adaptive Exchange concurrency per tenant: start, floor 1, ceiling.
+    pub exchange_initial_concurrency: usize,
+    pub exchange_max_concurrency: usize,
+    /// Fallback poll for work claimed by no one (other replicas, expired leases).
+    #[serde(with = "dur")]
+    pub idle_poll: Duration,
+    /// Attempts of a task before it is given up (comment writes never give up).
+    pub max_attempts: u32,
+    /// Scale of every retry delay (1.0 in production; tests shrink it).
+    pub backoff_scale: f64,
+}
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            slots: 32,
+            exchange_initial_concurrency: 4,
+            exchange_max_concurrency: 16,
+            idle_poll: Duration::from_secs(2),
+            max_attempts: 8,
+            backoff_scale: 1.0,
+        }
+    }
+}
+
+/// A configured tenant, parsed.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub workspaces: Vec<WorkspaceRef>,
+    pub credential: CredentialSettings,
+    pub policy: PolicySettings,
+}
+
+/// Validated settings, with what the service needs parsed, once.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    pub cloud: Cloud,
+    /// Each configured tenant with its effective policy.
+    pub tenants: Vec<Tenant>,
+}
+
+impl Config {
+    /// Validate the settings and parse the cloud and the tenants.
+    pub fn new(settings: Settings) -> Result<Config, String> {
+        let cloud = settings.cloud.resolve()?;
+        let tenants = settings.parse_tenants()?;
+        reqwest::Url::parse(&settings.server.public_url).map_err(|e| {
+            format!(
+                "server.public_url '{}' is not a URL: {e}",
+                settings.server.public_url
+            )
+        })?;
+        if !settings.store.url.is_sqlite() && !settings.store.url.is_postgres() {
+            return Err("store.url must start with sqlite: or postgres://".into());
+        }
+        let w = &settings.worker;
+        if w.slots == 0 || w.exchange_max_concurrency == 0 {
+            return Err(
+                "worker.slots and worker.exchange_max_concurrency must be at least 1".into(),
+            );
+        }
+        if !w.backoff_scale.is_finite() || w.backoff_scale < 0.0 {
+            return Err("worker.backoff_scale must be a number >= 0".into());
+        }
+        for p in std::iter::once(&settings.policy).chain(tenants.iter().map(|t| &t.policy)) {
+            for c in &p.client_types {
+                if !["eas", "outlook", "rest"].contains(&c.to_ascii_lowercase().as_str()) {
+                    return Err(format!(
+                        "policy.client_types: '{c}' is not one of EAS, Outlook, REST"
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            settings,
+            cloud,
+            tenants,
+        })
+    }
+}
+
+impl Settings {
+    fn parse_tenants(&self) -> Result<Vec<Tenant>, String> {
+        let mut out = vec![];
+        for t in &self.tenants {
+            let id = TenantId::parse(&t.id)?;
+            let workspaces = t
+                .workspaces
+                .iter()
+                .map(|w| WorkspaceRef::parse(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            let policy = self.policy.with_overrides(&t.policy);
+            for d in &policy.allowed_domains {
+                if d.contains('@') || !d.contains('.') {
+                    return Err(format!("policy.allowed_domains: '{d}' is not a domain"));
+                }
+            }
+            for e in &policy.notification_emails {
+                Upn::parse(e).map_err(|e| format!("policy.notification_emails: {e}"))?;
+            }
+            if let CredentialSettings::ClientSecret {
+                client_secret_env, ..
+            } = &t.credential
+                && client_secret_env.is_empty()
+            {
+                return Err(format!(
+                    "tenant {id}: client_secret_env must name an environment variable"
+                ));
+            }
+            out.push(Tenant {
+                id,
+                workspaces,
+                credential: t.credential.clone(),
+                policy,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut s = self.clone();
+        s.store.url = StoreUrl(s.store.url.redacted());
+        let mut v =
+            toml::Value::try_from(&s).unwrap_or(toml::Value::String("<unprintable>".into()));
+        if let Ok(cloud) = self.cloud.resolve()
+            && let Some(t) = v.as_table_mut()
+        {
+            t.insert(
+                "cloud".into(),
+                toml::Value::try_from(&cloud).unwrap_or(toml::Value::String(String::new())),
+            );
+        }
+        toml::to_string_pretty(&v).unwrap_or_default()
+    }
+}
+
+/// Replace the password of a URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
