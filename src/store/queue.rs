@@ -46,6 +46,11 @@ impl Store {
         dispatch!(self, next_due())
     }
 
+    /// Tasks some worker is running now (an unexpired lease).
+    pub async fn in_flight(&self) -> Result<i64> {
+        dispatch!(self, in_flight())
+    }
+
     /// Finish a task. A task marked dirty while it ran goes back to ready.
     /// When a run's last work task ends, the run is finalised (held or
     /// completed, its record queued): the new status.

@@ -122,11 +122,21 @@ impl TestApp {
         }
     }
 
-    /// POST an incident and wait for its result.
+    /// Run the queue until nothing is due or running (follow-ups scheduled
+    /// later, such as verification polls, are left).
+    pub async fn drain(&self) {
+        self.running()
+            .run_until_idle(Duration::ZERO)
+            .await
+            .expect("queue drained");
+    }
+
+    /// POST an incident, drain the queue, and read its result.
     pub async fn contain(&self, body: &Value) -> Value {
         let r = self.post_incident(body).await;
         assert_eq!(r.status().as_u16(), 202, "{:?}", r.text().await);
         let location = r.headers()["location"].to_str().unwrap().to_string();
+        self.drain().await;
         self.wait_done(&location).await
     }
 

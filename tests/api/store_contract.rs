@@ -308,6 +308,7 @@ async fn the_queue(kind: StoreKind) {
     assert_eq!(t.job.kind(), TaskKind::Contain);
     assert_eq!(t.attempts, 1);
     assert!(s.claim("other", lease).await.unwrap().is_none(), "leased");
+    assert_eq!(s.in_flight().await.unwrap(), 1);
     // While another worker holds it, it is due when its lease ends.
     let due = s.next_due().await.unwrap().unwrap();
     assert!(

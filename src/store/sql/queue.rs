@@ -61,6 +61,18 @@ pub async fn next_due(c: &mut Conn) -> Result<Option<i64>> {
     Ok(row.try_get::<Option<i64>, _>("t")?)
 }
 
+/// Tasks some worker is running now (an unexpired lease).
+pub async fn in_flight(c: &mut Conn) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE state = $1 AND lease_until >= $2")
+            .bind(TaskState::Ready.as_str())
+            .bind(now_ms())
+            .fetch_one(&mut *c)
+            .await?
+            .try_get("n")?,
+    )
+}
+
 /// Ready work tasks of a run (contain, resolve, entities).
 async fn pending_work(c: &mut Conn, run: &RunId) -> Result<i64> {
     let [a, b, w] = TaskKind::WORK;
