@@ -228,7 +228,7 @@ pub fn device(p: &PolicySettings, d: &MobileDevice) -> DeviceDecision {
                 Some(v) if v < EasVersion::ACCOUNT_ONLY_MIN => {
                     return DeviceDecision::Skip {
                         reason: format!(
-                            "EAS {v} does not support account-only wipe (needs 16.1); no full-device wipe is ever sent"
+                            "EAS {v} does not support account-only wipe (needs 16.1); no full-device wipe is ever sent. Since 1 March 2026 Exchange Online refuses EAS clients below 16.1, so this phone no longer syncs company mail and a wipe would never be delivered; mail already on it stays until the user removes the account or the device is wiped by other means"
                         ),
                         notes,
                     };

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloudSettings {
-    /// Preset: `public`, `usgov`, `china`. Every URL below overrides it.
+    /// Preset: `public`, `usgov` (GCC High), `usgov-dod` (DoD), `china`.
+    /// Every URL below overrides it.
     pub name: Option<String>,
     pub authority_host: Option<String>,
     pub exchange_url: Option<String>,
@@ -51,11 +52,21 @@ impl CloudSettings {
                 "https://management.azure.com",
                 "https://graph.microsoft.com",
             ),
+            // GCC High (US Government L4).
             "usgov" => (
                 "https://login.microsoftonline.us",
                 "https://outlook.office365.us",
                 "https://management.usgovcloudapi.net",
                 "https://graph.microsoft.us",
+            ),
+            // DoD (US Government L5): its own Exchange and Graph hosts, and
+            // tokens requested for them (Microsoft's CSS-Exchange endpoint
+            // table, USGovernmentL5; the M365 US Government DoD endpoints).
+            "usgov-dod" => (
+                "https://login.microsoftonline.us",
+                "https://outlook-dod.office365.us",
+                "https://management.usgovcloudapi.net",
+                "https://dod-graph.microsoft.us",
             ),
             "china" => (
                 "https://login.chinacloudapi.cn",
@@ -65,7 +76,7 @@ impl CloudSettings {
             ),
             other => {
                 return Err(format!(
-                    "cloud.name '{other}' is not one of public, usgov, china"
+                    "cloud.name '{other}' is not one of public, usgov, usgov-dod, china"
                 ));
             }
         };

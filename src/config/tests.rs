@@ -54,6 +54,15 @@ hold_expiry = "2h"
         };
         assert!(bad("[server]\nlisen = 1").contains("lisen"));
         assert!(bad("[cloud]\nname = \"mars\"").contains("mars"));
+        let dod = CloudSettings {
+            name: Some("usgov-dod".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(dod.exchange_url, "https://outlook-dod.office365.us");
+        assert_eq!(dod.exchange_resource, "https://outlook-dod.office365.us");
+        assert_eq!(dod.graph_url, "https://dod-graph.microsoft.us");
         assert!(bad("[policy]\nmode = \"yolo\"").contains("yolo"));
         assert!(bad("[cloud]\nauthority_host = \"http://127.0.0.1:1\"").contains("https"));
         assert!(bad("[store]\nsqlite_synchronous = \"ful\"").contains("ful"));

@@ -85,6 +85,16 @@ impl Command {
     }
 }
 
+/// What a cancel came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The pending wipe was cancelled (with any other warnings).
+    Cancelled { warnings: Vec<String> },
+    /// Nothing was pending (already acknowledged, or never requested):
+    /// Exchange's warning.
+    NothingPending(String),
+}
+
 /// One device's wipe state from Get-MobileDeviceStatistics.
 #[derive(Clone, Debug)]
 pub struct DeviceStatistics {
@@ -143,6 +153,8 @@ pub struct ExchangeClient {
 }
 
 const CONCURRENCY_MESSAGE: &str = "maximum number of concurrent requests per tenant";
+/// The warning `Clear-MobileDevice -Cancel` gives when no wipe is pending.
+const CANNOT_CANCEL_WIPE: &str = "CannotCancelWipe";
 /// Exception names the EXO module treats as transient (exchange-online.md §1.9).
 const TRANSIENT_EXCEPTIONS: [&str; 5] = [
     "DCOverloadedException",
@@ -206,7 +218,8 @@ impl ExchangeClient {
                     mailbox: upn.clone(),
                 },
             )
-            .await?;
+            .await?
+            .rows;
         let mut devices = vec![];
         for r in &rows {
             let Some(o) = r.as_object() else { continue };
@@ -263,13 +276,14 @@ impl ExchangeClient {
     }
 
     /// `Clear-MobileDevice -Identity <guid> -AccountOnly -Confirm:$false`.
+    /// `Ok`: Exchange accepted the request, with its warnings (recorded).
     pub async fn clear_account_only(
         &self,
         tokens: &TokenProvider,
         tenant: &TenantId,
         guid: &DeviceGuid,
         notify: &[String],
-    ) -> Result<(), CallError> {
+    ) -> Result<Vec<String>, CallError> {
         self.invoke(
             tokens,
             tenant,
@@ -279,7 +293,7 @@ impl ExchangeClient {
             },
         )
         .await
-        .map(|_| ())
+        .map(|a| a.warnings)
     }
 
     /// `Clear-MobileDevice -Identity <guid> -Cancel -Confirm:$false`.
@@ -288,16 +302,29 @@ impl ExchangeClient {
         tokens: &TokenProvider,
         tenant: &TenantId,
         guid: &DeviceGuid,
-    ) -> Result<(), CallError> {
-        self.invoke(
-            tokens,
-            tenant,
-            &Command::CancelWipe {
-                identity: guid.clone(),
+    ) -> Result<CancelOutcome, CallError> {
+        let answer = self
+            .invoke(
+                tokens,
+                tenant,
+                &Command::CancelWipe {
+                    identity: guid.clone(),
+                },
+            )
+            .await?;
+        // With nothing pending, Exchange warns (CannotCancelWipe) instead of failing.
+        Ok(
+            match answer
+                .warnings
+                .iter()
+                .find(|w| w.contains(CANNOT_CANCEL_WIPE))
+            {
+                Some(w) => CancelOutcome::NothingPending(w.clone()),
+                None => CancelOutcome::Cancelled {
+                    warnings: answer.warnings,
+                },
             },
         )
-        .await
-        .map(|_| ())
     }
 
     /// `Get-MobileDeviceStatistics -Mailbox <upn>`.
@@ -315,68 +342,39 @@ impl ExchangeClient {
                     mailbox: upn.clone(),
                 },
             )
-            .await?;
+            .await?
+            .rows;
         Ok(rows
             .iter()
             .filter_map(Value::as_object)
-            .map(|o| {
-                let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                let ack = ["AccountOnlyDeviceWipeAckTime", "DeviceWipeAckTime"]
-                    .iter()
-                    .find_map(|k| o.get(*k).and_then(Value::as_str).and_then(parse_time));
-                DeviceStatistics {
-                    guid: DeviceGuid::parse(&s("Guid")).ok(),
-                    device_id: s("DeviceId"),
-                    status: s("Status"),
-                    wipe_acked_at: ack,
-                }
-            })
+            .map(parse_statistics)
             .collect())
     }
 
     /// Send a command, following `@odata.nextLink`, retrying throttling and
-    /// transient failures. Returns the `value` rows of every page.
+    /// transient failures. Returns the `value` rows and the warnings of every page.
     async fn invoke(
         &self,
         tokens: &TokenProvider,
         tenant: &TenantId,
         cmd: &Command,
-    ) -> Result<Vec<Value>, CallError> {
-        match self.invoke_opt(tokens, tenant, cmd).await? {
-            Some(rows) => Ok(rows),
-            None => Err(CallError::permanent(format!(
-                "{}: the object was not found (HTTP 404)",
-                cmd.cmdlet()
-            ))),
-        }
-    }
-
-    /// As `invoke`, with `Ok(None)` when Exchange says the object does not
-    /// exist (HTTP 404, ManagementObjectNotFoundException).
-    async fn invoke_opt(
-        &self,
-        tokens: &TokenProvider,
-        tenant: &TenantId,
-        cmd: &Command,
-    ) -> Result<Option<Vec<Value>>, CallError> {
+    ) -> Result<Answer, CallError> {
         let mut url = format!("{}/adminapi/beta/{}/InvokeCommand", self.base, tenant);
         let body = cmd.body();
         let request_id = uuid::Uuid::new_v4().to_string();
-        let mut rows = vec![];
+        let mut answer = Answer::default();
         let mut pages = 0;
         loop {
-            let Some(page) = self
+            let page = self
                 .page(tokens, tenant, cmd, &url, &body, &request_id)
-                .await?
-            else {
-                return Ok(None);
-            };
-            rows.extend(
+                .await?;
+            answer.rows.extend(
                 page.get("value")
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default(),
             );
+            answer.warnings.extend(warnings(&page));
             let next = page
                 .get("@odata.nextLink")
                 .or_else(|| page.get("odata.nextLink"))
@@ -397,7 +395,10 @@ impl ExchangeClient {
                 _ => break,
             }
         }
-        Ok(Some(rows))
+        for w in &answer.warnings {
+            tracing::info!(cmdlet = cmd.cmdlet(), warning = %w, "Exchange warning");
+        }
+        Ok(answer)
     }
 
     async fn page(
@@ -408,7 +409,7 @@ impl ExchangeClient {
         url: &str,
         body: &Value,
         request_id: &str,
-    ) -> Result<Option<Map<String, Value>>, CallError> {
+    ) -> Result<Map<String, Value>, CallError> {
         let limiter = self.limiter(tenant);
         let cmdlet = cmd.cmdlet();
         let (mut throttles, mut others, mut unauthorized) = (0u32, 0u32, 0u32);
@@ -453,14 +454,7 @@ impl ExchangeClient {
             match outcome {
                 Reply::Ok(map) => {
                     permit.success();
-                    return Ok(Some(map));
-                }
-                Reply::NotFound(reason) => {
-                    permit.success();
-                    if cmd.reads() {
-                        return Ok(None);
-                    }
-                    return Err(CallError::permanent(format!("{cmdlet}: {reason}")));
+                    return Ok(map);
                 }
                 Reply::Throttled(reason, ra) => {
                     self.metrics.retry("exchange", "throttled");
@@ -524,8 +518,6 @@ impl ExchangeClient {
 
 enum Reply {
     Ok(Map<String, Value>),
-    /// The object named does not exist (404, ManagementObjectNotFoundException).
-    NotFound(String),
     Throttled(String, Option<Duration>),
     Unauthorized(String),
     Retry(String, Option<Duration>),
@@ -583,13 +575,56 @@ fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply
         _ if TRANSIENT_EXCEPTIONS.iter().any(|e| text.contains(e)) => {
             Reply::Retry(format!("HTTP {status} {readable}"), ra)
         }
-        404 if text.contains("ManagementObjectNotFoundException") => {
-            Reply::NotFound(format!("HTTP 404: {readable}"))
-        }
+        // Exchange answers 500 both for its own transient faults and for a
+        // cmdlet's error: an envelope that names the cmdlet's exception is
+        // final; a 500 without one is retried (a bounded number of times).
+        500 => match cmdlet_exception(json.as_ref()) {
+            Some(ex) => Reply::Fail(format!("HTTP 500: the cmdlet failed ({ex}): {readable}")),
+            None => Reply::Retry(
+                format!("HTTP 500 without a cmdlet error (an Exchange server fault): {readable}"),
+                ra,
+            ),
+        },
         403 => Reply::Fail(format!(
             "HTTP 403: access denied; check Exchange.ManageAsApp and the Exchange RBAC role group ({readable})"
         )),
         _ => Reply::Fail(format!("HTTP {status}: {readable}")),
+    }
+}
+
+/// The rows and warnings of a command's answer.
+#[derive(Debug, Default)]
+struct Answer {
+    rows: Vec<Value>,
+    /// `@adminapi.warnings`: cmdlet messages that did not fail the command.
+    warnings: Vec<String>,
+}
+
+fn warnings(page: &Map<String, Value>) -> Vec<String> {
+    page.get("@adminapi.warnings")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|w| match w {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .filter(|w| !w.trim().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The exception an error envelope names for the cmdlet (`details[0].message`
+/// is `ErrorId|Exception|text`), when it names one.
+fn cmdlet_exception(v: Option<&Value>) -> Option<String> {
+    let d = v?["error"]["details"][0]["message"].as_str()?;
+    let parts: Vec<&str> = d.splitn(3, '|').collect();
+    match parts.as_slice() {
+        [_, ex, _] if ex.contains("Exception") => {
+            Some(ex.rsplit('.').next().unwrap_or(ex).to_string())
+        }
+        _ => None,
     }
 }
 
@@ -615,6 +650,28 @@ fn error_message(v: &Value) -> String {
             }
         }
         None => String::new(),
+    }
+}
+
+/// A `Get-MobileDeviceStatistics` row. The device id is `DeviceID` there
+/// (`Get-MobileDevice` says `DeviceId`); both are read. The acknowledgement
+/// is the later of the two acknowledgement times (account-only and full):
+/// which one Exchange fills for an account-only wipe is unverified, and a
+/// device may carry an old acknowledgement in the other.
+fn parse_statistics(o: &Map<String, Value>) -> DeviceStatistics {
+    let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let ack = ["AccountOnlyDeviceWipeAckTime", "DeviceWipeAckTime"]
+        .iter()
+        .filter_map(|k| o.get(*k).and_then(Value::as_str).and_then(parse_time))
+        .max();
+    let device_id = Some(s("DeviceID"))
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| s("DeviceId"));
+    DeviceStatistics {
+        guid: DeviceGuid::parse(&s("Guid")).ok(),
+        device_id,
+        status: s("Status"),
+        wipe_acked_at: ack,
     }
 }
 
@@ -664,6 +721,23 @@ mod tests {
     }
 
     #[test]
+    fn statistics_are_read_as_exchange_names_them() {
+        let row: Value = serde_json::from_str(
+            r#"{"Guid":"6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a","DeviceID":"ABC","Status":"x",
+                "AccountOnlyDeviceWipeAckTime":"2025-01-01T00:00:00.0000000+00:00",
+                "DeviceWipeAckTime":"2026-12-01T10:00:00.0000000+00:00"}"#,
+        )
+        .unwrap();
+        let s = parse_statistics(row.as_object().unwrap());
+        assert_eq!(s.device_id, "ABC", "DeviceID, not DeviceId");
+        let later = parse_time("2026-12-01T10:00:00.0000000+00:00").unwrap();
+        assert_eq!(s.wipe_acked_at, Some(later), "the later of the two");
+        assert!(!s.acknowledged_since(later + 3_600_000));
+        let old: Value = serde_json::from_str(r#"{"DeviceId":"OLD"}"#).unwrap();
+        assert_eq!(parse_statistics(old.as_object().unwrap()).device_id, "OLD");
+    }
+
+    #[test]
     fn error_envelope_is_readable() {
         let v: Value = serde_json::from_str(r#"{"error":{"code":"NotFound","message":"Error executing cmdlet","details":[{"message":"Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'x' couldn't be found."}]}}"#).unwrap();
         assert_eq!(
@@ -680,6 +754,18 @@ mod tests {
             Reply::Throttled(..)
         ));
         assert!(matches!(classify(503, None, "", true), Reply::Retry(..)));
+        assert!(
+            matches!(
+                classify(500, None, "<html>500</html>", true),
+                Reply::Retry(..)
+            ),
+            "a plain 500 is retried"
+        );
+        let cmdlet_500 = r#"{"error":{"code":"InternalServerError","message":"x","details":[{"message":"Ex1|Microsoft.Exchange.Management.Tasks.DeviceDoesNotSupportAccountOnlyWipeException|no"}]}}"#;
+        assert!(
+            matches!(classify(500, None, cmdlet_500, false), Reply::Fail(r) if r.contains("the cmdlet failed")),
+            "a cmdlet's error is final"
+        );
         assert!(matches!(classify(404, None, "{}", true), Reply::Fail(..)));
         assert!(
             matches!(classify(200, None, "", false), Reply::Ok(..)),

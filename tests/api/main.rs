@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod exactly_once;
+mod exchange_facts;
 mod identity;
 mod openapi;
 mod operations;

@@ -276,6 +276,28 @@ pub(crate) async fn invoke_command(
                     ),
                 )
             }
+            Fault::PlainStatus(code) => {
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                builder(status, &common)
+                    .content_type("text/html")
+                    .body(format!(
+                        "<html><body><h2>{} {}</h2></body></html>",
+                        code,
+                        status.canonical_reason().unwrap_or("Error")
+                    ))
+            }
+            Fault::CmdletError {
+                status,
+                exception,
+                text,
+            } => envelope(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &common,
+                "Ex7E2C11",
+                &exception,
+                &text,
+            ),
         },
         Some(Early::CapThrottle429) => throttle_429(&common, CAP_RETRY_AFTER),
         Some(Early::CapThrottleMessage) => concurrency_message(&common),
@@ -576,8 +598,12 @@ fn statistics_json(d: &SimDevice) -> Value {
     m.insert("Identity".into(), json!(d.identity));
     m.insert("Guid@data.type".into(), json!("System.Guid"));
     m.insert("Guid@odata.type".into(), json!("#Guid"));
-    m.insert("Guid".into(), json!(d.guid));
-    m.insert("DeviceId".into(), json!(d.device_id));
+    m.insert(
+        "Guid".into(),
+        json!(d.statistics_guid.as_deref().unwrap_or(&d.guid)),
+    );
+    // Get-MobileDeviceStatistics spells it DeviceID (Get-MobileDevice: DeviceId).
+    m.insert("DeviceID".into(), json!(d.device_id));
     m.insert("DeviceType".into(), json!(d.spec.device_type));
     m.insert("DeviceModel".into(), json!(d.spec.model));
     m.insert("DeviceOS".into(), json!(d.spec.os));
@@ -600,6 +626,15 @@ fn statistics_json(d: &SimDevice) -> Value {
         (false, d.wipe_requested_at.is_some())
     };
     let pick = |on: bool, t: Option<OffsetDateTime>| if on { t } else { None };
+    // Which field holds an account-only acknowledgement is unverified: a
+    // device can be told to report it in DeviceWipeAckTime, and to carry an
+    // earlier wipe's acknowledgement in the other field.
+    let acked = d.wipe_acked_at;
+    let (ao_ack, full_ack) = match (ao, d.ack_in_full_wipe_field) {
+        (true, false) => (acked, d.stale_ack),
+        (true, true) => (d.stale_ack, acked),
+        (false, _) => (d.stale_ack, pick(full, acked)),
+    };
     opt_date(
         &mut m,
         "AccountOnlyDeviceWipeRequestTime",
@@ -610,18 +645,14 @@ fn statistics_json(d: &SimDevice) -> Value {
         "AccountOnlyDeviceWipeSentTime",
         pick(ao, d.wipe_sent_at),
     );
-    opt_date(
-        &mut m,
-        "AccountOnlyDeviceWipeAckTime",
-        pick(ao, d.wipe_acked_at),
-    );
+    opt_date(&mut m, "AccountOnlyDeviceWipeAckTime", ao_ack);
     opt_date(
         &mut m,
         "DeviceWipeRequestTime",
         pick(full, d.wipe_requested_at),
     );
     opt_date(&mut m, "DeviceWipeSentTime", pick(full, d.wipe_sent_at));
-    opt_date(&mut m, "DeviceWipeAckTime", pick(full, d.wipe_acked_at));
+    opt_date(&mut m, "DeviceWipeAckTime", full_ack);
     m.insert("LastDeviceWipeRequestor".into(), Value::Null);
     m.insert("LastAccountOnlyDeviceWipeRequestor".into(), Value::Null);
     Value::Object(m)

@@ -341,6 +341,18 @@ impl SimTenant {
     pub fn device(&self, guid: &str) -> Option<SimDevice> {
         self.st().device_by_guid(guid).cloned()
     }
+    /// Change how a device appears in `Get-MobileDeviceStatistics` (acknowledgement fields,
+    /// Guid), or what Exchange remembers of its wipe.
+    pub fn update_device(&self, guid: &str, f: impl FnOnce(&mut SimDevice)) {
+        let mut st = self.st();
+        if let Some(d) = st
+            .devices
+            .iter_mut()
+            .find(|d| d.guid.eq_ignore_ascii_case(guid.trim()))
+        {
+            f(d);
+        }
+    }
     /// The phone connects: a pending wipe is sent and acknowledged now.
     pub fn sync_device(&self, guid: &str) {
         self.st().sync_device(guid);

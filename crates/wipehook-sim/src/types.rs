@@ -50,8 +50,19 @@ pub enum Fault {
     /// HTTP 400 with the plain-text body "You have reached the maximum number of concurrent
     /// requests per tenant. Please wait and try again".
     ConcurrencyMessage,
-    /// A bare status code (500, 503, 504, ...) with an Exchange error envelope as body.
+    /// A bare status code (500, 503, 504, ...) with an Exchange error envelope as body
+    /// (a transient storage exception).
     Status(u16),
+    /// A status code with a plain body and no error envelope (a front-end or server fault:
+    /// Exchange answers a plain 500 for those too).
+    PlainStatus(u16),
+    /// A cmdlet's own error: the status (Exchange uses 500 for these too) and an envelope
+    /// naming the exception, e.g. `Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException`.
+    CmdletError {
+        status: u16,
+        exception: String,
+        text: String,
+    },
     /// HTTP 401 with an empty body and a `WWW-Authenticate` header.
     Unauthorized401,
 }
@@ -157,6 +168,14 @@ pub struct SimDevice {
     pub wipe_acked_at: Option<time::OffsetDateTime>,
     pub cancel_count: usize,
     pub wipe_request_count: usize,
+    /// Report the acknowledgement of an account-only wipe in `DeviceWipeAckTime` instead of
+    /// `AccountOnlyDeviceWipeAckTime` (which field Exchange fills is unverified).
+    pub ack_in_full_wipe_field: bool,
+    /// An acknowledgement of an earlier wipe, reported in the field the current wipe does
+    /// not use.
+    pub stale_ack: Option<time::OffsetDateTime>,
+    /// The Guid `Get-MobileDeviceStatistics` reports, when it differs from `Get-MobileDevice`'s.
+    pub statistics_guid: Option<String>,
     /// The wipe command was sent to the device (set by [`SimTenant::sync_device`]).
     pub wipe_sent_at: Option<time::OffsetDateTime>,
     /// Last successful sync of the device.

@@ -331,7 +331,13 @@ async fn send(cx: &Cx<'_>, upn: &Upn, to_send: Vec<DeviceRecord>) -> Result<Sent
     };
     for (mut rec, result) in to_send.into_iter().zip(results) {
         match result {
-            Ok(()) => {
+            Ok(warnings) => {
+                // Exchange's warnings on an accepted wipe go on the record.
+                rec.notes.extend(
+                    warnings
+                        .into_iter()
+                        .map(|w| format!("Exchange warned: {w}")),
+                );
                 rec.requested_at = Some(now_ms());
                 rec.verification = Some(Verification::Pending);
                 cx.store()

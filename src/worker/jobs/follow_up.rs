@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Cx, Done, OnPermanent, RetryRule, store_err};
 use crate::domain::{DeviceOutcome, Upn, Verification};
+use crate::exchange::CancelOutcome;
 use crate::store::{DeviceRecord, now_ms};
 use crate::upstream::CallError;
 
@@ -162,7 +163,25 @@ pub async fn cancel(cx: &Cx<'_>) -> Result<Done, CallError> {
                 .cancel_wipe(&cx.t.tokens, &cx.t.tenant.id, &d.guid)
                 .await
             {
-                Ok(()) => {}
+                Ok(CancelOutcome::Cancelled { warnings }) => {
+                    if !warnings.is_empty() {
+                        let mut rec = d.clone();
+                        rec.notes
+                            .extend(warnings.iter().map(|w| format!("Exchange warned: {w}")));
+                        store.put_device(&rec).await.map_err(store_err)?;
+                    }
+                }
+                Ok(CancelOutcome::NothingPending(warning)) => {
+                    // Exchange had nothing to cancel: the phone may have
+                    // acknowledged since the last read, or the request never
+                    // arrived. Never "cancelled".
+                    let mut rec = d.clone();
+                    rec.notes.push(format!(
+                        "not cancelled: nothing pending (already acknowledged or never requested); Exchange: {warning}"
+                    ));
+                    store.put_device(&rec).await.map_err(store_err)?;
+                    continue;
+                }
                 Err(CallError::Permanent { reason }) => {
                     // Record it on the device and go on with the others.
                     let mut rec = d.clone();
