@@ -56,14 +56,20 @@ impl GraphClient {
         tokens: &TokenProvider,
         address: &Upn,
     ) -> Result<Option<DirectoryUser>, CallError> {
-        let url = format!("{}/v1.0/users/{}", self.base, address.as_str());
+        // One path segment, percent-encoded (a guest UPN has '#').
+        let mut url = reqwest::Url::parse(&format!("{}/v1.0/users", self.base))
+            .map_err(|e| CallError::permanent(format!("graph URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| CallError::permanent("graph URL cannot take a path"))?
+            .push(address.as_str());
+        let url = url.to_string();
         if let Some(v) = self
             .get(tokens, &url, &[("$select", SELECT)], "get-user")
             .await?
         {
             return parse_user(&v).map(Some);
         }
-        // Upn::parse admits no quote, so the address is safe inside the literal.
+        // A quote in the address is doubled inside the OData literal.
         let filter = format!(
             "proxyAddresses/any(p:p eq 'smtp:{}')",
             address.as_str().replace('\'', "''")
@@ -94,7 +100,7 @@ impl GraphClient {
         }
     }
 
-    /// `GET /v1.0/users/{id}?$select=userPrincipalName`. `Ok(None)`: no such user.
+    /// The UPN of the user with this object id. `Ok(None)`: no such user.
     pub async fn user_principal_name(
         &self,
         tokens: &TokenProvider,

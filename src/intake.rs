@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::domain::{Found, Job, Mode, NewTarget, RunId, RunStatus, TargetState, TriggerKind};
+use crate::domain::{
+    Found, Job, Mode, NewTarget, RunId, RunStatus, TargetState, TriggerKind, TriggerScope,
+};
 use crate::policy;
 use crate::sentinel::{self, Candidate, Trigger, TriggerError};
 use crate::state::Shared;
@@ -106,6 +108,35 @@ pub fn comment_id(run_id: &RunId) -> String {
     .to_string()
 }
 
+/// Who and what the trigger body names: every address and object id of its
+/// candidates, and its alerts.
+fn scope(t: &Trigger) -> TriggerScope {
+    let mut s = TriggerScope {
+        alert_ids: t.alert_ids.clone(),
+        ..Default::default()
+    };
+    for c in &t.candidates {
+        match c {
+            Candidate::Upn { upn, claims, .. } => {
+                s.addresses.push(upn.clone());
+                s.addresses.extend(claims.addresses.iter().cloned());
+                s.object_ids.extend(claims.object_ids.iter().cloned());
+            }
+            Candidate::AadUser {
+                object_id, claims, ..
+            } => {
+                s.object_ids.push(object_id.clone());
+                s.object_ids.extend(claims.object_ids.iter().cloned());
+                if !claims.notes.is_empty() {
+                    s.notes.push((object_id.clone(), claims.notes.clone()));
+                }
+            }
+            Candidate::Unresolved { .. } => {}
+        }
+    }
+    s
+}
+
 /// Accept a trigger body from an authenticated caller.
 pub async fn accept(
     shared: &Shared,
@@ -150,11 +181,8 @@ pub async fn accept(
                 source: source.clone(),
                 claims: claims.clone(),
             }),
-            Candidate::AadUser {
-                object_id, claims, ..
-            } => jobs.push(Job::Resolve {
+            Candidate::AadUser { object_id, .. } => jobs.push(Job::Resolve {
                 object_id: object_id.clone(),
-                notes: claims.notes.clone(),
             }),
             Candidate::Unresolved { entity, reason } => unresolved.push(Unresolved {
                 entity: entity.clone(),
@@ -229,6 +257,7 @@ pub async fn accept(
         expire_at: (status == RunStatus::Held)
             .then(|| crate::store::now_ms() + p.hold_expiry.as_millis() as i64),
         jobs,
+        trigger_scope: scope(&trigger),
     };
     let accepted = shared.store.accept(&new).await?;
     let has_work = accepted.created && !new.jobs.is_empty();

@@ -1,7 +1,7 @@
 //! Safety decisions, as pure functions of the effective policy. Doubt never
 //! ends in a wipe: every "no" carries the reason shown on the incident.
 
-use crate::config::PolicySettings;
+use crate::config::{FoundLater, PolicySettings};
 use crate::domain::{
     Claims, ClientType, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget, Severity,
     TargetState, Upn,
@@ -81,6 +81,19 @@ pub fn plan_targets(p: &PolicySettings, found: &[Found], blast_radius: bool) -> 
     planned
 }
 
+/// Users first seen after the trigger (in the incident's own entity list,
+/// which correlation can widen with unrelated alerts) are held for approval
+/// unless the tenant accepts them (`policy.users_found_later = "contain"`).
+/// `why_later` names where they came from.
+pub fn hold_found_later(p: &PolicySettings, t: &mut NewTarget, why_later: &str) {
+    if p.users_found_later == FoundLater::Hold && t.state == TargetState::Pending {
+        t.state = TargetState::Held;
+        t.reason = Some(format!(
+            "{why_later}; held for approval (policy.users_found_later = hold)"
+        ));
+    }
+}
+
 /// May this person be contained automatically? Judged on the person, not on
 /// the address an entity named: `Get-MobileDevice -Mailbox` accepts any of
 /// a mailbox's addresses, so the protected list is applied to the UPN and to
@@ -126,7 +139,7 @@ pub fn claims_agree(named: &Upn, claims: &Claims, m: &DirectoryUser) -> Result<(
     }
     if !m.answers_to(named.as_str()) {
         return Err(format!(
-            "'{named}' is not an address of {} (object id {}), whom the entity's object id names; they may be different people, refused",
+            "'{named}' is not an address of {} (object id {}), the person found for this entity; they may be different people, refused",
             m.upn, m.object_id
         ));
     }

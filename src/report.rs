@@ -76,7 +76,7 @@ pub struct UserResult {
     /// The UPN of the person the address resolved to (Microsoft Graph), once resolved.
     pub mailbox_upn: Option<String>,
     pub display_name: Option<String>,
-    /// The person's Entra object id, as Exchange reports it for the mailbox.
+    /// The person's Entra object id (Microsoft Graph).
     pub object_id: Option<String>,
     pub source: String,
     /// Fields of the entity that were present but did not decide.

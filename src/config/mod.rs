@@ -227,6 +227,24 @@ pub struct PolicySettings {
     /// First follow-up of a requested wipe; doubles up to 15 minutes.
     #[serde(with = "dur")]
     pub verify_interval: Duration,
+    /// Users first seen in the incident's entity list after the trigger
+    /// (correlation can merge unrelated alerts into an incident): `hold`
+    /// them for approval, or `contain` them like the trigger's.
+    pub users_found_later: FoundLater,
+    /// How long a run whose incident has no account yet keeps re-reading
+    /// its entities (Defender incidents can reach Sentinel automation up to
+    /// 10 minutes late).
+    #[serde(with = "dur")]
+    pub entity_sync_wait: Duration,
+}
+
+/// What to do with users found after the trigger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundLater {
+    #[default]
+    Hold,
+    Contain,
 }
 impl Default for PolicySettings {
     fn default() -> Self {
@@ -242,6 +260,8 @@ impl Default for PolicySettings {
             hold_expiry: Duration::from_secs(24 * 3600),
             verify_deadline: Duration::from_secs(24 * 3600),
             verify_interval: Duration::from_secs(60),
+            users_found_later: FoundLater::Hold,
+            entity_sync_wait: Duration::from_secs(600),
         }
     }
 }
@@ -261,6 +281,7 @@ pub struct PolicyOverrides {
     pub hold_expiry: Option<Duration>,
     #[serde(default, with = "opt_dur")]
     pub verify_deadline: Option<Duration>,
+    pub users_found_later: Option<FoundLater>,
 }
 
 impl PolicySettings {
@@ -292,6 +313,9 @@ impl PolicySettings {
         }
         if let Some(v) = o.verify_deadline {
             p.verify_deadline = v;
+        }
+        if let Some(v) = o.users_found_later {
+            p.users_found_later = v;
         }
         p
     }

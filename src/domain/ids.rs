@@ -332,7 +332,24 @@ macro_rules! from_str_via_parse {
         }
     )+};
 }
-from_str_via_parse!(RunId, TenantId, Upn, DeviceGuid, IncidentRef);
+from_str_via_parse!(RunId, TenantId, DeviceGuid, IncidentRef);
+
+/// A stored address, as an earlier version stored it: the rules of
+/// `Upn::parse` have tightened (invisible characters), and a row written
+/// before must still be readable. Whoever acts on it checks it again with
+/// `Upn::parse`.
+impl std::str::FromStr for Upn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Upn, String> {
+        match Upn::parse(s) {
+            Ok(u) => Ok(u),
+            Err(_) if s.contains('@') && !s.trim().is_empty() => {
+                Ok(Upn(s.trim().to_ascii_lowercase()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,11 +9,7 @@ pub enum Job {
     /// Resolve this target's person, list their devices, request wipes.
     Contain { upn: Upn },
     /// An Account that carries only `aadUserId`: find its UPN through Graph.
-    /// `notes`: entity fields that did not decide (shown on the record).
-    Resolve {
-        object_id: String,
-        notes: Vec<String>,
-    },
+    Resolve { object_id: String },
     /// Re-read the incident's entities through ARM.
     Entities,
     /// Write the run's record on the incident.
@@ -43,43 +39,26 @@ impl Job {
     pub fn arg(&self) -> String {
         match self {
             Job::Contain { upn } | Job::Verify { upn } => upn.to_string(),
-            Job::Resolve { object_id, notes } => {
-                // The object id, then one note per line.
-                let mut a = object_id.clone();
-                for n in notes {
-                    a.push('\n');
-                    a.push_str(&n.replace('\n', " "));
-                }
-                a
-            }
+            Job::Resolve { object_id } => object_id.clone(),
             Job::Entities | Job::Comment | Job::Cancel | Job::Expire => String::new(),
         }
     }
 
-    /// The argument shown in logs and error lists (no notes).
+    /// The argument shown in logs and error lists.
     pub fn label(&self) -> String {
-        match self {
-            Job::Resolve { object_id, .. } => object_id.clone(),
-            other => other.arg(),
-        }
+        self.arg()
     }
 
     pub fn from_stored(kind: &str, arg: &str) -> Result<Job, String> {
         let kind: TaskKind = kind.parse()?;
         Ok(match kind {
-            TaskKind::Contain => Job::Contain {
-                upn: Upn::parse(arg)?,
+            // Stored forms: an address stored by an older version is read
+            // back as it was (the contain job checks it again before use).
+            TaskKind::Contain => Job::Contain { upn: arg.parse()? },
+            TaskKind::Verify => Job::Verify { upn: arg.parse()? },
+            TaskKind::Resolve => Job::Resolve {
+                object_id: arg.to_string(),
             },
-            TaskKind::Verify => Job::Verify {
-                upn: Upn::parse(arg)?,
-            },
-            TaskKind::Resolve => {
-                let mut lines = arg.split('\n');
-                Job::Resolve {
-                    object_id: lines.next().unwrap_or("").to_string(),
-                    notes: lines.map(String::from).collect(),
-                }
-            }
             TaskKind::Entities => Job::Entities,
             TaskKind::Comment => Job::Comment,
             TaskKind::Cancel => Job::Cancel,
@@ -100,7 +79,6 @@ mod tests {
             Job::Verify { upn },
             Job::Resolve {
                 object_id: "5e8a6ad4-0000-4000-8000-000000000001".into(),
-                notes: vec!["one".into(), "two".into()],
             },
             Job::Entities,
             Job::Comment,

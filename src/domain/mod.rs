@@ -20,4 +20,4 @@ pub use state::{
     DeviceOutcome, Mode, RunStatus, Severity, TargetState, TaskKind, TaskState, TriggerKind,
     Verification, WipeState,
 };
-pub use target::{Found, NewTarget};
+pub use target::{Found, NewTarget, TriggerScope};

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Candidate, candidates_from_entities};
+use super::{AlertInfo, Candidate, alert_info, candidates_from_entities};
 use crate::domain::IncidentRef;
 use crate::identity::{Resource, TokenProvider};
 use crate::upstream::{CallError, retry_after};
@@ -28,11 +28,13 @@ impl ArmClient {
     }
 
     /// `POST {incident}/entities`: the incident's entities as candidates.
+    /// `Ok(None)`: ARM does not know the incident (yet: a Defender incident
+    /// can reach Sentinel minutes after its automation ran).
     pub async fn incident_entities(
         &self,
         tokens: &TokenProvider,
         incident: &IncidentRef,
-    ) -> Result<Vec<Candidate>, CallError> {
+    ) -> Result<Option<Vec<Candidate>>, CallError> {
         let url = format!(
             "{}{}/entities?api-version={}",
             self.base,
@@ -48,8 +50,42 @@ impl ArmClient {
             .send()
             .await
             .map_err(|e| CallError::from_reqwest("ARM entities", e))?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
         let body = read(resp, tokens, "listing the incident's entities").await?;
-        parse_entities_response(&body).map_err(CallError::permanent)
+        parse_entities_response(&body)
+            .map(Some)
+            .map_err(CallError::permanent)
+    }
+
+    /// `POST {incident}/alerts`: the incident's alerts (names, products).
+    pub async fn incident_alerts(
+        &self,
+        tokens: &TokenProvider,
+        incident: &IncidentRef,
+    ) -> Result<Vec<AlertInfo>, CallError> {
+        let url = format!(
+            "{}{}/alerts?api-version={}",
+            self.base,
+            incident.arm_id(),
+            self.api_version
+        );
+        let token = tokens.token(Resource::Arm).await?;
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .await
+            .map_err(|e| CallError::from_reqwest("ARM alerts", e))?;
+        let body = read(resp, tokens, "listing the incident's alerts").await?;
+        Ok(body
+            .get("value")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(alert_info).collect())
+            .unwrap_or_default())
     }
 
     /// `PUT {incident}/comments/{id}`: create or update the run's comment.

@@ -21,6 +21,20 @@ pub struct Trigger {
     pub severity: Option<Severity>,
     pub event_unique_id: Option<String>,
     pub candidates: Vec<Candidate>,
+    /// The incident's tags (`labels[].labelName`).
+    pub labels: Vec<String>,
+    /// The incident's alerts in the body (`alerts[].properties.systemAlertId`).
+    pub alert_ids: Vec<String>,
+    /// `createdTimeUtc`, Unix ms.
+    pub created_at: Option<i64>,
+}
+
+/// One alert of an incident, as the incident's alert list gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertInfo {
+    pub system_alert_id: String,
+    pub name: String,
+    pub product: String,
 }
 
 /// What an entity yields: an address to resolve to a mailbox, an Entra
@@ -102,6 +116,9 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
             severity: None,
             event_unique_id: None,
             candidates: dedup(candidates),
+            labels: vec![],
+            alert_ids: vec![],
+            created_at: None,
         });
     }
     if let Some(object) = get(root, &["object"]).and_then(Value::as_object) {
@@ -123,12 +140,60 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
             severity: get_str(props, &["severity"]).and_then(Severity::parse),
             event_unique_id: get_str(root, &["eventUniqueId"]).map(String::from),
             candidates: candidates_from_entities(entities),
+            labels: get(props, &["labels"])
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_object().and_then(|l| get_str(l, &["labelName"])))
+                        .map(|l| l.chars().take(256).collect())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            alert_ids: get(props, &["alerts"])
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(alert_info)
+                        .map(|a| a.system_alert_id)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            created_at: get_str(props, &["createdTimeUtc"]).and_then(parse_time),
         });
     }
     if get(root, &["SystemAlertId"]).is_some() {
         return Err(TriggerError::AlertTrigger);
     }
     Err(TriggerError::UnknownShape)
+}
+
+/// An alert (`SecurityAlert` entity, ARM shape) as `AlertInfo`.
+pub fn alert_info(v: &Value) -> Option<AlertInfo> {
+    let o = v.as_object()?;
+    let p = get(o, &["properties"])
+        .and_then(Value::as_object)
+        .unwrap_or(o);
+    let id = get_str(p, &["systemAlertId", "SystemAlertId"])
+        .or_else(|| get_str(o, &["name"]))?
+        .chars()
+        .take(100)
+        .collect();
+    let text = |names: &[&str]| -> String {
+        visible(get_str(p, names).unwrap_or(""))
+            .chars()
+            .take(200)
+            .collect()
+    };
+    Some(AlertInfo {
+        system_alert_id: id,
+        name: text(&["alertDisplayName", "AlertDisplayName", "friendlyName"]),
+        product: text(&["productName", "ProductName"]),
+    })
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// Targets from a list of entities in ARM (`kind` + `properties`) or
@@ -211,7 +276,12 @@ fn account(p: &Map<String, Value>) -> Candidate {
         },
     };
     let built = match (name, suffix) {
-        (Some(n), Some(s)) => Some(format!("{n}@{s}")),
+        (Some(n), Some(s)) => Some(
+            visible(&format!("{n}@{s}"))
+                .chars()
+                .take(320)
+                .collect::<String>(),
+        ),
         _ => None,
     };
     if let Some(u) = upn_field {

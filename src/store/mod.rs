@@ -62,6 +62,7 @@ mod postgres {
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_target_identity.sql")),
+    (3, include_str!("migrations/0003_trigger_scope.sql")),
 ];
 
 #[derive(Clone)]

@@ -5,7 +5,9 @@ use anyhow::Result;
 use tokio::sync::oneshot;
 
 use super::{Store, dispatch};
-use crate::domain::{IncidentRef, Job, Mode, RunId, RunStatus, Severity, TenantId, TriggerKind};
+use crate::domain::{
+    IncidentRef, Job, Mode, RunId, RunStatus, Severity, TenantId, TriggerKind, TriggerScope,
+};
 
 use super::NewTarget;
 
@@ -33,6 +35,8 @@ pub struct NewRun {
     pub jobs: Vec<Job>,
     /// Held at intake: when the hold expires (its task commits with the run).
     pub expire_at: Option<i64>,
+    /// Who and what the trigger body named.
+    pub trigger_scope: TriggerScope,
 }
 
 /// An entity that yielded no user, and why.
@@ -76,6 +80,7 @@ pub struct RunRecord {
     pub comment_id: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    pub trigger_scope: TriggerScope,
 }
 
 impl Store {

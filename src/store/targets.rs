@@ -139,6 +139,19 @@ impl Store {
         dispatch!(self, set_target(run, upn, state, reason))
     }
 
+    /// Move a target from `from` to `to`; false when it was no longer in
+    /// `from` (a cancel or another decision got there first).
+    pub async fn move_target(
+        &self,
+        run: &RunId,
+        upn: &Upn,
+        from: TargetState,
+        to: TargetState,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        dispatch!(self, move_target(run, upn, from, to, reason))
+    }
+
     /// Record the person a target's address resolved to.
     pub async fn set_target_person(
         &self,

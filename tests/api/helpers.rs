@@ -36,6 +36,7 @@ pub fn fast(s: &mut Settings) {
     s.worker.backoff_scale = 0.01;
     s.worker.idle_poll = Duration::from_millis(200);
     s.policy.verify_interval = Duration::from_millis(200);
+    s.policy.entity_sync_wait = Duration::from_millis(300);
     s.server.poll_after_secs = 1;
     s.server.shutdown_grace = Duration::from_secs(5);
 }

@@ -289,3 +289,128 @@ both_stores!(
     a_protected_or_foreign_mailbox_is_never_wiped_,
     a_protected_or_foreign_mailbox_is_never_wiped_through_any_of_its_addresses
 );
+
+/// Correlation merges alerts into an incident: users the trigger did not
+/// name, first seen in the incident's own entity list, are held for
+/// approval and named with the alerts added since.
+async fn users_found_after_the_trigger_are_held(store: StoreKind) {
+    let Some(app) = spawn_with(SimOptions::default(), store, |_| {}).await else {
+        return;
+    };
+    let sim = &app.h.sim;
+    sim.add_user("amy@contoso.com", "c0000000-0000-4000-8000-000000000001");
+    sim.add_user("ben@contoso.com", "c0000000-0000-4000-8000-000000000002");
+    let amy = sim.add_device("amy@contoso.com", DeviceSpec::iphone());
+    let ben = sim.add_device("ben@contoso.com", DeviceSpec::iphone());
+    let mut body = app
+        .h
+        .incident_body("inc-merged", 95, "High", &["amy@contoso.com"]);
+    body["object"]["properties"]["alerts"] = json!([
+        {"kind": "SecurityAlert", "properties": {"systemAlertId": "alert-sign-in", "alertDisplayName": "Impossible travel"}}
+    ]);
+    // By the time wipehook re-reads the incident, a phishing alert naming
+    // Ben was merged into it.
+    sim.add_incident(
+        "inc-merged",
+        json!([
+            wipehook::harness::account_entity("amy@contoso.com"),
+            wipehook::harness::account_entity("ben@contoso.com")
+        ]),
+    );
+    sim.add_incident_alert(
+        "inc-merged",
+        "alert-sign-in",
+        "Impossible travel",
+        "Microsoft Entra ID Protection",
+    );
+    sim.add_incident_alert(
+        "inc-merged",
+        "alert-phish",
+        "Phish delivered",
+        "Microsoft Defender for Office 365",
+    );
+    let r = app.contain(&body).await;
+    assert_eq!(r["status"], "held", "{r}");
+    let a = user(&r, "amy@contoso.com").unwrap();
+    assert_eq!(a["devices"][0]["outcome"], "requested");
+    let b = r["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["upn"] == "ben@contoso.com")
+        .unwrap();
+    assert_eq!(b["state"], "held", "{b}");
+    let why = b["reason"].as_str().unwrap();
+    assert!(
+        why.contains("after the trigger")
+            && why.contains("'Phish delivered' (Microsoft Defender for Office 365)")
+            && !why.contains("Impossible travel"),
+        "{why}"
+    );
+    assert_eq!(sim.device(&ben).unwrap().wipe_request_count, 0);
+    // An approver releases him.
+    let ok = app
+        .post(
+            "/api/v1/sentinel/incidents/approve",
+            Some(&app.h.approver_token()),
+            &body,
+        )
+        .await;
+    assert_eq!(ok.status().as_u16(), 200, "{:?}", ok.text().await);
+    app.drain().await;
+    app.eventually("ben wiped after approval", || {
+        sim.device(&ben).unwrap().wipe_request_count == 1
+    })
+    .await;
+    assert_eq!(sim.device(&amy).unwrap().wipe_request_count, 1);
+}
+both_stores!(
+    users_found_after_the_trigger_are_held_,
+    users_found_after_the_trigger_are_held
+);
+
+/// A playbook run on an incident not yet synchronised (the body names no
+/// account, ARM does not know the incident yet) keeps the run in progress
+/// (202) and reads again, instead of ending "no accounts".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_not_yet_synchronised_is_read_again() {
+    let Some(app) = spawn_with(SimOptions::default(), StoreKind::Sqlite, |s| {
+        s.policy.entity_sync_wait = std::time::Duration::from_secs(20)
+    })
+    .await
+    else {
+        return;
+    };
+    let sim = &app.h.sim;
+    sim.add_user("cid@contoso.com", "c0000000-0000-4000-8000-000000000003");
+    let g = sim.add_device("cid@contoso.com", DeviceSpec::iphone());
+    let body = app.h.incident_body("inc-late-sync", 96, "High", &[]);
+    let r = app.post_incident(&body).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let poll = app
+        .client
+        .get(&location)
+        .bearer_auth(app.h.run_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        poll.status().as_u16(),
+        202,
+        "still waiting for the incident"
+    );
+    // The incident reaches Sentinel, with its account.
+    sim.add_incident(
+        "inc-late-sync",
+        json!([wipehook::harness::account_entity("cid@contoso.com")]),
+    );
+    let done = app.wait_done(&location).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(sim.device(&g).unwrap().wipe_request_count, 1);
+    assert_eq!(
+        done["users"][0]["state"], "done",
+        "not held: the trigger named nobody"
+    );
+}

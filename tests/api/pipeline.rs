@@ -20,7 +20,13 @@ fn devices_of<'a>(result: &'a Value, upn: &str) -> Vec<&'a Value> {
 }
 
 async fn happy_path(store: StoreKind) {
-    let Some(app) = spawn_with(SimOptions::default(), store, |_| {}).await else {
+    // Users found in the incident's own entity list join the run (this
+    // tenant accepts them; the default holds them: see identity.rs).
+    let Some(app) = spawn_with(SimOptions::default(), store, |s| {
+        s.policy.users_found_later = wipehook::config::FoundLater::Contain
+    })
+    .await
+    else {
         return;
     };
     let sim = &app.h.sim;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use wipehook::config::StoreSettings;
 use wipehook::domain::{
     Claims, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, MobileDevice, Mode,
-    NewTarget, RunId, RunStatus, Severity, TargetState, TaskKind, TenantId, TriggerKind, Upn,
-    Verification, WipeState,
+    NewTarget, RunId, RunStatus, Severity, TargetState, TaskKind, TenantId, TriggerKind,
+    TriggerScope, Upn, Verification, WipeState,
 };
 use wipehook::store::{DeviceRecord, NewRun, Store, Unresolved, WipeClaim, now_ms};
 
@@ -99,6 +99,12 @@ fn new_run(key: &str, targets: &[(&str, TargetState)], jobs: Vec<Job>) -> NewRun
         }],
         jobs,
         expire_at: None,
+        trigger_scope: TriggerScope {
+            addresses: targets.iter().map(|(u, _)| upn(u)).collect(),
+            object_ids: vec![],
+            alert_ids: vec!["alert-1".into()],
+            notes: vec![],
+        },
     }
 }
 
@@ -129,7 +135,7 @@ async fn runs_targets_and_devices(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
     s.ping().await.unwrap();
-    assert_eq!(s.schema_version().await.unwrap(), 2);
+    assert_eq!(s.schema_version().await.unwrap(), 3);
 
     // accept: a new run, then the same key again (same run, not created).
     let first = new_run(
@@ -165,6 +171,8 @@ async fn runs_targets_and_devices(kind: StoreKind) {
     assert_eq!(run.trigger, TriggerKind::Incident);
     assert_eq!(run.mode, Mode::Enforce);
     assert_eq!(run.incident.as_ref().unwrap().name, "inc-contract");
+    assert_eq!(run.trigger_scope.alert_ids, vec!["alert-1"]);
+    assert!(run.trigger_scope.names(&upn("a@contoso.com"), None));
     assert!(s.run(&RunId::new()).await.unwrap().is_none());
     assert_eq!(s.list_runs(5).await.unwrap().len(), 5);
     let of_incident = s
@@ -571,6 +579,7 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
             "ALTER TABLE targets DROP COLUMN mailbox_upn",
             "ALTER TABLE targets DROP COLUMN display_name",
             "ALTER TABLE targets DROP COLUMN object_id",
+            "ALTER TABLE runs DROP COLUMN trigger_scope",
         ],
     )
     .await;
@@ -580,7 +589,7 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
     })
     .await
     .expect("migrates");
-    assert_eq!(again.schema_version().await.unwrap(), 2);
+    assert_eq!(again.schema_version().await.unwrap(), 3);
     let t = again.targets(&id).await.unwrap();
     assert_eq!(t.len(), 1, "data kept");
     assert_eq!(t[0].claims, Claims::default());

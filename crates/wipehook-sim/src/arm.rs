@@ -167,6 +167,9 @@ pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> 
         ([incident, e], Method::POST) if e.eq_ignore_ascii_case("entities") => {
             entities(&data, incident)
         }
+        ([incident, a], Method::POST) if a.eq_ignore_ascii_case("alerts") => {
+            alerts(&data, incident)
+        }
         ([incident, c], Method::GET) if c.eq_ignore_ascii_case("comments") => {
             list_comments(&data, incident)
         }
@@ -186,6 +189,22 @@ pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> 
             ),
         ),
     }
+}
+
+/// `POST {incident}/alerts`: `{"value": [SecurityAlert...]}`.
+fn alerts(data: &Inner, incident: &str) -> HttpResponse {
+    let st = data.st();
+    let Some(inc) = st.incident(incident) else {
+        drop(st);
+        return arm_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Incident '{incident}' was not found in workspace 'soc-ws'."),
+        );
+    };
+    let body = json!({ "value": inc.alerts });
+    drop(st);
+    HttpResponse::Ok().json(body)
 }
 
 fn entities(data: &Inner, incident: &str) -> HttpResponse {

@@ -310,6 +310,35 @@ impl SimTenant {
         self.st().add_incident(incident_name, entities);
     }
 
+    /// Adds an alert to the incident (created if missing), as ARM lists it:
+    /// a `SecurityAlert` entity with `systemAlertId`, `alertDisplayName`, `productName`.
+    pub fn add_incident_alert(
+        &self,
+        incident_name: &str,
+        system_alert_id: &str,
+        name: &str,
+        product: &str,
+    ) {
+        let alert = serde_json::json!({
+            "id": format!("{}/providers/Microsoft.SecurityInsights/Entities/{system_alert_id}", self.inner.workspace_arm_id()),
+            "name": system_alert_id,
+            "type": "Microsoft.SecurityInsights/Entities",
+            "kind": "SecurityAlert",
+            "properties": {
+                "systemAlertId": system_alert_id,
+                "alertDisplayName": name,
+                "productName": product,
+                "severity": "High",
+                "status": "New",
+                "friendlyName": name,
+            }
+        });
+        self.st()
+            .incident_mut_or_create(incident_name)
+            .alerts
+            .push(alert);
+    }
+
     // --- observation -----------------------------------------------------------------------
 
     pub fn exchange_calls(&self) -> Vec<ExchangeCall> {

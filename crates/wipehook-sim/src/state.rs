@@ -86,6 +86,8 @@ pub(crate) struct Comment {
 pub(crate) struct Incident {
     pub name: String,
     pub entities: Vec<serde_json::Value>,
+    /// `SecurityAlert` entities (ARM shape), as `POST {incident}/alerts` lists them.
+    pub alerts: Vec<serde_json::Value>,
     pub comments: Vec<Comment>,
 }
 
@@ -280,6 +282,7 @@ impl State {
         self.incidents.push(Incident {
             name: name.to_string(),
             entities: Vec::new(),
+            alerts: Vec::new(),
             comments: Vec::new(),
         });
         let last = self.incidents.len() - 1;

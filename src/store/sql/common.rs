@@ -18,7 +18,8 @@ use super::{
 };
 use crate::domain::{
     Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, RunId,
-    RunStatus, TargetState, TaskId, TaskKind, TaskState, TenantId, Upn, Verification, WipeState,
+    RunStatus, TargetState, TaskId, TaskKind, TaskState, TenantId, TriggerScope, Upn, Verification,
+    WipeState,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;

@@ -25,14 +25,32 @@ pub async fn claim(c: &mut Conn, owner: &str, lease: Duration) -> Result<Option<
                      ORDER BY seq, not_before, created_at LIMIT 1 {lock})
          RETURNING id, run_id, tenant_id, kind, arg, attempts"
     );
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(owner)
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(TaskState::Ready.as_str())
-        .fetch_optional(&mut *c)
-        .await?;
-    row.as_ref().map(|r| task_from_row(r, owner)).transpose()
+    loop {
+        let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(owner)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(TaskState::Ready.as_str())
+            .fetch_optional(&mut *c)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        match task_from_row(&r, owner) {
+            Ok(t) => return Ok(Some(t)),
+            // A row no version of wipehook could act on: given up, said why,
+            // and the next one claimed (it would otherwise be re-leased forever).
+            Err(e) => {
+                let id: String = r.try_get("id")?;
+                sqlx::query(
+                    "UPDATE tasks SET state = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
+                )
+                .bind(TaskState::Dead.as_str())
+                .bind(truncate(&format!("unreadable task: {e:#}"), 2000))
+                .bind(&id)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+    }
 }
 
 /// Extend a lease; false when this owner lost it.

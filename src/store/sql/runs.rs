@@ -1,7 +1,7 @@
 // Runs: intake (with the delivery key), reads, approval, cancellation,
 // expiry, and the run's end (`finalize_if_done`, under the run's lock).
 
-const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at";
+const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope";
 
 fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     let actor = |by: &str, at: &str| -> Result<Option<Actor>> {
@@ -30,6 +30,10 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
         comment_id: r.try_get("comment_id")?,
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
+        trigger_scope: match r.try_get::<Option<String>, _>("trigger_scope")? {
+            Some(t) => serde_json::from_str(&t).context("column trigger_scope")?,
+            None => TriggerScope::default(),
+        },
     })
 }
 
@@ -70,8 +74,8 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
         });
     }
     sqlx::query(
-        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
     )
     .bind(new.id.as_str())
     .bind(new.tenant.as_str())
@@ -87,6 +91,7 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
     .bind(&new.reason)
     .bind(&new.comment_id)
     .bind(now)
+    .bind(serde_json::to_string(&new.trigger_scope)?)
     .execute(&mut **tx)
     .await?;
     for (i, t) in new.targets.iter().enumerate() {
@@ -159,6 +164,7 @@ pub async fn approve(c: &mut Conn, run: &RunId, who: &str) -> Result<usize> {
     // task has not run yet.
     let r = sqlx::query(
         "UPDATE runs SET status = $1, reason = NULL, approved_by = $2, approved_at = $3, updated_at = $3 WHERE id = $4 AND status = $5
+         AND cancelled_at IS NULL
          AND NOT EXISTS (SELECT 1 FROM tasks WHERE run_id = $4 AND kind = $6 AND state = $7 AND not_before <= $3)",
     )
     .bind(RunStatus::Running.as_str())

@@ -148,6 +148,29 @@ pub async fn set_target(
     Ok(())
 }
 
+/// Move a target from `from` to `to`; false when it was no longer in `from`
+/// (cancelled or decided meanwhile).
+pub async fn move_target(
+    c: &mut Conn,
+    run: &RunId,
+    upn: &Upn,
+    from: TargetState,
+    to: TargetState,
+    reason: Option<&str>,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE targets SET state = $1, reason = $2 WHERE run_id = $3 AND upn = $4 AND state = $5",
+    )
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(run.as_str())
+    .bind(upn.as_str())
+    .bind(from.as_str())
+    .execute(&mut *c)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Record the person a target's address resolved to.
 pub async fn set_target_person(
     c: &mut Conn,

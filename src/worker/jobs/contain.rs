@@ -37,14 +37,26 @@ pub async fn given_up(
         .await?;
     state
         .store
-        .set_target(&task.run_id, upn, TargetState::Failed, Some(reason))
+        .move_target(
+            &task.run_id,
+            upn,
+            TargetState::Pending,
+            TargetState::Failed,
+            Some(reason),
+        )
         .await
+        .map(|_| ())
 }
 
 pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     let Some(target) = recheck(cx, upn).await? else {
         return Ok(Done::Complete);
     };
+    // The policy in force now, on the address as named, before any lookup:
+    // a user protected or a domain removed since intake is not looked up.
+    if let Some((state, why)) = judge_named(cx, &target) {
+        return decide(cx, upn, state, why).await;
+    }
     let person = match identify(cx, &target).await? {
         Ok(p) => p,
         Err(why) => return decide(cx, upn, TargetState::Failed, why).await,
@@ -146,28 +158,37 @@ async fn identify(
     Ok(Ok(person))
 }
 
-/// Judge the person, not the name: the policy in force now (not only at
-/// intake) on the address as named, the entity's other claims, and the
+fn no(d: TargetDecision) -> Option<(TargetState, String)> {
+    match d {
+        TargetDecision::Proceed => None,
+        TargetDecision::Refused(why) => Some((TargetState::Refused, why)),
+        TargetDecision::Protected(why) => Some((TargetState::Protected, why)),
+    }
+}
+
+/// The address as named, checked again with today's rules and today's
+/// policy. `Some`: no.
+fn judge_named(cx: &Cx<'_>, target: &TargetRecord) -> Option<(TargetState, String)> {
+    // A stored address from an older version may fail today's parse
+    // (invisible characters): refused, never looked up.
+    if let Err(e) = Upn::parse(target.upn.as_str()) {
+        return Some((TargetState::Refused, e));
+    }
+    no(policy::target(cx.policy(), &target.upn))
+}
+
+/// Judge the person, not the name: the entity's other claims, and the
 /// policy on the person's UPN and every address they have. `Some`: no.
 fn judge(
     cx: &Cx<'_>,
     target: &TargetRecord,
     person: &DirectoryUser,
 ) -> Option<(TargetState, String)> {
-    let p = cx.policy();
     let named = &target.upn;
-    let no = |d: TargetDecision| match d {
-        TargetDecision::Proceed => None,
-        TargetDecision::Refused(why) => Some((TargetState::Refused, why)),
-        TargetDecision::Protected(why) => Some((TargetState::Protected, why)),
-    };
-    no(policy::target(p, named))
-        .or_else(|| {
-            policy::claims_agree(named, &target.claims, person)
-                .err()
-                .map(|why| (TargetState::Refused, why))
-        })
-        .or_else(|| no(policy::person(p, named, person)))
+    policy::claims_agree(named, &target.claims, person)
+        .err()
+        .map(|why| (TargetState::Refused, why))
+        .or_else(|| no(policy::person(cx.policy(), named, person)))
 }
 
 /// The hourly budget holds an unapproved run's user before anything is
@@ -266,11 +287,10 @@ async fn decide_and_claim(
             .await
             .map_err(store_err)?;
         match claim {
-            WipeClaim::Existing { run_id, state, .. }
-                if state == WipeState::Sending && run_id != cx.run.id =>
-            {
-                // Another run is sending this wipe right now: decide after
-                // it has (its send may still fail).
+            WipeClaim::Existing { state, .. } if state == WipeState::Sending => {
+                // Another run, or another target of this run (the same
+                // person named twice), is sending this wipe right now:
+                // decide after it has (its send may still fail).
                 out.busy_elsewhere = true;
             }
             WipeClaim::Existing {
@@ -398,16 +418,38 @@ async fn record(
             )
         })
     });
+    if sent.requested > 0 {
+        cancel_if_cancelled_meanwhile(cx).await?;
+    }
     if let Some(e) = transient {
         follow.await?;
         return Err(e);
     }
     cx.store()
-        .set_target(&cx.run.id, upn, TargetState::Done, None)
+        .move_target(
+            &cx.run.id,
+            upn,
+            TargetState::Pending,
+            TargetState::Done,
+            None,
+        )
         .await
         .map_err(store_err)?;
     follow.await?;
     Ok(Done::Complete)
+}
+
+/// A cancel accepted while this user's wipes were in flight may have run
+/// before they were recorded: run it again, so they are cancelled too.
+async fn cancel_if_cancelled_meanwhile(cx: &Cx<'_>) -> Result<(), CallError> {
+    let fresh = cx.store().run(&cx.run.id).await.map_err(store_err)?;
+    if fresh.is_some_and(|r| r.cancelled.is_some()) {
+        cx.store()
+            .enqueue(&cx.run.id, &cx.run.tenant, &Job::Cancel, now_ms())
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(())
 }
 
 async fn still_pending(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {

@@ -82,7 +82,7 @@ pub enum GaveUp {
 pub async fn given_up(state: &WorkerState, task: &Task, reason: &str, why: GaveUp) -> Result<()> {
     match &task.job {
         Job::Contain { upn } => contain::given_up(state, task, upn, reason).await,
-        Job::Resolve { object_id, .. } if why == GaveUp::Permanent => {
+        Job::Resolve { object_id } if why == GaveUp::Permanent => {
             discover::resolve_given_up(state, &task.run_id, object_id, reason).await
         }
         Job::Entities if why == GaveUp::Permanent => {
@@ -146,7 +146,7 @@ pub async fn run(
     };
     match &task.job {
         Job::Contain { upn } => contain::run(&cx, upn).await,
-        Job::Resolve { object_id, notes } => discover::resolve(&cx, object_id, notes).await,
+        Job::Resolve { object_id } => discover::resolve(&cx, object_id).await,
         Job::Entities => discover::entities(&cx).await,
         Job::Comment => comment::run(&cx).await,
         Job::Verify { upn } => follow_up::verify(&cx, upn).await,
