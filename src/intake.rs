@@ -46,8 +46,100 @@ pub enum IntakeError {
     WorkspaceNotAllowed(String, String),
     #[error("tenant {0} is not configured")]
     UnknownTenant(String),
+    #[error(
+        "the incident has no '{CONTAIN_TAG}<address>' tag: tag it with the account to contain, then run the playbook"
+    )]
+    NoAccountTag,
+    #[error(
+        "the incident's entities do not include {0} yet; a Defender incident can reach Sentinel minutes after it is created: retry"
+    )]
+    NotSynchronised(String),
+    #[error(
+        "{0} is not an Account or Mailbox entity of this incident; only the incident's own accounts can be contained from it"
+    )]
+    NotInIncident(String),
     #[error(transparent)]
     Store(#[from] anyhow::Error),
+}
+
+/// The tag an analyst puts on an incident to contain one of its accounts
+/// from the Defender portal, where playbooks cannot be run on an entity.
+pub const CONTAIN_TAG: &str = "wipehook:contain:";
+
+/// Which of the trigger's users a call contains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every account of the incident (and those found by re-reading it).
+    Incident,
+    /// Only the accounts the incident is tagged with (`wipehook:contain:<address>`),
+    /// each of which must be one of the incident's entities.
+    TaggedAccounts,
+}
+
+impl Selection {
+    fn route(self) -> &'static str {
+        match self {
+            Selection::Incident => "incidents",
+            Selection::TaggedAccounts => "accounts",
+        }
+    }
+}
+
+/// The candidates the incident's `wipehook:contain:` tags name; every tag
+/// must name one of the incident's own entities.
+fn tagged(
+    trigger: &Trigger,
+    sync_wait: std::time::Duration,
+) -> Result<Vec<Candidate>, IntakeError> {
+    let tags: Vec<String> = trigger
+        .labels
+        .iter()
+        .filter_map(|l| {
+            let (head, rest) = l.split_at_checked(CONTAIN_TAG.len())?;
+            head.eq_ignore_ascii_case(CONTAIN_TAG)
+                .then(|| rest.trim().to_ascii_lowercase())
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.is_empty() {
+        return Err(IntakeError::NoAccountTag);
+    }
+    let names = |c: &Candidate, tag: &str| match c {
+        Candidate::Upn { upn, claims, .. } => {
+            upn.as_str() == tag
+                || claims.addresses.iter().any(|a| a.as_str() == tag)
+                || claims.object_ids.iter().any(|o| o == tag)
+        }
+        Candidate::AadUser {
+            object_id, claims, ..
+        } => object_id == tag || claims.object_ids.iter().any(|o| o == tag),
+        Candidate::Unresolved { .. } => false,
+    };
+    let missing: Vec<&String> = tags
+        .iter()
+        .filter(|t| !trigger.candidates.iter().any(|c| names(c, t)))
+        .collect();
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(|t| format!("'{}'", crate::domain::visible(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let recent = trigger
+            .created_at
+            .is_some_and(|at| crate::store::now_ms() - at < sync_wait.as_millis() as i64);
+        return Err(if recent {
+            IntakeError::NotSynchronised(list)
+        } else {
+            IntakeError::NotInIncident(list)
+        });
+    }
+    Ok(trigger
+        .candidates
+        .iter()
+        .filter(|c| tags.iter().any(|t| names(c, t)))
+        .cloned()
+        .collect())
 }
 
 /// The delivery key: the same delivery always maps to the same run, and two
@@ -145,8 +237,9 @@ pub async fn accept(
     raw: &[u8],
     d: &Delivery,
     opts: &Options,
+    selection: Selection,
 ) -> Result<(Accepted, Trigger, bool), IntakeError> {
-    let trigger = sentinel::parse_trigger(body)?;
+    let mut trigger = sentinel::parse_trigger(body)?;
     let tenant = shared
         .tenant(&caller.tenant)
         .ok_or_else(|| IntakeError::UnknownTenant(caller.tenant.to_string()))?;
@@ -158,6 +251,9 @@ pub async fn accept(
             caller.tenant.to_string(),
         ));
     }
+    if selection == Selection::TaggedAccounts {
+        trigger.candidates = tagged(&trigger, shared.settings.policy.entity_sync_wait)?;
+    }
     let p = &tenant.policy;
     let mode = if opts.dry_run || p.mode == Mode::DryRun {
         Mode::DryRun
@@ -165,7 +261,7 @@ pub async fn accept(
         Mode::Enforce
     };
     let run_id = RunId::new();
-    let key = delivery_key(caller, "incidents", opts, d, &trigger, raw);
+    let key = delivery_key(caller, selection.route(), opts, d, &trigger, raw);
 
     let mut found = vec![];
     let mut unresolved = vec![];
@@ -220,7 +316,7 @@ pub async fn accept(
                 jobs.insert(i.min(jobs.len()), Job::Contain { upn: t.upn.clone() });
             }
         }
-        if trigger.kind == TriggerKind::Incident {
+        if trigger.kind == TriggerKind::Incident && selection == Selection::Incident {
             // The body's entity list can be incomplete: read the incident's own.
             jobs.push(Job::Entities);
         }

@@ -38,6 +38,11 @@ const EXPECTED: &[Expected] = &[
         uri_suffix: "/api/v1/sentinel/incidents",
     },
     Expected {
+        folder: "Wipehook-Contain-Tagged-Account",
+        trigger: Trigger::Incident,
+        uri_suffix: "/api/v1/sentinel/incidents/accounts",
+    },
+    Expected {
         folder: "Wipehook-Approve-Run",
         trigger: Trigger::Incident,
         uri_suffix: "/api/v1/sentinel/incidents/approve",
@@ -343,13 +348,18 @@ fn contain_account_playbook() {
 }
 
 #[test]
-fn approve_run_playbook() {
+fn contain_tagged_account_playbook() {
     check_playbook(&EXPECTED[2]);
 }
 
 #[test]
-fn cancel_run_playbook() {
+fn approve_run_playbook() {
     check_playbook(&EXPECTED[3]);
+}
+
+#[test]
+fn cancel_run_playbook() {
+    check_playbook(&EXPECTED[4]);
 }
 
 /// Every folder under playbooks/ is a playbook with a valid template and a readme, and

@@ -135,6 +135,21 @@ impl From<IntakeError> for ApiError {
                 "tenant_not_configured",
                 e.to_string(),
             ),
+            IntakeError::NoAccountTag | IntakeError::NotInIncident(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                if matches!(e, IntakeError::NoAccountTag) {
+                    "no_account_tag"
+                } else {
+                    "account_not_in_incident"
+                },
+                e.to_string(),
+            ),
+            IntakeError::NotSynchronised(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "incident_not_synchronised",
+                e.to_string(),
+            )
+            .with_retry_after(60),
             IntakeError::Store(e) => ApiError::internal(e),
         }
     }

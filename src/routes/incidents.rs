@@ -10,7 +10,7 @@ use super::runs::control_error;
 use crate::auth::{Caller, Need};
 use crate::control;
 use crate::domain::RunStatus;
-use crate::intake::{self, IntakeError, Options};
+use crate::intake::{self, IntakeError, Options, Selection};
 use crate::sentinel::TriggerError;
 use crate::state::ApiState;
 use crate::store::RunRecord;
@@ -27,6 +27,28 @@ pub async fn post_incident(
     req: HttpRequest,
     payload: web::Payload,
     q: web::Query<IncidentQuery>,
+) -> Result<HttpResponse, ApiError> {
+    contain(api, req, payload, q, Selection::Incident).await
+}
+
+/// `POST /api/v1/sentinel/incidents/accounts`: contain the accounts the
+/// incident is tagged with (`wipehook:contain:<address>`), from a playbook
+/// run on the incident (the Defender portal runs none on an entity).
+pub async fn post_tagged_accounts(
+    api: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    q: web::Query<IncidentQuery>,
+) -> Result<HttpResponse, ApiError> {
+    contain(api, req, payload, q, Selection::TaggedAccounts).await
+}
+
+async fn contain(
+    api: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    q: web::Query<IncidentQuery>,
+    selection: Selection,
 ) -> Result<HttpResponse, ApiError> {
     refuse_if_stopping(&api)?;
     let caller = authenticate(&api, &req, Need::Run).await?;
@@ -45,19 +67,27 @@ pub async fn post_incident(
         force: q.force.unwrap_or(false),
         dry_run,
     };
-    let (acc, trigger, has_work) =
-        intake::accept(&api, &caller, &body, &raw, &delivery(&req), &opts)
-            .await
-            .map_err(|e| {
-                api.metrics.intake_rejected(match &e {
-                    IntakeError::Trigger(_) => "bad_trigger",
-                    IntakeError::WorkspaceNotAllowed(..) | IntakeError::UnknownTenant(_) => {
-                        "forbidden"
-                    }
-                    IntakeError::Store(_) => "store",
-                });
-                ApiError::from(e)
-            })?;
+    let (acc, trigger, has_work) = intake::accept(
+        &api,
+        &caller,
+        &body,
+        &raw,
+        &delivery(&req),
+        &opts,
+        selection,
+    )
+    .await
+    .map_err(|e| {
+        api.metrics.intake_rejected(match &e {
+            IntakeError::Trigger(_) => "bad_trigger",
+            IntakeError::WorkspaceNotAllowed(..) | IntakeError::UnknownTenant(_) => "forbidden",
+            IntakeError::NoAccountTag
+            | IntakeError::NotSynchronised(_)
+            | IntakeError::NotInIncident(_) => "bad_tag",
+            IntakeError::Store(_) => "store",
+        });
+        ApiError::from(e)
+    })?;
     if acc.created {
         api.metrics.run_accepted(trigger.kind.as_str());
         tracing::info!(run_id = %acc.run_id, incident = trigger.incident_number.unwrap_or(0), tenant = %caller.tenant, "run accepted");

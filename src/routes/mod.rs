@@ -40,6 +40,7 @@ route_table! {
     get "/readyz" => ops::readyz,
     get "/metrics" => ops::metrics,
     post "/api/v1/sentinel/incidents" => incidents::post_incident,
+    post "/api/v1/sentinel/incidents/accounts" => incidents::post_tagged_accounts,
     post "/api/v1/sentinel/incidents/approve" => incidents::approve,
     post "/api/v1/sentinel/incidents/cancel" => incidents::cancel,
     get "/api/v1/runs/{id}" => runs::get_run,

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod defender_paths;
 mod exactly_once;
 mod exchange_facts;
 mod identity;

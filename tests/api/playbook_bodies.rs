@@ -73,12 +73,15 @@ async fn every_playbook_sends_a_body_wipehook_accepts() {
         sim.add_user(u, &format!("c1000000-0000-4000-8000-00000000000{i}"));
         sim.add_device(u, DeviceSpec::iphone());
     }
-    let incident = app.h.incident_body(
+    let mut incident = app.h.incident_body(
         "inc-playbooks",
         91,
         "High",
         &["pb1@contoso.com", "pb2@contoso.com"],
     );
+    // The analyst's tag for Wipehook-Contain-Tagged-Account.
+    incident["object"]["properties"]["labels"] =
+        json!([{"labelName": "wipehook:contain:pb1@contoso.com", "labelType": "User"}]);
     sim.add_incident(
         "inc-playbooks",
         incident["object"]["properties"]["relatedEntities"].clone(),
@@ -86,13 +89,15 @@ async fn every_playbook_sends_a_body_wipehook_accepts() {
     let entity = json!({"Entity": {"properties": {"Name": "pb1", "UPNSuffix": "contoso.com", "AadUserId": "c1000000-0000-4000-8000-000000000001"}}, "IncidentArmID": app.incident_id("inc-playbooks")});
 
     let books = playbooks();
-    assert_eq!(books.len(), 4, "{books:?}");
-    // Order matters: contain (held: two users over a limit of one), approve, cancel.
+    assert_eq!(books.len(), 5, "{books:?}");
+    // Order matters: contain (held: two users over a limit of one), approve,
+    // cancel, then one tagged account of the incident.
     let order = [
         "Wipehook-Contain-Incident",
         "Wipehook-Contain-Account",
         "Wipehook-Approve-Run",
         "Wipehook-Cancel-Run",
+        "Wipehook-Contain-Tagged-Account",
     ];
     for name in order {
         let (folder, route, body_expr, trigger_path) = books
@@ -120,7 +125,7 @@ async fn every_playbook_sends_a_body_wipehook_accepts() {
             status == 200 || status == 202,
             "{folder}: POST {route} -> {status} {text}"
         );
-        if route.ends_with("/incidents") {
+        if route.ends_with("/incidents") || route.ends_with("/accounts") {
             let v: Value = serde_json::from_str(&text).unwrap();
             let result = app
                 .wait_done(&format!(
