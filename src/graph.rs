@@ -109,6 +109,92 @@ impl GraphClient {
         Ok(self.user_by_id(tokens, object_id).await?.map(|u| u.upn))
     }
 
+    /// `POST /v1.0/security/incidents/{id}/comments`: add a comment to the
+    /// Defender incident (`SecurityIncident.ReadWrite.All`). Not idempotent:
+    /// the caller checks `incident_has_comment` before a retry.
+    pub async fn post_incident_comment(
+        &self,
+        tokens: &TokenProvider,
+        incident_id: &str,
+        text: &str,
+    ) -> Result<(), CallError> {
+        let url = self.incident_url(incident_id, "/comments")?;
+        let token = tokens.token(Resource::Graph).await?;
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "@odata.type": "microsoft.graph.security.alertComment",
+                "comment": text,
+            }))
+            .send()
+            .await
+            .map_err(|e| CallError::from_reqwest("Graph incident comment", e))?;
+        let status = resp.status().as_u16();
+        self.metrics
+            .upstream_latency("graph", "incident-comment", status, started.elapsed());
+        let ra = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            200..=299 => Ok(()),
+            401 => {
+                tokens.invalidate();
+                Err(CallError::transient("Graph answered 401"))
+            }
+            429 | 500..=599 => Err(CallError::Transient {
+                reason: format!("Graph answered {status}"),
+                retry_after: ra,
+            }),
+            403 => Err(CallError::permanent(
+                "Graph answered 403 (does wipehook's identity have SecurityIncident.ReadWrite.All?)",
+            )),
+            _ => Err(CallError::permanent(format!(
+                "Graph answered {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Does the Defender incident carry a comment containing `marker`?
+    pub async fn incident_has_comment(
+        &self,
+        tokens: &TokenProvider,
+        incident_id: &str,
+        marker: &str,
+    ) -> Result<bool, CallError> {
+        let url = self.incident_url(incident_id, "")?;
+        let Some(v) = self.get(tokens, &url, &[], "get-incident").await? else {
+            return Ok(false);
+        };
+        Ok(v.get("comments")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.get("comment")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.contains(marker))
+                })
+            }))
+    }
+
+    fn incident_url(&self, incident_id: &str, tail: &str) -> Result<String, CallError> {
+        if incident_id.is_empty()
+            || !incident_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(CallError::permanent(format!(
+                "'{incident_id}' is not a Defender incident id"
+            )));
+        }
+        Ok(format!(
+            "{}/v1.0/security/incidents/{incident_id}{tail}",
+            self.base
+        ))
+    }
+
     /// One GET; `Ok(None)` on 404.
     async fn get(
         &self,

@@ -63,6 +63,7 @@ impl Harness {
                 client_secret_env: SECRET_ENV.into(),
             },
             policy: Default::default(),
+            defender_mirror: false,
         }];
         s.policy.allowed_domains = vec!["contoso.com".into()];
         s.policy.protected_upns = vec!["breakglass@contoso.com".into()];

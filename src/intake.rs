@@ -354,6 +354,8 @@ pub async fn accept(
             .then(|| crate::store::now_ms() + p.hold_expiry.as_millis() as i64),
         jobs,
         trigger_scope: scope(&trigger),
+        provider_incident_id: trigger.provider_incident_id.clone(),
+        comments_baseline: trigger.comments_count,
     };
     let accepted = shared.store.accept(&new).await?;
     let has_work = accepted.created && !new.jobs.is_empty();

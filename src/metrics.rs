@@ -45,6 +45,7 @@ struct Inner {
     dead_tasks: Gauge,
     exchange_limit: Family<Labels, Gauge>,
     intake_rejections: Family<Labels, Counter>,
+    records: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,6 +117,12 @@ impl Metrics {
             "Calls refused at intake, by reason",
             intake_rejections.clone(),
         );
+        let records = Family::<Labels, Counter>::default();
+        r.register(
+            "records",
+            "Notes of the record on incidents: written (by verdict), or skipped (by reason)",
+            records.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
@@ -131,6 +138,7 @@ impl Metrics {
                 dead_tasks,
                 exchange_limit,
                 intake_rejections,
+                records,
             }),
         }
     }
@@ -172,6 +180,18 @@ impl Metrics {
         self.inner
             .retries
             .get_or_create(&Self::l(&[("upstream", upstream), ("reason", reason)]))
+            .inc();
+    }
+    pub fn record_written(&self, verdict: &str) {
+        self.inner
+            .records
+            .get_or_create(&Self::l(&[("result", "written"), ("verdict", verdict)]))
+            .inc();
+    }
+    pub fn record_skipped(&self, reason: &str) {
+        self.inner
+            .records
+            .get_or_create(&Self::l(&[("result", "skipped"), ("verdict", reason)]))
             .inc();
     }
     pub fn intake_rejected(&self, reason: &str) {

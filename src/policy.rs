@@ -4,7 +4,7 @@
 use crate::config::{FoundLater, PolicySettings};
 use crate::domain::{
     Claims, ClientType, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget, Severity,
-    TargetState, Upn,
+    SkipCause, TargetState, Upn,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,8 +200,14 @@ pub fn severity(p: &PolicySettings, sev: Option<Severity>) -> Result<(), String>
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceDecision {
-    Wipe { notes: Vec<String> },
-    Skip { reason: String, notes: Vec<String> },
+    Wipe {
+        notes: Vec<String>,
+    },
+    Skip {
+        cause: SkipCause,
+        reason: String,
+        notes: Vec<String>,
+    },
 }
 
 /// Wipe this device account-only, or not (and why).
@@ -213,6 +219,7 @@ pub fn device(p: &PolicySettings, d: &MobileDevice) -> DeviceDecision {
             notes.push("Outlook for iOS/Android: one wipe removes Outlook data from all of the user's devices running Outlook".to_string());
             if !allowed(d.client_type.as_str()) {
                 return DeviceDecision::Skip {
+                    cause: SkipCause::ClientTypeExcluded,
                     reason: format!(
                         "client type {} is not in policy.client_types",
                         d.client_type.as_str()
@@ -224,6 +231,7 @@ pub fn device(p: &PolicySettings, d: &MobileDevice) -> DeviceDecision {
         ClientType::Eas => {
             if !allowed("EAS") {
                 return DeviceDecision::Skip {
+                    cause: SkipCause::ClientTypeExcluded,
                     reason: "client type EAS is not in policy.client_types".into(),
                     notes,
                 };
@@ -234,12 +242,14 @@ pub fn device(p: &PolicySettings, d: &MobileDevice) -> DeviceDecision {
             match d.eas_version {
                 None => {
                     return DeviceDecision::Skip {
+                        cause: SkipCause::UnknownEasVersion,
                         reason: "EAS protocol version unknown; account-only wipe needs EAS 16.1 or later (no full-device wipe is ever sent)".into(),
                         notes,
                     };
                 }
                 Some(v) if v < EasVersion::ACCOUNT_ONLY_MIN => {
                     return DeviceDecision::Skip {
+                        cause: SkipCause::OldEas,
                         reason: format!(
                             "EAS {v} does not support account-only wipe (needs 16.1); no full-device wipe is ever sent. Since 1 March 2026 Exchange Online refuses EAS clients below 16.1, so this phone no longer syncs company mail and a wipe would never be delivered; mail already on it stays until the user removes the account or the device is wiped by other means"
                         ),
@@ -251,6 +261,7 @@ pub fn device(p: &PolicySettings, d: &MobileDevice) -> DeviceDecision {
         }
         ClientType::Other(t) => {
             return DeviceDecision::Skip {
+                cause: SkipCause::UnknownClient,
                 reason: format!("unknown client type '{t}': not wiped"),
                 notes,
             };

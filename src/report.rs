@@ -7,7 +7,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::domain::{
-    DeviceOutcome, Mode, RunId, RunStatus, TargetState, TriggerKind, Verification,
+    DeviceOutcome, Mode, RunId, RunOutcome, RunStatus, SkipCause, TargetState, TriggerKind,
+    UserOutcome, Verification, WipeState,
 };
 use crate::store::{DeviceRecord, RunRecord, Store, TargetRecord, Unresolved};
 
@@ -15,6 +16,8 @@ use crate::store::{DeviceRecord, RunRecord, Store, TargetRecord, Unresolved};
 pub struct RunReport {
     pub run_id: RunId,
     pub status: RunStatus,
+    /// The truth, in one word: what the first line of the record says.
+    pub outcome: RunOutcome,
     /// Why the run is in this status, in words.
     pub reason: Option<String>,
     pub done: bool,
@@ -28,6 +31,8 @@ pub struct RunReport {
     pub finished_at: Option<String>,
     pub approved: Option<Actor>,
     pub cancelled: Option<Actor>,
+    /// Held: when the hold expires unapproved.
+    pub hold_expires_at: Option<String>,
     pub summary: Summary,
     pub users: Vec<UserResult>,
     pub unresolved: Vec<UnresolvedEntity>,
@@ -38,7 +43,11 @@ pub struct RunReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct IncidentInfo {
     pub arm_id: String,
+    /// Sentinel's incident number.
     pub number: Option<i64>,
+    /// The incident's number in the Defender portal (`providerIncidentId`),
+    /// the one analysts there see.
+    pub defender_number: Option<String>,
     pub title: Option<String>,
     pub severity: Option<String>,
 }
@@ -67,6 +76,36 @@ pub struct Summary {
     pub protected_users: usize,
     pub expired_users: usize,
     pub unresolved_entities: usize,
+    /// Users by outcome.
+    pub outcomes: OutcomeCounts,
+}
+
+/// How many users of a run have each outcome.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OutcomeCounts {
+    pub contained: usize,
+    pub no_devices: usize,
+    pub pending_acknowledgement: usize,
+    pub not_contained: usize,
+    pub held: usize,
+    pub dry_run: usize,
+    pub cancelled: usize,
+    pub in_progress: usize,
+}
+
+impl OutcomeCounts {
+    fn add(&mut self, o: UserOutcome) {
+        match o {
+            UserOutcome::Contained => self.contained += 1,
+            UserOutcome::NoDevices => self.no_devices += 1,
+            UserOutcome::PendingAcknowledgement => self.pending_acknowledgement += 1,
+            UserOutcome::NotContained => self.not_contained += 1,
+            UserOutcome::Held => self.held += 1,
+            UserOutcome::DryRun => self.dry_run += 1,
+            UserOutcome::Cancelled => self.cancelled += 1,
+            UserOutcome::InProgress => self.in_progress += 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -83,6 +122,10 @@ pub struct UserResult {
     pub notes: Vec<String>,
     pub state: TargetState,
     pub reason: Option<String>,
+    /// The truth about this user.
+    pub outcome: UserOutcome,
+    /// Not contained: what would contain them, in words.
+    pub needs: Option<String>,
     pub devices: Vec<DeviceResult>,
 }
 
@@ -102,14 +145,67 @@ pub struct DeviceResult {
     pub acknowledged_at: Option<String>,
     /// pending | acknowledged | unconfirmed (deadline passed)
     pub verification: Option<Verification>,
+    /// Followed until then: the verification deadline.
+    pub verify_until: Option<String>,
     pub prior_run_id: Option<String>,
     pub prior_requested_at: Option<String>,
+    /// Where the earlier run's wipe is (`already_requested`).
+    pub prior_state: Option<WipeState>,
+    /// Skipped: why (`old_eas`, `unknown_eas_version`, `unknown_client`, `client_type_excluded`).
+    pub skip_cause: Option<SkipCause>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct UnresolvedEntity {
     pub entity: String,
     pub reason: String,
+}
+
+impl RunReport {
+    /// What the record on the incident must tell an analyst, as keys: the
+    /// record says each once (a new comment carries only the keys no earlier
+    /// comment of the run carried).
+    pub fn facts(&self) -> Vec<String> {
+        let mut f = vec![format!("verdict:{}", self.outcome)];
+        if self.outcome == RunOutcome::InProgress {
+            return f;
+        }
+        f.push("decision".into());
+        for u in &self.users {
+            f.push(format!("user:{}:{}", u.upn, u.outcome));
+            for d in &u.devices {
+                if d.acknowledged_at.is_some() {
+                    f.push(format!("ack:{}", d.guid));
+                }
+                if d.verification == Some(Verification::Unconfirmed) {
+                    f.push(format!("deadline:{}", d.guid));
+                }
+                if d.outcome == DeviceOutcome::Cancelled {
+                    f.push(format!("cancelled:{}", d.guid));
+                }
+                if d.notes.iter().any(|n| n.starts_with("not cancelled")) {
+                    f.push(format!("not_cancelled:{}", d.guid));
+                }
+            }
+        }
+        if self.approved.is_some() {
+            f.push("approved".into());
+        }
+        if self.cancelled.is_some() {
+            f.push("cancel_requested".into());
+        }
+        if self.status == RunStatus::Expired {
+            f.push("expired".into());
+        }
+        f.extend(self.errors.iter().map(|e| format!("error:{e}")));
+        f
+    }
+
+    /// Nothing more will change by itself: no wipe is being followed, no
+    /// decision is pending (the record's last comment states this).
+    pub fn settled(&self) -> bool {
+        self.done && self.outcome != RunOutcome::PendingAcknowledgement
+    }
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -130,14 +226,16 @@ pub async fn load(store: &Store, run_id: &RunId) -> Result<Option<RunReport>> {
     let targets = store.targets(run_id).await?;
     let devices = store.devices(run_id).await?;
     let unresolved = store.unresolved(run_id).await?;
-    let summary = store.task_summary(run_id).await?;
-    Ok(Some(build(
-        run,
-        targets,
-        devices,
-        unresolved,
-        summary.errors,
-    )))
+    let mut errors = store.task_summary(run_id).await?.errors;
+    for r in store.records(run_id).await? {
+        if r.state == crate::domain::RecordState::Refused {
+            errors.push(format!(
+                "note {} of the record could not be written on the incident (the incident refused it)",
+                r.seq
+            ));
+        }
+    }
+    Ok(Some(build(run, targets, devices, unresolved, errors)))
 }
 
 fn build(
@@ -161,11 +259,10 @@ fn build(
             TargetState::Expired => s.expired_users += 1,
             _ => {}
         }
-        let devs: Vec<DeviceResult> = devices
-            .iter()
-            .filter(|d| d.upn == t.upn)
-            .map(device_result)
-            .collect();
+        let mine: Vec<&DeviceRecord> = devices.iter().filter(|d| d.upn == t.upn).collect();
+        let (outcome, needs) = user_outcome(&run, &t, &mine);
+        s.outcomes.add(outcome);
+        let devs: Vec<DeviceResult> = mine.into_iter().map(device_result).collect();
         let person = t.person;
         users.push(UserResult {
             upn: t.upn.to_string(),
@@ -176,6 +273,8 @@ fn build(
             notes: t.claims.notes,
             state: t.state,
             reason: t.reason,
+            outcome,
+            needs,
             devices: devs,
         });
     }
@@ -194,6 +293,7 @@ fn build(
         }
     }
     let done = run.status.is_final();
+    let outcome = run_outcome(&run, &users, &s);
     let reason = run
         .reason
         .clone()
@@ -201,6 +301,7 @@ fn build(
     RunReport {
         run_id: run.id,
         status: run.status,
+        outcome,
         reason,
         done,
         tenant_id: run.tenant.to_string(),
@@ -211,6 +312,7 @@ fn build(
         incident: run.incident.map(|inc| IncidentInfo {
             arm_id: inc.arm_id(),
             number: run.incident_number,
+            defender_number: run.provider_incident_id,
             title: run.incident_title,
             severity: run.severity.map(|s| s.as_str().to_string()),
         }),
@@ -224,6 +326,10 @@ fn build(
             by: a.by,
             at: rfc3339(a.at),
         }),
+        hold_expires_at: (run.status == RunStatus::Held)
+            .then_some(run.hold_until)
+            .flatten()
+            .map(rfc3339),
         summary: s,
         users,
         unresolved: unresolved
@@ -235,6 +341,156 @@ fn build(
             .collect(),
         errors,
     }
+}
+
+/// The truth about one user, and (not contained) what would contain them.
+/// A user is contained only when every phone that holds the mailbox's mail
+/// acknowledged its wipe: a device list that failed, a wipe that failed, a
+/// phone that cannot be wiped account-only or that policy excludes, and a
+/// wipe still unacknowledged at its deadline each leave company mail on a
+/// phone.
+fn user_outcome(
+    run: &RunRecord,
+    t: &TargetRecord,
+    devices: &[&DeviceRecord],
+) -> (UserOutcome, Option<String>) {
+    let by_hand = "contain by hand: Clear-MobileDevice -Identity <device> -AccountOnly in Exchange Online PowerShell, or remove the mail account on the phone";
+    match t.state {
+        TargetState::Pending if run.cancelled.is_some() => (UserOutcome::Cancelled, None),
+        TargetState::Pending => (UserOutcome::InProgress, None),
+        TargetState::Held => (UserOutcome::Held, None),
+        TargetState::Cancelled => (UserOutcome::Cancelled, None),
+        TargetState::Expired => (
+            UserOutcome::NotContained,
+            Some("the hold expired unapproved: run the containment playbook again and approve it, or contain by hand".into()),
+        ),
+        TargetState::Skipped => (
+            UserOutcome::NotContained,
+            Some("the incident is below policy.min_severity: nothing was wiped; contain by hand if the account is compromised".into()),
+        ),
+        TargetState::Protected => (
+            UserOutcome::NotContained,
+            Some(format!("a protected account is never wiped automatically; if it is compromised, {by_hand}")),
+        ),
+        TargetState::Refused => (
+            UserOutcome::NotContained,
+            Some(format!(
+                "refused by policy ({}); if the account is compromised, {by_hand}",
+                t.reason.as_deref().unwrap_or("no reason")
+            )),
+        ),
+        TargetState::Failed => (
+            UserOutcome::NotContained,
+            Some(format!(
+                "nothing was wiped ({}): run the containment playbook on the incident again; if it fails again, {by_hand}",
+                t.reason.as_deref().unwrap_or("failed")
+            )),
+        ),
+        TargetState::Done => {
+            if devices.is_empty() {
+                return (UserOutcome::NoDevices, None);
+            }
+            if run.mode == Mode::DryRun {
+                return (UserOutcome::DryRun, None);
+            }
+            let mut needs = vec![];
+            let mut pending = false;
+            let mut cancelled = false;
+            for d in devices {
+                let name = device_name(d);
+                match d.outcome {
+                    DeviceOutcome::Requested if d.acked_at.is_some() => {}
+                    DeviceOutcome::Requested
+                        if d.verification == Some(Verification::Unconfirmed) =>
+                    {
+                        needs.push(format!("{name}: the wipe was not acknowledged by its deadline (the phone has not synced); if the phone is lost, block it (Set-CASMailbox -ActiveSyncBlockedDeviceIDs @{{Add='{}'}}) or disable mobile access", d.device_id));
+                    }
+                    DeviceOutcome::Requested => pending = true,
+                    DeviceOutcome::AlreadyRequested => match d.prior.as_ref().and_then(|p| p.state) {
+                        Some(WipeState::Acknowledged) => {}
+                        _ => pending = true,
+                    },
+                    DeviceOutcome::Skipped => needs.push(match d.skip_cause {
+                        Some(SkipCause::ClientTypeExcluded) => format!(
+                            "{name}: not wiped, its client type is not in policy.client_types; add it and rerun, or {by_hand}"
+                        ),
+                        Some(SkipCause::OldEas) | Some(SkipCause::UnknownEasVersion) => format!(
+                            "{name}: cannot be wiped account-only (EAS below 16.1); company mail already on it stays: remove the account on the phone, or wipe it through Intune or another device manager"
+                        ),
+                        _ => format!(
+                            "{name}: not wiped ({}); remove the account on the phone, or wipe it through Intune or another device manager",
+                            d.reason.as_deref().unwrap_or("skipped")
+                        ),
+                    }),
+                    DeviceOutcome::Failed => needs.push(format!(
+                        "{name}: the wipe failed ({}); run the containment playbook again, or {by_hand}",
+                        d.reason.as_deref().unwrap_or("failed")
+                    )),
+                    DeviceOutcome::Cancelled => cancelled = true,
+                    DeviceOutcome::WouldRequest => {}
+                }
+            }
+            if !needs.is_empty() {
+                (UserOutcome::NotContained, Some(needs.join("; ")))
+            } else if pending {
+                (UserOutcome::PendingAcknowledgement, None)
+            } else if cancelled {
+                (UserOutcome::Cancelled, None)
+            } else {
+                (UserOutcome::Contained, None)
+            }
+        }
+    }
+}
+
+/// A device as an analyst recognises it.
+pub fn device_name(d: &DeviceRecord) -> String {
+    let model = if d.model.is_empty() {
+        &d.device_type
+    } else {
+        &d.model
+    };
+    format!("{model} ({} {})", d.client_type.as_str(), d.client_version)
+}
+
+/// The truth about the run, from its users'.
+fn run_outcome(run: &RunRecord, users: &[UserResult], s: &Summary) -> RunOutcome {
+    let o = &s.outcomes;
+    if run.status == RunStatus::Skipped {
+        return RunOutcome::NothingToDo;
+    }
+    // A run still reading its incident already has a verdict for the users
+    // it knows, once none of them is still being decided.
+    if !run.status.is_final() && (users.is_empty() || o.in_progress > 0) {
+        return RunOutcome::InProgress;
+    }
+    if run.mode == Mode::DryRun {
+        return RunOutcome::DryRun;
+    }
+    if run.cancelled.is_some() {
+        return RunOutcome::Cancelled;
+    }
+    if o.held > 0 {
+        return RunOutcome::Held;
+    }
+    if users.is_empty() {
+        return RunOutcome::NothingToDo;
+    }
+    let good = o.contained + o.pending_acknowledgement;
+    if o.not_contained > 0 {
+        return if good > 0 {
+            RunOutcome::PartiallyContained
+        } else {
+            RunOutcome::NotContained
+        };
+    }
+    if o.pending_acknowledgement > 0 {
+        return RunOutcome::PendingAcknowledgement;
+    }
+    if o.contained == 0 && o.no_devices > 0 {
+        return RunOutcome::NothingToDo;
+    }
+    RunOutcome::Contained
 }
 
 fn default_reason(run: &RunRecord, s: &Summary, done: bool) -> Option<String> {
@@ -275,7 +531,10 @@ fn device_result(d: &DeviceRecord) -> DeviceResult {
         requested_at: d.requested_at.map(rfc3339),
         acknowledged_at: d.acked_at.map(rfc3339),
         verification: d.verification,
+        verify_until: d.verify_until.map(rfc3339),
         prior_run_id: d.prior.as_ref().map(|p| p.run_id.to_string()),
         prior_requested_at: d.prior.as_ref().map(|p| rfc3339(p.at)),
+        prior_state: d.prior.as_ref().and_then(|p| p.state),
+        skip_cause: d.skip_cause,
     }
 }

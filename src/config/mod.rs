@@ -43,6 +43,29 @@ pub struct Settings {
     pub policy: PolicySettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+    #[serde(default)]
+    pub record: RecordSettings,
+}
+
+/// The record on the incident.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordSettings {
+    /// The approve playbook's deployment name, named in held records.
+    pub approve_playbook: String,
+    /// The cancel playbook's deployment name, named as the undo path.
+    pub cancel_playbook: String,
+    /// Comments one run writes at most (the last always states the final truth).
+    pub max_comments_per_run: usize,
+}
+impl Default for RecordSettings {
+    fn default() -> Self {
+        RecordSettings {
+            approve_playbook: "Wipehook-Approve-Run".into(),
+            cancel_playbook: "Wipehook-Cancel-Run".into(),
+            max_comments_per_run: 10,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -189,6 +212,10 @@ pub struct TenantSettings {
     pub credential: CredentialSettings,
     #[serde(default)]
     pub policy: PolicyOverrides,
+    /// Also post each record to the Defender incident through Microsoft
+    /// Graph (`SecurityIncident.ReadWrite.All`).
+    #[serde(default)]
+    pub defender_mirror: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -357,6 +384,7 @@ pub struct Tenant {
     pub workspaces: Vec<WorkspaceRef>,
     pub credential: CredentialSettings,
     pub policy: PolicySettings,
+    pub defender_mirror: bool,
 }
 
 /// Validated settings, with what the service needs parsed, once.
@@ -387,6 +415,9 @@ impl Config {
             return Err(
                 "worker.slots and worker.exchange_max_concurrency must be at least 1".into(),
             );
+        }
+        if !(2..=100).contains(&settings.record.max_comments_per_run) {
+            return Err("record.max_comments_per_run must be between 2 and 100".into());
         }
         if !w.backoff_scale.is_finite() || w.backoff_scale < 0.0 {
             return Err("worker.backoff_scale must be a number >= 0".into());
@@ -441,6 +472,7 @@ impl Settings {
                 workspaces,
                 credential: t.credential.clone(),
                 policy,
+                defender_mirror: t.defender_mirror,
             });
         }
         Ok(out)

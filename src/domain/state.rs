@@ -187,6 +187,89 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Why a device was not wiped by policy.
+    pub enum SkipCause {
+        /// EAS below 16.1: account-only wipe impossible (and, since 1 March
+        /// 2026, the phone cannot connect to Exchange Online at all).
+        OldEas = "old_eas",
+        /// EAS of unknown version: account-only wipe not known to work.
+        UnknownEasVersion = "unknown_eas_version",
+        /// A client type wipehook does not know.
+        UnknownClient = "unknown_client",
+        /// A client type `policy.client_types` excludes.
+        ClientTypeExcluded = "client_type_excluded",
+    }
+}
+
+impl SkipCause {
+    /// The device cannot be wiped account-only at all (not a policy choice).
+    pub fn is_capability(self) -> bool {
+        !matches!(self, SkipCause::ClientTypeExcluded)
+    }
+}
+
+text_enum! {
+    /// One comment of a run's append-only record on the incident.
+    pub enum RecordState {
+        /// Rendered and stored, not yet known to be on the incident.
+        Writing = "writing",
+        /// On the incident.
+        Written = "written",
+        /// The incident refused it for good (deleted, 100 comments).
+        Refused = "refused",
+    }
+}
+
+text_enum! {
+    /// The truth about one user of a run, as the record and the API say it.
+    pub enum UserOutcome {
+        /// Every device that holds company mail acknowledged its wipe.
+        Contained = "contained",
+        /// No mobile device: no phone holds this mailbox's mail.
+        NoDevices = "no_devices",
+        /// Wipes requested; a phone has not acknowledged yet (before its deadline).
+        PendingAcknowledgement = "pending_acknowledgement",
+        /// Company mail may still be on a phone, or nothing could be done:
+        /// a person must act (the record says what would contain them).
+        NotContained = "not_contained",
+        /// Waiting for approval.
+        Held = "held",
+        /// Dry run: what would have been wiped.
+        DryRun = "dry_run",
+        /// Cancelled by an analyst.
+        Cancelled = "cancelled",
+        /// Not decided yet.
+        InProgress = "in_progress",
+    }
+}
+
+text_enum! {
+    /// The truth about a run: the first line of every record on the incident,
+    /// and `outcome` in `GET /api/v1/runs/{id}`.
+    pub enum RunOutcome {
+        Contained = "contained",
+        PartiallyContained = "partially_contained",
+        NotContained = "not_contained",
+        PendingAcknowledgement = "pending_acknowledgement",
+        Held = "held",
+        DryRun = "dry_run",
+        Cancelled = "cancelled",
+        NothingToDo = "nothing_to_do",
+        InProgress = "in_progress",
+    }
+}
+
+impl RunOutcome {
+    /// A person must act.
+    pub fn needs_someone(self) -> bool {
+        matches!(
+            self,
+            RunOutcome::NotContained | RunOutcome::PartiallyContained | RunOutcome::Held
+        )
+    }
+}
+
 /// Incident severity, ordered from least to most severe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
@@ -246,6 +329,10 @@ mod tests {
         check(TaskState::ALL);
         check(Mode::ALL);
         check(TriggerKind::ALL);
+        check(UserOutcome::ALL);
+        check(SkipCause::ALL);
+        check(RecordState::ALL);
+        check(RunOutcome::ALL);
         assert!(
             "Held".parse::<RunStatus>().is_err(),
             "stored forms are exact"

@@ -88,6 +88,72 @@ impl ArmClient {
             .unwrap_or_default())
     }
 
+    /// `GET {incident}/comments/{id}`: is this comment on the incident?
+    pub async fn comment_exists(
+        &self,
+        tokens: &TokenProvider,
+        incident: &IncidentRef,
+        comment_id: &str,
+    ) -> Result<bool, CallError> {
+        let url = format!(
+            "{}{}/comments/{}?api-version={}",
+            self.base,
+            incident.arm_id(),
+            comment_id,
+            self.api_version
+        );
+        let token = tokens.token(Resource::Arm).await?;
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| CallError::from_reqwest("ARM comment", e))?;
+        if resp.status().as_u16() == 404 {
+            return Ok(false);
+        }
+        read(resp, tokens, "reading the incident comment").await?;
+        Ok(true)
+    }
+
+    /// `GET {incident}/comments`: how many comments the incident has (every
+    /// page; Sentinel allows 100).
+    pub async fn count_comments(
+        &self,
+        tokens: &TokenProvider,
+        incident: &IncidentRef,
+    ) -> Result<usize, CallError> {
+        let mut url = format!(
+            "{}{}/comments?api-version={}",
+            self.base,
+            incident.arm_id(),
+            self.api_version
+        );
+        let mut n = 0;
+        for _ in 0..20 {
+            let token = tokens.token(Resource::Arm).await?;
+            let resp = self
+                .http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| CallError::from_reqwest("ARM comments", e))?;
+            let body = read(resp, tokens, "counting the incident's comments").await?;
+            n += body
+                .get("value")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0);
+            match body.get("nextLink").and_then(Value::as_str) {
+                Some(next) if next.starts_with(&self.base) => url = next.to_string(),
+                _ => break,
+            }
+        }
+        Ok(n)
+    }
+
     /// `PUT {incident}/comments/{id}`: create or update the run's comment.
     pub async fn put_comment(
         &self,

@@ -1,10 +1,14 @@
-//! The incident comment: the SOC's audit trail of one run, in the basic HTML
-//! Sentinel renders. Never longer than Sentinel's 30,000 characters.
+//! The record on the incident: one comment per phase of a run, in the basic
+//! HTML Sentinel renders, for a narrow side panel and an analyst at 3 a.m.:
+//! the verdict first, in plain words; then who needs a person, who waits for
+//! a phone, who is done, and who policy left alone, one line per device;
+//! then the undo path. Never longer than Sentinel's 30,000 characters, and
+//! never a link that needs a bearer token.
 
 use std::fmt::Write;
 
 use super::arm::MAX_COMMENT_CHARS;
-use crate::domain::{DeviceOutcome, Mode, RunStatus, TargetState, Verification};
+use crate::domain::{DeviceOutcome, Mode, RunOutcome, UserOutcome, Verification};
 use crate::report::{DeviceResult, RunReport, UserResult};
 
 pub fn escape(s: &str) -> String {
@@ -22,348 +26,548 @@ pub fn escape(s: &str) -> String {
     o
 }
 
-/// Render the comment of a run. `hold_expiry` is shown on held runs.
-pub fn render(r: &RunReport, public_url: &str, hold_expiry: &str) -> String {
-    let full = render_with(r, public_url, hold_expiry, usize::MAX);
+/// Where a comment sits in the run's record.
+#[derive(Clone, Debug)]
+pub enum Phase {
+    /// The first comment: everything the run decided.
+    First,
+    /// A later one: what changed (the facts no earlier comment reported).
+    Update { new_facts: Vec<String> },
+}
+
+/// What the comment needs besides the report (deployment names, policy).
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The playbook an approver runs on the incident.
+    pub approve_playbook: String,
+    /// The playbook that undoes the run.
+    pub cancel_playbook: String,
+    /// The comment's number in the run's record (1-based).
+    pub seq: i64,
+}
+
+/// `02 Dec 2026 01:51 UTC`, from an RFC 3339 time.
+pub fn human_time(rfc3339: &str) -> String {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| {
+            t.to_offset(time::UtcOffset::UTC)
+                .format(time::macros::format_description!(
+                    "[day] [month repr:short] [year] [hour]:[minute] UTC"
+                ))
+                .ok()
+        })
+        .unwrap_or_else(|| rfc3339.to_string())
+}
+
+/// The verdict, in plain words: the first line of every comment.
+pub fn verdict(r: &RunReport, cx: &Context) -> String {
+    let o = &r.summary.outcomes;
+    let s = &r.summary;
+    let users = r.users.len();
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    match r.outcome {
+        RunOutcome::Contained => format!(
+            "CONTAINED: every phone of {} acknowledged the account-only wipe.",
+            plural(o.contained + o.no_devices, "user", "users")
+        ),
+        RunOutcome::PendingAcknowledgement => {
+            let waiting = r
+                .users
+                .iter()
+                .flat_map(|u| &u.devices)
+                .filter(|d| waiting_for(d))
+                .count();
+            let until = latest_deadline(r)
+                .map(|t| format!(" (followed until {})", human_time(&t)))
+                .unwrap_or_default();
+            format!(
+                "WAITING FOR PHONES: wipes requested; {} not yet acknowledged{until}. Company mail leaves a phone when it next connects.",
+                plural(waiting, "phone has", "phones have")
+            )
+        }
+        RunOutcome::NotContained | RunOutcome::PartiallyContained => {
+            let who: Vec<String> = r
+                .users
+                .iter()
+                .filter(|u| u.outcome == UserOutcome::NotContained)
+                .map(|u| person(u).1)
+                .collect();
+            format!(
+                "NOT CONTAINED — NEEDS YOU: {} of {users} {} ({}).",
+                who.len(),
+                if users == 1 { "user" } else { "users" },
+                compact_list(&who, 5)
+            )
+        }
+        RunOutcome::Held => {
+            let until = r
+                .hold_expires_at
+                .as_deref()
+                .map(|t| format!(" before {}", human_time(t)))
+                .unwrap_or_default();
+            format!(
+                "HELD — NEEDS APPROVAL: nothing was wiped for {}. To approve, run the playbook {} on this incident{until}.",
+                plural(o.held, "held user", "held users"),
+                cx.approve_playbook
+            )
+        }
+        RunOutcome::DryRun => format!(
+            "DRY RUN: {} would have been requested; none was sent.",
+            plural(s.would_request, "wipe", "wipes")
+        ),
+        RunOutcome::Cancelled => format!(
+            "CANCELLED by {}: {} cancelled before the phone received it; {} already acknowledged (that mail is gone).",
+            r.cancelled
+                .as_ref()
+                .map(|a| a.by.as_str())
+                .unwrap_or("an analyst"),
+            plural(s.cancelled, "wipe", "wipes"),
+            plural(s.acknowledged, "wipe was", "wipes were")
+        ),
+        RunOutcome::NothingToDo => format!(
+            "NOTHING TO DO: {}.",
+            r.reason.as_deref().unwrap_or("no user to contain")
+        ),
+        RunOutcome::InProgress => "IN PROGRESS.".into(),
+    }
+}
+
+fn waiting_for(d: &DeviceResult) -> bool {
+    d.outcome == DeviceOutcome::Requested
+        && d.acknowledged_at.is_none()
+        && d.verification == Some(Verification::Pending)
+}
+
+fn latest_deadline(r: &RunReport) -> Option<String> {
+    r.users
+        .iter()
+        .flat_map(|u| &u.devices)
+        .filter(|d| waiting_for(d))
+        .filter_map(|d| d.verify_until.clone())
+        .max()
+}
+
+/// (display name, UPN) of a user, as the directory knows them.
+fn person(u: &UserResult) -> (Option<String>, String) {
+    let upn = u.mailbox_upn.clone().unwrap_or_else(|| u.upn.clone());
+    let name = u
+        .display_name
+        .clone()
+        .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case(&upn));
+    (name, upn)
+}
+
+fn compact_list(items: &[String], max: usize) -> String {
+    if items.len() <= max {
+        items.join(", ")
+    } else {
+        format!("{} and {} more", items[..max].join(", "), items.len() - max)
+    }
+}
+
+/// Render one comment of the run's record. The first says everything; an
+/// update says what changed and who still needs a person or a phone.
+pub fn render(r: &RunReport, cx: &Context, phase: &Phase) -> String {
+    let full = render_with(r, cx, phase, usize::MAX);
     if full.chars().count() <= MAX_COMMENT_CHARS {
         return full;
     }
-    // Too long: keep the header and as many users as fit, then a pointer.
+    // Too long: shorten the "done" list (needs-you is never cut).
     let mut lo = 0;
     let mut hi = r.users.len();
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if render_with(r, public_url, hold_expiry, mid).chars().count() <= MAX_COMMENT_CHARS {
+        if render_with(r, cx, phase, mid).chars().count() <= MAX_COMMENT_CHARS {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    let out = render_with(r, public_url, hold_expiry, lo);
-    out.chars().take(MAX_COMMENT_CHARS).collect()
+    render_with(r, cx, phase, lo)
+        .chars()
+        .take(MAX_COMMENT_CHARS)
+        .collect()
 }
 
-fn render_with(r: &RunReport, public_url: &str, hold_expiry: &str, max_users: usize) -> String {
-    let s = &r.summary;
-    let link = format!(
-        "{}/api/v1/runs/{}",
-        public_url.trim_end_matches('/'),
-        r.run_id
-    );
+fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> String {
     let mut h = String::new();
-    let title = if r.mode == Mode::DryRun {
-        "wipehook (DRY RUN): account-only mobile wipe"
-    } else {
-        "wipehook: account-only mobile wipe"
+    let _ = write!(h, "<p><b>{}</b></p>", escape(&verdict(r, cx)));
+    // Where this record comes from, in one short line.
+    let mut about = vec!["wipehook".to_string()];
+    if let Some(i) = &r.incident {
+        match (&i.defender_number, i.number) {
+            (Some(d), _) => about.push(format!("incident {d}")),
+            (None, Some(n)) => about.push(format!("incident {n}")),
+            _ => {}
+        }
+    }
+    about.push(format!("note {}", cx.seq));
+    about.push(format!("run {}", r.run_id));
+    if r.mode == Mode::DryRun {
+        about.push("dry run".into());
+    }
+    about.push(human_time(&r.created_at));
+    let _ = write!(h, "<p><small>{}</small></p>", escape(&about.join(" · ")));
+
+    if let Phase::Update { new_facts } = phase {
+        let changes = changes(r, new_facts);
+        if !changes.is_empty() {
+            h.push_str("<p><b>Since the last note</b></p><ul>");
+            for c in &changes {
+                let _ = write!(h, "<li>{}</li>", escape(c));
+            }
+            h.push_str("</ul>");
+        }
+    }
+
+    let group = |o: &[UserOutcome]| -> Vec<&UserResult> {
+        r.users.iter().filter(|u| o.contains(&u.outcome)).collect()
     };
-    let _ = write!(h, "<h3>{title}</h3>");
-    let _ = write!(h, "<p><b>Status:</b> {}", escape(&status_words(r)));
-    if let Some(reason) = &r.reason {
-        let _ = write!(h, " — {}", escape(reason));
-    }
-    let _ = write!(
-        h,
-        "<br><b>Summary:</b> {} user(s), {} device(s): ",
-        s.users, s.devices
-    );
-    let mut parts = vec![];
-    let mut add = |n: usize, what: &str| {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
+    let needs = group(&[UserOutcome::NotContained]);
+    let held = group(&[UserOutcome::Held]);
+    let waiting = group(&[UserOutcome::PendingAcknowledgement]);
+    let done = group(&[
+        UserOutcome::Contained,
+        UserOutcome::NoDevices,
+        UserOutcome::DryRun,
+        UserOutcome::Cancelled,
+    ]);
+    let first = matches!(phase, Phase::First);
+
+    if !needs.is_empty() {
+        h.push_str("<p><b>Needs you</b></p><ul>");
+        for u in &needs {
+            user_item(&mut h, u, true);
         }
-    };
-    add(s.wipes_requested, "wipe(s) requested");
-    add(s.acknowledged, "acknowledged by the device");
-    add(s.would_request, "would be requested (dry run)");
-    add(s.already_requested, "already requested earlier");
-    add(s.skipped, "skipped");
-    add(s.failed, "failed");
-    add(s.cancelled, "cancelled");
-    add(s.held_users, "user(s) held");
-    add(s.refused_users, "user(s) refused");
-    add(s.protected_users, "protected user(s)");
-    add(s.expired_users, "user(s) expired unapproved");
-    add(s.unresolved_entities, "entity(ies) unresolved");
-    if parts.is_empty() {
-        parts.push("nothing to do".into());
+        h.push_str("</ul>");
     }
-    h.push_str(&escape(&parts.join(", ")));
-    let _ = write!(
-        h,
-        "<br><b>Mode:</b> {} | <b>Trigger:</b> {} | <b>Run:</b> <a href=\"{}\" target=\"_blank\">{}</a> | <b>Started:</b> {}",
-        escape(r.mode.as_str()),
-        escape(r.trigger.as_str()),
-        escape(&link),
-        escape(r.run_id.as_str()),
-        escape(&r.created_at)
-    );
-    if let Some(a) = &r.approved {
+    if !held.is_empty() {
+        h.push_str("<p><b>Held for approval</b> (nothing wiped)</p><ul>");
+        list_users(&mut h, &held, max_done, true);
+        h.push_str("</ul>");
+    }
+    if !waiting.is_empty() {
+        let until = latest_deadline(r)
+            .map(|t| format!(" — until {}", human_time(&t)))
+            .unwrap_or_default();
         let _ = write!(
             h,
-            "<br><b>Approved by:</b> {} at {}",
-            escape(&a.by),
-            escape(&a.at)
+            "<p><b>Waiting for the phone</b>{}</p><ul>",
+            escape(&until)
         );
-    }
-    if let Some(c) = &r.cancelled {
-        let _ = write!(
-            h,
-            "<br><b>Cancellation requested by:</b> {} at {}",
-            escape(&c.by),
-            escape(&c.at)
-        );
-    }
-    h.push_str("</p>");
-    if r.status == RunStatus::Held {
-        let _ = write!(
-            h,
-            "<p><b>Held: nothing was wiped for the held users.</b> To approve, run the playbook <i>Wipehook-Approve-Run</i> on this incident (or POST {}/approve). The hold expires {} after the run was held.</p>",
-            escape(&link),
-            escape(hold_expiry)
-        );
-    }
-    if !r.users.is_empty() {
-        h.push_str("<table><tr><th>User</th><th>Device</th><th>Client</th><th>Outcome</th></tr>");
-        for u in r.users.iter().take(max_users) {
-            user_rows(&mut h, u);
+        for u in &waiting {
+            user_item(&mut h, u, false);
         }
-        h.push_str("</table>");
-        if r.users.len() > max_users {
-            let _ = write!(
-                h,
-                "<p>{} more user(s) not shown (comment size limit); the full result is at <a href=\"{}\" target=\"_blank\">{}</a>.</p>",
-                r.users.len() - max_users,
-                escape(&link),
-                escape(&link)
-            );
-        }
+        h.push_str("</ul>");
     }
-    if !r.unresolved.is_empty() {
-        h.push_str("<p><b>Entities not resolved to a user (no action):</b></p><ul>");
-        for u in r.unresolved.iter().take(50) {
+    if (first || r.settled()) && !done.is_empty() {
+        let title = if r.mode == Mode::DryRun {
+            "Would be wiped"
+        } else {
+            "Done"
+        };
+        let _ = write!(h, "<p><b>{title}</b></p><ul>");
+        list_users(&mut h, &done, max_done, false);
+        h.push_str("</ul>");
+    }
+    if first && !r.unresolved.is_empty() {
+        h.push_str("<p><b>No user found in</b></p><ul>");
+        for u in r.unresolved.iter().take(20) {
             let _ = write!(h, "<li>{}: {}</li>", escape(&u.entity), escape(&u.reason));
+        }
+        if r.unresolved.len() > 20 {
+            let _ = write!(h, "<li>and {} more</li>", r.unresolved.len() - 20);
         }
         h.push_str("</ul>");
     }
     if !r.errors.is_empty() {
-        h.push_str("<p><b>Errors after retries:</b></p><ul>");
-        for e in r.errors.iter().take(20) {
+        h.push_str("<p><b>Gave up after retries</b></p><ul>");
+        for e in r.errors.iter().take(10) {
             let _ = write!(h, "<li>{}</li>", escape(e));
         }
         h.push_str("</ul>");
     }
+    // The undo path, in every enforce comment while there is something to undo.
+    if r.mode == Mode::Enforce && r.cancelled.is_none() && r.summary.wipes_requested > 0 {
+        let _ = write!(
+            h,
+            "<p>Undo: run the playbook <i>{}</i> on this incident; it cancels the wipes phones have not received yet.</p>",
+            escape(&cx.cancel_playbook)
+        );
+    }
     h
 }
 
-fn status_words(r: &RunReport) -> String {
-    match r.status {
-        RunStatus::Queued | RunStatus::Running => "in progress".into(),
-        RunStatus::Completed
-            if r.summary.wipes_requested > 0
-                && r.summary.acknowledged < r.summary.wipes_requested =>
-        {
-            "completed; wipes requested, awaiting device acknowledgement".into()
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The person, as the mailbox says: display name, UPN, object id; and the
-/// address and entity field that named them.
-fn user_cell(u: &UserResult) -> String {
-    let mut cell = String::new();
-    if let Some(n) = u.display_name.as_deref().filter(|n| !n.is_empty()) {
-        let _ = write!(cell, "{}<br>", escape(n));
-    }
-    let upn = u.mailbox_upn.as_deref().unwrap_or(&u.upn);
-    cell.push_str(&escape(upn));
-    let mut small = vec![];
+/// A user, named once (display name and UPN), then one line per device.
+fn user_item(h: &mut String, u: &UserResult, needs: bool) {
+    let (name, upn) = person(u);
+    let who = match &name {
+        Some(n) => format!("<b>{}</b> {}", escape(n), escape(&upn)),
+        None => format!("<b>{}</b>", escape(&upn)),
+    };
+    let _ = write!(h, "<li>{who}");
     if let Some(id) = &u.object_id {
-        small.push(format!("object id {id}"));
+        let _ = write!(h, "<br><small>object id {}</small>", escape(id));
     }
     if u.mailbox_upn.as_deref().is_some_and(|m| m != u.upn) {
-        small.push(format!("named as {} by the {}", u.upn, u.source));
-    } else {
-        small.push(u.source.clone());
-    }
-    small.extend(u.notes.iter().cloned());
-    let _ = write!(cell, "<br><small>{}</small>", escape(&small.join("; ")));
-    cell
-}
-
-fn user_rows(h: &mut String, u: &UserResult) {
-    let user = user_cell(u);
-    if u.devices.is_empty() {
-        let outcome = match u.state {
-            TargetState::Done => "no mobile device".to_string(),
-            TargetState::Pending => "in progress".to_string(),
-            other => format!(
-                "{other}{}",
-                u.reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ),
-        };
-        let _ = write!(
-            h,
-            "<tr><td>{user}</td><td>-</td><td>-</td><td>{}</td></tr>",
-            escape(&outcome)
-        );
-        return;
+        let _ = write!(h, "<br><small>named as {}</small>", escape(&u.upn));
     }
     for d in &u.devices {
-        let dev = format!("{} {}<br><small>{}</small>", d.model, d.os, d.device_id);
-        let client = format!("{} {}", d.client_type, d.client_version);
-        let _ = write!(
-            h,
-            "<tr><td>{user}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape_keep_br(&dev),
-            escape(&client),
-            escape(&device_outcome(d))
-        );
+        let _ = write!(h, "<br>{}", escape(&device_line(d)));
+    }
+    if u.devices.is_empty()
+        && let Some(reason) = &u.reason
+        && !needs
+    {
+        let _ = write!(h, "<br>{}", escape(reason));
+    }
+    if needs && let Some(n) = &u.needs {
+        let _ = write!(h, "<br>→ {}", escape(n));
+    }
+    h.push_str("</li>");
+}
+
+/// Users whose story is short: compact when there are many.
+fn list_users(h: &mut String, users: &[&UserResult], max: usize, with_reason: bool) {
+    if users.len() > 25 {
+        let names: Vec<String> = users.iter().map(|u| person(u).1).collect();
+        let shown = max.min(names.len());
+        let mut line = names[..shown].join(", ");
+        if shown < names.len() {
+            let _ = write!(
+                line,
+                " and {} more (all of them: wipehook runs show <run id>)",
+                names.len() - shown
+            );
+        }
+        let _ = write!(h, "<li>{} users: {}</li>", users.len(), escape(&line));
+        if with_reason && let Some(r) = users.iter().find_map(|u| u.reason.as_deref()) {
+            let _ = write!(h, "<li>{}</li>", escape(r));
+        }
+        return;
+    }
+    for u in users {
+        let (name, upn) = person(u);
+        let who = match name {
+            Some(n) => format!("{} {}", escape(&n), escape(&upn)),
+            None => escape(&upn),
+        };
+        let what = match u.outcome {
+            UserOutcome::NoDevices => "no mobile device".to_string(),
+            UserOutcome::Held => u.reason.clone().unwrap_or_default(),
+            _ => summary_of(u),
+        };
+        let _ = write!(h, "<li>{who}: {}</li>", escape(&what));
     }
 }
 
-fn escape_keep_br(s: &str) -> String {
-    escape(s)
-        .replace("&lt;br&gt;", "<br>")
-        .replace("&lt;small&gt;", "<small>")
-        .replace("&lt;/small&gt;", "</small>")
-}
-
-pub fn device_outcome(d: &DeviceResult) -> String {
-    let mut o = match d.outcome {
-        DeviceOutcome::Requested => match (d.verification, &d.acknowledged_at) {
-            (_, Some(at)) => format!("wipe acknowledged by the device at {at}"),
-            (Some(Verification::Unconfirmed), _) => format!(
-                "wipe requested at {}; still pending at the verification deadline",
-                d.requested_at.as_deref().unwrap_or("?")
-            ),
-            _ => format!(
-                "wipe requested at {}; awaiting the device's next sync",
-                d.requested_at.as_deref().unwrap_or("?")
-            ),
-        },
-        DeviceOutcome::WouldRequest => "dry run: a wipe would have been requested".into(),
-        DeviceOutcome::AlreadyRequested => format!(
-            "already requested at {} by run {}",
-            d.prior_requested_at.as_deref().unwrap_or("?"),
-            d.prior_run_id.as_deref().unwrap_or("?")
-        ),
-        DeviceOutcome::Cancelled => d
-            .reason
-            .clone()
-            .unwrap_or_else(|| "wipe request cancelled".into()),
-        other => format!(
-            "{other}{}",
-            d.reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ),
+/// One user's devices, in a few words.
+fn summary_of(u: &UserResult) -> String {
+    let count = |f: &dyn Fn(&DeviceResult) -> bool| u.devices.iter().filter(|d| f(d)).count();
+    let acked = count(&|d| d.acknowledged_at.is_some());
+    let earlier = count(&|d| d.outcome == DeviceOutcome::AlreadyRequested);
+    let would = count(&|d| d.outcome == DeviceOutcome::WouldRequest);
+    let cancelled = count(&|d| d.outcome == DeviceOutcome::Cancelled);
+    let mut parts = vec![];
+    let n = |k: usize, what: &str| format!("{k} {what}");
+    if acked > 0 {
+        parts.push(n(acked, "acknowledged"));
+    }
+    if earlier > 0 {
+        parts.push(n(earlier, "wiped by an earlier run"));
+    }
+    if would > 0 {
+        parts.push(n(would, "would be wiped"));
+    }
+    if cancelled > 0 {
+        parts.push(n(cancelled, "cancelled in time"));
+    }
+    let phones = if u.devices.len() == 1 {
+        "1 phone".to_string()
+    } else {
+        format!("{} phones", u.devices.len())
     };
+    format!("{phones}, {}", parts.join(", "))
+}
+
+/// One device, one line.
+pub fn device_line(d: &DeviceResult) -> String {
+    let model = if d.model.is_empty() {
+        d.device_type.clone()
+    } else {
+        d.model.clone()
+    };
+    let client = format!("{} {}", d.client_type, d.client_version);
+    let at = |t: &Option<String>| t.as_deref().map(human_time).unwrap_or_default();
+    let what = match d.outcome {
+        DeviceOutcome::Requested => match (&d.acknowledged_at, d.verification) {
+            (Some(_), _) => format!("acknowledged {}", at(&d.acknowledged_at)),
+            (None, Some(Verification::Unconfirmed)) => format!(
+                "requested {}, still not acknowledged at its deadline",
+                at(&d.requested_at)
+            ),
+            _ => format!("requested {}, waiting for the phone", at(&d.requested_at)),
+        },
+        DeviceOutcome::WouldRequest => "dry run: would be wiped".into(),
+        DeviceOutcome::AlreadyRequested => {
+            format!("wiped by an earlier run ({})", at(&d.prior_requested_at))
+        }
+        DeviceOutcome::Skipped => {
+            format!("not wiped: {}", d.reason.as_deref().unwrap_or("skipped"))
+        }
+        DeviceOutcome::Failed => {
+            format!("wipe failed: {}", d.reason.as_deref().unwrap_or("failed"))
+        }
+        DeviceOutcome::Cancelled => "wipe cancelled before the phone received it".into(),
+    };
+    let mut line = format!("{model} ({client}): {what}");
+    // Every note the run made about the phone (a client's known limits,
+    // Exchange's warnings, a cancel with nothing pending) is on the record.
     for n in &d.notes {
-        o.push_str(&format!(" [{n}]"));
+        let _ = write!(line, "; {n}");
     }
-    o
+    line
+}
+
+/// What changed since the last note, from the facts no earlier note carried.
+fn changes(r: &RunReport, new_facts: &[String]) -> Vec<String> {
+    let mut out = vec![];
+    let has = |k: &str| new_facts.iter().any(|f| f == k);
+    if has("approved")
+        && let Some(a) = &r.approved
+    {
+        out.push(format!("approved by {} at {}", a.by, human_time(&a.at)));
+    }
+    if has("cancel_requested")
+        && let Some(c) = &r.cancelled
+    {
+        out.push(format!(
+            "cancellation requested by {} at {}",
+            c.by,
+            human_time(&c.at)
+        ));
+    }
+    if has("expired") {
+        out.push("the hold expired without approval; nothing held was wiped".into());
+    }
+    for u in &r.users {
+        let (name, upn) = person(u);
+        let who = name.map(|n| format!("{n} {upn}")).unwrap_or(upn);
+        for d in &u.devices {
+            let model = if d.model.is_empty() {
+                &d.device_type
+            } else {
+                &d.model
+            };
+            if has(&format!("ack:{}", d.guid)) {
+                out.push(format!(
+                    "{who}: {model} acknowledged the wipe at {}",
+                    d.acknowledged_at
+                        .as_deref()
+                        .map(human_time)
+                        .unwrap_or_default()
+                ));
+            }
+            if has(&format!("deadline:{}", d.guid)) {
+                out.push(format!(
+                    "{who}: {model} did not acknowledge by its deadline"
+                ));
+            }
+            if has(&format!("cancelled:{}", d.guid)) {
+                out.push(format!("{who}: {model}: wipe cancelled in time"));
+            }
+            if has(&format!("not_cancelled:{}", d.guid)) {
+                out.push(format!(
+                    "{who}: {model}: not cancelled: nothing pending (already acknowledged or never requested)"
+                ));
+            }
+        }
+        if has(&format!("user:{}:{}", u.upn, u.outcome))
+            && !u.devices.iter().any(|d| {
+                has(&format!("ack:{}", d.guid))
+                    || has(&format!("deadline:{}", d.guid))
+                    || has(&format!("cancelled:{}", d.guid))
+            })
+        {
+            let what = match u.outcome {
+                UserOutcome::Held => "held for approval".to_string(),
+                UserOutcome::NotContained => "needs you (below)".to_string(),
+                UserOutcome::PendingAcknowledgement => {
+                    "wipes requested, waiting for the phone".into()
+                }
+                UserOutcome::Contained => "contained".into(),
+                UserOutcome::NoDevices => "no mobile device".into(),
+                UserOutcome::Cancelled => "cancelled".into(),
+                UserOutcome::DryRun => "dry run".into(),
+                UserOutcome::InProgress => "in progress".into(),
+            };
+            out.push(format!("{who}: {what}"));
+        }
+    }
+    for f in new_facts.iter().filter_map(|f| f.strip_prefix("error:")) {
+        out.push(format!("gave up: {f}"));
+    }
+    out
+}
+
+/// The comment as plain text (the Defender incident's comments are text).
+pub fn plain_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    let mut tag = String::new();
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                tag.clear();
+            }
+            '>' if in_tag => {
+                in_tag = false;
+                let t = tag.trim_start_matches('/').to_ascii_lowercase();
+                if t.starts_with("br") || t.starts_with("li") || t.starts_with('p') {
+                    if !out.ends_with('\n') && !out.is_empty() {
+                        out.push('\n');
+                    }
+                    if tag.eq_ignore_ascii_case("li") {
+                        out.push_str("- ");
+                    }
+                }
+            }
+            _ if in_tag => tag.push(c),
+            _ => out.push(c),
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::RunId;
-    use crate::report::{DeviceResult, Summary, UserResult};
 
-    fn report(users: usize) -> RunReport {
-        let dev = |i: usize| DeviceResult {
-            guid: format!("00000000-0000-4000-8000-{i:012}"),
-            device_id: format!("DEVICE{i:020}"),
-            device_type: "iPhone".into(),
-            model: "iPhone15C2 <script>".into(),
-            os: "iOS 17.4".into(),
-            client_type: "EAS".into(),
-            client_version: "16.1".into(),
-            outcome: DeviceOutcome::Requested,
-            reason: None,
-            notes: vec![],
-            requested_at: Some("2026-11-28T10:00:00Z".into()),
-            acknowledged_at: None,
-            verification: Some(Verification::Pending),
-            prior_run_id: None,
-            prior_requested_at: None,
-        };
-        RunReport {
-            run_id: RunId::parse("0190a3c2-7d6e-7abc-8def-0123456789ab").unwrap(),
-            status: RunStatus::Completed,
-            reason: None,
-            done: true,
-            tenant_id: "t".into(),
-            trigger: crate::domain::TriggerKind::Incident,
-            mode: Mode::Enforce,
-            force: false,
-            caller: "c".into(),
-            incident: None,
-            created_at: "2026-11-28T10:00:00Z".into(),
-            finished_at: None,
-            approved: None,
-            cancelled: None,
-            summary: Summary {
-                users,
-                devices: users * 2,
-                wipes_requested: users * 2,
-                ..Default::default()
-            },
-            users: (0..users)
-                .map(|u| UserResult {
-                    upn: format!("user{u}@contoso.com"),
-                    mailbox_upn: Some(format!("user{u}@contoso.com")),
-                    display_name: Some(format!("User {u}")),
-                    object_id: None,
-                    notes: vec![],
-                    source: "Account entity".into(),
-                    state: TargetState::Done,
-                    reason: None,
-                    devices: vec![dev(2 * u), dev(2 * u + 1)],
-                })
-                .collect(),
-            unresolved: vec![],
-            errors: vec![],
-        }
+    #[test]
+    fn times_read_at_3am() {
+        assert_eq!(
+            human_time("2026-12-02T01:51:04.102Z"),
+            "02 Dec 2026 01:51 UTC"
+        );
     }
 
     #[test]
-    fn small_reports_are_complete_and_escaped() {
-        let html = render(&report(2), "https://wipehook.example", "24h");
-        assert!(html.contains("user1@contoso.com") && html.contains("<table>"));
-        assert!(
-            html.contains("&lt;script&gt;") && !html.contains("<script>"),
-            "entity and device text is escaped"
-        );
-        assert!(html.contains("target=\"_blank\""));
-    }
-
-    #[test]
-    fn large_reports_are_summarised_within_the_limit() {
-        let r = report(400);
-        let html = render(&r, "https://wipehook.example", "24h");
-        assert!(
-            html.chars().count() <= MAX_COMMENT_CHARS,
-            "{}",
-            html.chars().count()
-        );
-        assert!(
-            html.contains("more user(s) not shown"),
-            "the cut is said, with a link to the full result"
-        );
-        assert!(
-            html.contains(
-                "https://wipehook.example/api/v1/runs/0190a3c2-7d6e-7abc-8def-0123456789ab"
-            )
-        );
-        assert!(
-            html.contains("800 wipe(s) requested"),
-            "the counts cover every user"
-        );
+    fn plain_text_keeps_the_lines() {
+        let t = plain_text("<p><b>CONTAINED: x &amp; y.</b></p><ul><li>a</li><li>b</li></ul>");
+        assert_eq!(t, "CONTAINED: x & y.\n- a\n- b");
     }
 }

@@ -27,6 +27,11 @@ pub struct Trigger {
     pub alert_ids: Vec<String>,
     /// `createdTimeUtc`, Unix ms.
     pub created_at: Option<i64>,
+    /// The incident's number in the Defender portal (`providerIncidentId`),
+    /// which is also its id in Microsoft Graph security.
+    pub provider_incident_id: Option<String>,
+    /// `additionalData.commentsCount`: comments the incident had.
+    pub comments_count: Option<i64>,
 }
 
 /// One alert of an incident, as the incident's alert list gives it.
@@ -119,6 +124,8 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
             labels: vec![],
             alert_ids: vec![],
             created_at: None,
+            provider_incident_id: None,
+            comments_count: None,
         });
     }
     if let Some(object) = get(root, &["object"]).and_then(Value::as_object) {
@@ -159,6 +166,21 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
                 })
                 .unwrap_or_default(),
             created_at: get_str(props, &["createdTimeUtc"]).and_then(parse_time),
+            provider_incident_id: get(props, &["providerIncidentId"])
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.trim().to_string()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 100
+                        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                }),
+            comments_count: get(props, &["additionalData"])
+                .and_then(Value::as_object)
+                .and_then(|a| get(a, &["commentsCount"]))
+                .and_then(Value::as_i64),
         });
     }
     if get(root, &["SystemAlertId"]).is_some() {

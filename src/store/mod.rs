@@ -11,6 +11,7 @@
 mod housekeeping;
 mod ledger;
 mod queue;
+mod records;
 mod runs;
 mod targets;
 
@@ -27,6 +28,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 pub use housekeeping::StoreStats;
 pub use ledger::{LedgerRow, WipeClaim};
 pub use queue::{Task, TaskSummary};
+pub use records::RecordRow;
 pub use runs::{Accepted, Actor, NewRun, RunRecord, Unresolved};
 pub use targets::{DeviceRecord, NewTarget, Person, PriorWipe, TargetRecord};
 
@@ -43,6 +45,7 @@ macro_rules! backend {
         include!("sql/targets.rs");
         include!("sql/ledger.rs");
         include!("sql/queue.rs");
+        include!("sql/records.rs");
         include!("sql/housekeeping.rs");
     };
 }
@@ -63,6 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_target_identity.sql")),
     (3, include_str!("migrations/0003_trigger_scope.sql")),
+    (4, include_str!("migrations/0004_record.sql")),
 ];
 
 #[derive(Clone)]

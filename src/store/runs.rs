@@ -37,6 +37,10 @@ pub struct NewRun {
     pub expire_at: Option<i64>,
     /// Who and what the trigger body named.
     pub trigger_scope: TriggerScope,
+    /// The incident's number in the Defender portal (`providerIncidentId`).
+    pub provider_incident_id: Option<String>,
+    /// Comments the incident had at the trigger (`additionalData.commentsCount`).
+    pub comments_baseline: Option<i64>,
 }
 
 /// An entity that yielded no user, and why.
@@ -81,6 +85,10 @@ pub struct RunRecord {
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub trigger_scope: TriggerScope,
+    /// Held: when the hold expires (Unix ms).
+    pub hold_until: Option<i64>,
+    pub provider_incident_id: Option<String>,
+    pub comments_baseline: Option<i64>,
 }
 
 impl Store {

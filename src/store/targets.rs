@@ -5,8 +5,8 @@ use anyhow::Result;
 
 use super::{Store, Unresolved, dispatch};
 use crate::domain::{
-    Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, MobileDevice, RunId, TargetState,
-    TenantId, Upn, Verification,
+    Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, MobileDevice, RunId, SkipCause,
+    TargetState, TenantId, Upn, Verification, WipeState,
 };
 
 pub use crate::domain::NewTarget;
@@ -45,6 +45,8 @@ impl TargetRecord {
 pub struct PriorWipe {
     pub run_id: RunId,
     pub at: i64,
+    /// Where that wipe is (acknowledged, requested...).
+    pub state: Option<WipeState>,
 }
 
 /// One device's outcome in a run.
@@ -67,6 +69,10 @@ pub struct DeviceRecord {
     pub acked_at: Option<i64>,
     pub verification: Option<Verification>,
     pub prior: Option<PriorWipe>,
+    /// Skipped by policy: why.
+    pub skip_cause: Option<SkipCause>,
+    /// Followed until then (Unix ms): the verification deadline.
+    pub verify_until: Option<i64>,
 }
 
 impl DeviceRecord {
@@ -96,6 +102,8 @@ impl DeviceRecord {
             acked_at: None,
             verification: None,
             prior: None,
+            skip_cause: None,
+            verify_until: None,
         }
     }
 }

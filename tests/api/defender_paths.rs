@@ -46,10 +46,12 @@ async fn an_analyst_contains_one_more_account_from_the_incident(store: StoreKind
     assert_eq!(users[0]["upn"], "eli@contoso.com");
     assert_eq!(sim.device(&eli).unwrap().wipe_request_count, 1);
     assert_eq!(sim.device(&dee).unwrap().wipe_request_count, 0);
-    assert!(
-        !sim.comments(&app.incident_id("inc-tagged")).is_empty(),
-        "the record is on the incident"
-    );
+    app.wait_note(
+        &app.incident_id("inc-tagged"),
+        "the record is on the incident",
+        |t| t.contains("eli@contoso.com"),
+    )
+    .await;
 
     // Rerun from the incident (a new playbook run): a new run; what the
     // first run wiped is reported, not sent again.

@@ -139,10 +139,14 @@ async fn retries_reruns_and_force(store: StoreKind) {
         sim.comments(&incident).len() == 2
     })
     .await;
+    let rerun = app
+        .wait_note(&incident, "the rerun names the earlier wipe", |t| {
+            t.contains("wiped by an earlier run")
+        })
+        .await;
     assert!(
-        sim.comments(&incident)
-            .iter()
-            .any(|c| c.message.contains("already requested at"))
+        rerun.starts_with("<p><b>WAITING FOR PHONES"),
+        "the earlier wipe is not acknowledged yet: {rerun}"
     );
     // force re-sends, explicitly.
     let (_, third, loc3) = post_with_headers(&app, &body, "run-C", "?force=true").await;

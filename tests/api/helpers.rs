@@ -180,6 +180,40 @@ impl TestApp {
         }
     }
 
+    /// Wait until a note on the incident, as the Defender portal shows it
+    /// (each comment as first written), satisfies `f`; return its text. On
+    /// a timeout, fail with every note the incident has.
+    pub async fn wait_note(&self, incident: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let view = self.h.sim.defender_view(incident);
+            if let Some(c) = view.iter().find(|c| f(&c.text)) {
+                return c.text.clone();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let all: Vec<String> = view
+                    .iter()
+                    .map(|c| format!("[{}] {}", c.source, c.text))
+                    .collect();
+                panic!(
+                    "timed out waiting for a note: {what}; the incident has:\n{}",
+                    all.join("\n---\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The notes on the incident as the Defender portal shows them.
+    pub fn notes(&self, incident: &str) -> Vec<String> {
+        self.h
+            .sim
+            .defender_view(incident)
+            .into_iter()
+            .map(|c| c.text)
+            .collect()
+    }
+
     pub fn incident_id(&self, name: &str) -> String {
         self.h.sim.incident_arm_id(name)
     }

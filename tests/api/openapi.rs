@@ -500,7 +500,8 @@ fn the_validator_rejects_what_the_document_forbids() {
     let spec = Spec::load();
     let schema = json!({"$ref": "#/components/schemas/RunReportDone"});
     let good = json!({
-        "run_id": "0190a3c2-7d6e-7abc-8def-0123456789ab", "status": "completed", "reason": null,
+        "run_id": "0190a3c2-7d6e-7abc-8def-0123456789ab", "status": "completed",
+        "outcome": "pending_acknowledgement", "reason": null, "hold_expires_at": null,
         "done": true, "tenant_id": "11111111-2222-4333-8444-555555555555", "trigger": "incident",
         "mode": "enforce", "force": false, "caller": "oid x",
         "incident": {"arm_id": "/subscriptions/x", "number": 7, "title": null, "severity": "High"},
@@ -509,13 +510,17 @@ fn the_validator_rejects_what_the_document_forbids() {
         "summary": {"users": 1, "devices": 1, "wipes_requested": 1, "would_request": 0,
             "acknowledged": 0, "already_requested": 0, "skipped": 0, "failed": 0, "cancelled": 0,
             "held_users": 0, "refused_users": 0, "protected_users": 0, "expired_users": 0,
-            "unresolved_entities": 0},
+            "unresolved_entities": 0,
+            "outcomes": {"contained": 0, "no_devices": 0, "pending_acknowledgement": 1,
+                "not_contained": 0, "held": 0, "dry_run": 0, "cancelled": 0, "in_progress": 0}},
         "users": [{"upn": "a@contoso.com", "mailbox_upn": "a@contoso.com", "display_name": "A", "object_id": null, "notes": [], "source": "s", "state": "done", "reason": null,
+            "outcome": "pending_acknowledgement", "needs": null,
             "devices": [{"guid": "g", "device_id": "d", "device_type": "iPhone", "model": "m",
                 "os": "o", "client_type": "EAS", "client_version": "16", "outcome": "requested",
                 "reason": null, "notes": [], "requested_at": "2026-01-01T00:00:01Z",
-                "acknowledged_at": null, "verification": "pending", "prior_run_id": null,
-                "prior_requested_at": null}]}],
+                "acknowledged_at": null, "verification": "pending",
+                "verify_until": "2026-01-02T00:00:01Z", "prior_run_id": null,
+                "prior_requested_at": null, "prior_state": null, "skip_cause": null}]}],
         "unresolved": [], "errors": []
     });
     spec.assert_valid(&schema, &good, "a good report");
@@ -538,6 +543,9 @@ fn the_validator_rejects_what_the_document_forbids() {
     bad(&|v| v["summary"]["users"] = json!(-1));
     bad(&|v| v["users"][0]["devices"][0]["outcome"] = json!("wiped"));
     bad(&|v| v["users"][0]["devices"][0]["verification"] = json!("maybe"));
+    bad(&|v| v["outcome"] = json!("completed"));
+    bad(&|v| v["users"][0]["outcome"] = json!("partially_contained"));
+    bad(&|v| v["users"][0]["devices"][0]["skip_cause"] = json!("old"));
     bad(&|v| v["users"][0]["devices"][0]["notes"] = json!([1]));
     bad(&|v| v["created_at"] = json!("yesterday"));
     bad(&|v| v["run_id"] = json!("not-a-uuid"));

@@ -153,16 +153,31 @@ async fn happy_path(store: StoreKind) {
     app.eventually("comment written", || !sim.comments(&incident).is_empty())
         .await;
     let comments = sim.comments(&incident);
-    assert_eq!(comments.len(), 1);
+    assert_eq!(
+        comments.len(),
+        1,
+        "one note per phase: the phones have not answered"
+    );
     let html = &comments[0].message;
+    // The verdict first, in plain words: Dave's old phone cannot be wiped
+    // account-only, so the run is not "contained" and says who needs a person.
+    assert!(
+        html.starts_with(
+            "<p><b>NOT CONTAINED — NEEDS YOU: 1 of 4 users (dave@contoso.com).</b></p>"
+        ),
+        "{html}"
+    );
     assert!(
         html.contains("alice@contoso.com")
-            && html.contains("wipe requested")
+            && html.contains("waiting for the phone")
             && html.contains("16.1"),
         "{html}"
     );
     assert!(html.contains(accepted["run_id"].as_str().unwrap()));
-    assert!(html.contains("<table>"));
+    assert!(
+        !html.contains("<table>"),
+        "lists, not tables, for a narrow panel"
+    );
 }
 both_stores!(happy_path_incident_trigger, happy_path);
 

@@ -212,7 +212,10 @@ async fn held_then_approved(store: StoreKind) {
     assert!(app.clears().is_empty(), "nothing wiped while held");
     assert!(sim.exchange_calls().is_empty());
     let html = comment_of(&app, "inc-wave").await;
-    assert!(html.contains("Held") && html.contains("approve"), "{html}");
+    assert!(
+        html.starts_with("<p><b>HELD — NEEDS APPROVAL: nothing was wiped for 11 held users. To approve, run the playbook Wipehook-Approve-Run on this incident before "),
+        "{html}"
+    );
     let run_id = r["run_id"].as_str().unwrap();
 
     // The containment playbook's identity cannot approve.
@@ -245,13 +248,19 @@ async fn held_then_approved(store: StoreKind) {
             .contains(wipehook::harness::APPROVER_OID)
     );
     let id = app.incident_id("inc-wave");
-    app.eventually("comment names the approver", || {
-        sim.comments(&id).iter().any(|c| {
-            c.message.contains("Approved by") && c.message.contains(wipehook::harness::APPROVER_OID)
+    let after = app
+        .wait_note(&id, "a new note names the approver", |t| {
+            t.contains("approved by") && t.contains(wipehook::harness::APPROVER_OID)
         })
-    })
-    .await;
-    assert_eq!(sim.comments(&id).len(), 1, "the same comment, updated");
+        .await;
+    assert!(after.starts_with("<p><b>WAITING FOR PHONES"), "{after}");
+    let notes = app.notes(&id);
+    assert_eq!(
+        notes.len(),
+        2,
+        "the held note stays as written; a new one follows"
+    );
+    assert!(notes[0].contains("HELD — NEEDS APPROVAL"), "{notes:?}");
     // Approving again is a conflict, not a second round of wipes.
     let again = app
         .post(
@@ -390,12 +399,21 @@ async fn cancel_only_unacknowledged(store: StoreKind) {
     })
     .await;
     let id = app.incident_id("inc-undo");
-    app.eventually("comment records the cancellation", || {
-        sim.comments(&id)
-            .iter()
-            .any(|c| c.message.contains("cancelled by"))
-    })
-    .await;
+    let last = app
+        .wait_note(&id, "a note records the cancellation", |t| {
+            t.starts_with("<p><b>CANCELLED by")
+        })
+        .await;
+    assert!(
+        last.contains(
+            "1 wipe cancelled before the phone received it; 1 wipe was already acknowledged"
+        ),
+        "{last}"
+    );
+    assert!(
+        !last.contains("CONTAINED:"),
+        "a cancelled run is never contained: {last}"
+    );
     assert_eq!(
         sim.device(&acked).unwrap().cancel_count,
         0,
@@ -455,26 +473,26 @@ async fn the_comment_follows_a_wipe_from_requested_to_acknowledged() {
         )
         .await;
     let id = app.incident_id("inc-ack");
-    app.eventually("requested comment", || {
-        sim.comments(&id)
-            .iter()
-            .any(|c| c.message.contains("awaiting the device"))
-    })
-    .await;
+    let first = app
+        .wait_note(&id, "the requested note", |t| {
+            t.contains("waiting for the phone")
+        })
+        .await;
+    assert!(first.starts_with("<p><b>WAITING FOR PHONES"), "{first}");
     assert!(
-        !sim.comments(&id)[0]
-            .message
-            .contains("acknowledged by the device at"),
-        "never reported done before the device acknowledged"
+        !first.contains("acknowledged the wipe") && !first.contains("CONTAINED:"),
+        "never reported done before the device acknowledged: {first}"
     );
     sim.sync_device(&g);
-    app.eventually("acknowledged comment", || {
-        sim.comments(&id)
-            .iter()
-            .any(|c| c.message.contains("acknowledged by the device at"))
-    })
-    .await;
-    assert_eq!(sim.comments(&id).len(), 1);
+    let last = app
+        .wait_note(&id, "the acknowledged note", |t| {
+            t.starts_with("<p><b>CONTAINED")
+        })
+        .await;
+    assert!(last.contains("acknowledged the wipe at"), "{last}");
+    let notes = app.notes(&id);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes[0], first, "the first note is never rewritten");
     let r = app.run(r["run_id"].as_str().unwrap()).await;
     assert_eq!(r["users"][0]["devices"][0]["verification"], "acknowledged");
     assert!(
@@ -503,13 +521,19 @@ async fn verification_gives_up_at_the_deadline_and_says_still_pending() {
     )
     .await;
     let id = app.incident_id("inc-late");
-    app.eventually("still pending at the deadline", || {
-        sim.comments(&id).iter().any(|c| {
-            c.message
-                .contains("still pending at the verification deadline")
+    let last = app
+        .wait_note(&id, "not acknowledged at the deadline", |t| {
+            t.contains("did not acknowledge by its deadline")
         })
-    })
-    .await;
+        .await;
+    assert!(
+        last.starts_with("<p><b>NOT CONTAINED — NEEDS YOU: 1 of 1 user (sam@contoso.com)."),
+        "a wipe still pending at its deadline leaves mail on the phone: {last}"
+    );
+    assert!(
+        last.contains("Set-CASMailbox -ActiveSyncBlockedDeviceIDs"),
+        "{last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,6 +105,8 @@ fn new_run(key: &str, targets: &[(&str, TargetState)], jobs: Vec<Job>) -> NewRun
             alert_ids: vec!["alert-1".into()],
             notes: vec![],
         },
+        provider_incident_id: Some("4711".into()),
+        comments_baseline: Some(3),
     }
 }
 
@@ -135,7 +137,7 @@ async fn runs_targets_and_devices(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
     s.ping().await.unwrap();
-    assert_eq!(s.schema_version().await.unwrap(), 3);
+    assert_eq!(s.schema_version().await.unwrap(), 4);
 
     // accept: a new run, then the same key again (same run, not created).
     let first = new_run(
@@ -580,6 +582,13 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
             "ALTER TABLE targets DROP COLUMN display_name",
             "ALTER TABLE targets DROP COLUMN object_id",
             "ALTER TABLE runs DROP COLUMN trigger_scope",
+            "ALTER TABLE devices DROP COLUMN skip_cause",
+            "ALTER TABLE devices DROP COLUMN prior_state",
+            "ALTER TABLE devices DROP COLUMN verify_until",
+            "ALTER TABLE runs DROP COLUMN hold_until",
+            "ALTER TABLE runs DROP COLUMN provider_incident_id",
+            "ALTER TABLE runs DROP COLUMN comments_baseline",
+            "DROP TABLE records",
         ],
     )
     .await;
@@ -589,7 +598,7 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
     })
     .await
     .expect("migrates");
-    assert_eq!(again.schema_version().await.unwrap(), 3);
+    assert_eq!(again.schema_version().await.unwrap(), 4);
     let t = again.targets(&id).await.unwrap();
     assert_eq!(t.len(), 1, "data kept");
     assert_eq!(t[0].claims, Claims::default());

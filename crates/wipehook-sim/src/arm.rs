@@ -336,6 +336,7 @@ fn put_comment(
         let c = Comment {
             id: id.to_string(),
             message: message.to_string(),
+            first_message: message.to_string(),
             puts: 1,
             created: now,
             modified: now,

@@ -187,3 +187,81 @@ pub(crate) async fn list_users(req: HttpRequest, data: Shared) -> HttpResponse {
         "value": found,
     }))
 }
+
+/// `POST /v1.0/security/incidents/{id}/comments`: a comment on the Defender
+/// incident (`alertComment`), appended.
+pub(crate) async fn post_incident_comment(
+    req: HttpRequest,
+    data: Shared,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = preamble(&req, &data).await {
+        return r;
+    }
+    let id = path.into_inner();
+    let text = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("comment").and_then(Value::as_str).map(String::from));
+    let Some(text) = text else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The request body must be an alertComment with 'comment'.",
+        );
+    };
+    let mut st = data.st();
+    let Some(inc) = st
+        .incidents
+        .iter_mut()
+        .find(|i| i.defender_id.as_deref() == Some(id.as_str()))
+    else {
+        drop(st);
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Incident '{id}' was not found."),
+        );
+    };
+    inc.defender_comments.push(text);
+    let comments: Vec<Value> = inc
+        .defender_comments
+        .iter()
+        .map(|c| json!({"@odata.type": "microsoft.graph.security.alertComment", "comment": c, "createdByDisplayName": "wipehook"}))
+        .collect();
+    drop(st);
+    HttpResponse::Ok().json(json!({ "value": comments }))
+}
+
+/// `GET /v1.0/security/incidents/{id}`: the Defender incident with its comments.
+pub(crate) async fn get_incident(
+    req: HttpRequest,
+    data: Shared,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Some(r) = preamble(&req, &data).await {
+        return r;
+    }
+    let id = path.into_inner();
+    let st = data.st();
+    let Some(inc) = st
+        .incidents
+        .iter()
+        .find(|i| i.defender_id.as_deref() == Some(id.as_str()))
+    else {
+        drop(st);
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Incident '{id}' was not found."),
+        );
+    };
+    let body = json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/incidents/$entity",
+        "id": id,
+        "displayName": inc.name,
+        "comments": inc.defender_comments.iter().map(|c| json!({"comment": c, "createdByDisplayName": "wipehook"})).collect::<Vec<_>>(),
+    });
+    drop(st);
+    HttpResponse::Ok().json(body)
+}

@@ -37,8 +37,9 @@ use keys::Keys;
 use shared::{Inner, Shared};
 use state::State;
 pub use types::{
-    DEFAULT_CLIENT_ID, DEFAULT_MANAGED_IDENTITY_CLIENT_ID, DEFAULT_TENANT_ID, DeviceSpec,
-    ExchangeCall, Fault, SUBSCRIPTION_ID, SimComment, SimDevice, SimOptions, TokenRequest,
+    DEFAULT_CLIENT_ID, DEFAULT_MANAGED_IDENTITY_CLIENT_ID, DEFAULT_TENANT_ID, DefenderComment,
+    DeviceSpec, ExchangeCall, Fault, SUBSCRIPTION_ID, SimComment, SimDevice, SimOptions,
+    TokenRequest,
 };
 
 struct StopGuard {
@@ -83,6 +84,14 @@ fn not_found(req: HttpRequest) -> HttpResponse {
 
 fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/msi/token", web::get().to(entra::managed_identity_token))
+        .route(
+            "/v1.0/security/incidents/{id}/comments",
+            web::post().to(graph::post_incident_comment),
+        )
+        .route(
+            "/v1.0/security/incidents/{id}",
+            web::get().to(graph::get_incident),
+        )
         .route("/v1.0/users", web::get().to(graph::list_users))
         .route("/v1.0/users/{id}", web::get().to(graph::get_user))
         .route(
@@ -357,11 +366,58 @@ impl SimTenant {
                     .map(|c| SimComment {
                         id: c.id.clone(),
                         message: c.message.clone(),
+                        first_message: c.first_message.clone(),
                         puts: c.puts,
                     })
                     .collect()
             })
             .unwrap_or_default()
+    }
+    /// The incident as an analyst in the Defender portal reads it: every
+    /// Sentinel comment as it was first written (edits are not shown there),
+    /// then the comments posted to the Defender incident through Graph.
+    pub fn defender_view(&self, incident_arm_id: &str) -> Vec<DefenderComment> {
+        let Some(name) = arm::incident_name_from_id(&self.inner, incident_arm_id) else {
+            return Vec::new();
+        };
+        let st = self.st();
+        st.incident(&name)
+            .map(|i| {
+                i.comments
+                    .iter()
+                    .map(|c| DefenderComment {
+                        source: "sentinel",
+                        text: c.first_message.clone(),
+                    })
+                    .chain(i.defender_comments.iter().map(|t| DefenderComment {
+                        source: "graph",
+                        text: t.clone(),
+                    }))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Gives the incident a Defender incident id (its `providerIncidentId`).
+    pub fn set_defender_id(&self, incident_name: &str, id: &str) {
+        self.st().incident_mut_or_create(incident_name).defender_id = Some(id.to_string());
+    }
+    /// Adds `n` comments by someone else (an analyst) to the incident.
+    pub fn add_analyst_comments(&self, incident_name: &str, n: usize) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut st = self.st();
+        let inc = st.incident_mut_or_create(incident_name);
+        for i in 0..n {
+            inc.comments.push(crate::state::Comment {
+                id: uuid::Uuid::new_v4().to_string(),
+                message: format!("analyst note {i}"),
+                first_message: format!("analyst note {i}"),
+                puts: 1,
+                created: now,
+                modified: now,
+                etag: uuid::Uuid::new_v4().to_string(),
+                author_oid: "analyst".into(),
+            });
+        }
     }
     /// Total comment PUTs received (including rejected ones).
     pub fn comment_puts(&self) -> usize {

@@ -75,6 +75,8 @@ impl User {
 pub(crate) struct Comment {
     pub id: String,
     pub message: String,
+    /// As first written (the Defender portal shows no edits).
+    pub first_message: String,
     pub puts: usize,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,
@@ -88,6 +90,10 @@ pub(crate) struct Incident {
     pub entities: Vec<serde_json::Value>,
     /// `SecurityAlert` entities (ARM shape), as `POST {incident}/alerts` lists them.
     pub alerts: Vec<serde_json::Value>,
+    /// The Defender incident id (`providerIncidentId`), when set.
+    pub defender_id: Option<String>,
+    /// Comments posted to the Defender incident through Graph security.
+    pub defender_comments: Vec<String>,
     pub comments: Vec<Comment>,
 }
 
@@ -283,6 +289,8 @@ impl State {
             name: name.to_string(),
             entities: Vec::new(),
             alerts: Vec::new(),
+            defender_id: None,
+            defender_comments: Vec::new(),
             comments: Vec::new(),
         });
         let last = self.incidents.len() - 1;

@@ -148,8 +148,20 @@ pub struct ExchangeCall {
 pub struct SimComment {
     pub id: String,
     pub message: String,
+    /// The text as first written: what the Defender portal shows (it does
+    /// not show edits of comments).
+    pub first_message: String,
     /// Number of PUTs received for this comment id.
     pub puts: usize,
+}
+
+/// A comment as an analyst in the Defender portal reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefenderComment {
+    /// "sentinel" (a Sentinel comment, as first written) or "graph" (posted
+    /// to the Defender incident through Graph security).
+    pub source: &'static str,
+    pub text: String,
 }
 
 /// The state of one simulated mobile device.

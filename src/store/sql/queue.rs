@@ -129,8 +129,31 @@ pub async fn complete(
     .execute(&mut *tx)
     .await?;
     let finished = finalize_if_done(&mut tx, &task.run_id, now, hold_expiry).await?;
+    if finished.is_none()
+        && matches!(task.job.kind(), TaskKind::Contain | TaskKind::Resolve)
+        && known_users_decided(&mut tx, &task.run_id).await?
+    {
+        // Containment of the users the run knows has ended: the record is
+        // written now, not when the incident's re-read ends.
+        enqueue_tx(&mut tx, &task.run_id, &task.tenant, &Job::Comment, 0, now).await?;
+    }
     tx.commit().await?;
     Ok(finished)
+}
+
+/// No contain or resolve task of the run is ready: every user it knows is decided.
+async fn known_users_decided(tx: &mut Tx<'_>, run: &RunId) -> Result<bool> {
+    let n: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM tasks WHERE run_id = $1 AND state = $2 AND kind IN ($3, $4)",
+    )
+    .bind(run.as_str())
+    .bind(TaskState::Ready.as_str())
+    .bind(TaskKind::Contain.as_str())
+    .bind(TaskKind::Resolve.as_str())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?;
+    Ok(n == 0)
 }
 
 /// Record a failed attempt: retry at `retry_at`, or give up after `max`.

@@ -1,7 +1,7 @@
 // Runs: intake (with the delivery key), reads, approval, cancellation,
 // expiry, and the run's end (`finalize_if_done`, under the run's lock).
 
-const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope";
+const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope, hold_until, provider_incident_id, comments_baseline";
 
 fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     let actor = |by: &str, at: &str| -> Result<Option<Actor>> {
@@ -34,6 +34,9 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
             Some(t) => serde_json::from_str(&t).context("column trigger_scope")?,
             None => TriggerScope::default(),
         },
+        hold_until: r.try_get("hold_until")?,
+        provider_incident_id: r.try_get("provider_incident_id")?,
+        comments_baseline: r.try_get("comments_baseline")?,
     })
 }
 
@@ -74,8 +77,8 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
         });
     }
     sqlx::query(
-        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
+        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18)",
     )
     .bind(new.id.as_str())
     .bind(new.tenant.as_str())
@@ -92,6 +95,9 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
     .bind(&new.comment_id)
     .bind(now)
     .bind(serde_json::to_string(&new.trigger_scope)?)
+    .bind(new.expire_at)
+    .bind(new.provider_incident_id.as_deref().map(|p| truncate(p, 100)))
+    .bind(new.comments_baseline)
     .execute(&mut **tx)
     .await?;
     for (i, t) in new.targets.iter().enumerate() {
@@ -333,13 +339,17 @@ async fn finalize_if_done(
     let new_status = match held {
         Some(row) => {
             let reason: Option<String> = row.try_get("reason")?;
-            sqlx::query("UPDATE runs SET status = $1, reason = $2, updated_at = $3 WHERE id = $4")
-                .bind(RunStatus::Held.as_str())
-                .bind(reason)
-                .bind(now)
-                .bind(run.as_str())
-                .execute(&mut **tx)
-                .await?;
+            let until = now + hold_expiry.as_millis() as i64;
+            sqlx::query(
+                "UPDATE runs SET status = $1, reason = $2, updated_at = $3, hold_until = $4 WHERE id = $5",
+            )
+            .bind(RunStatus::Held.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(until)
+            .bind(run.as_str())
+            .execute(&mut **tx)
+            .await?;
             enqueue_tx(
                 tx,
                 run,

@@ -234,6 +234,7 @@ fn device_from_row(r: &DbRow) -> Result<DeviceRecord> {
         Some(run_id) => Some(PriorWipe {
             run_id,
             at: r.try_get::<Option<i64>, _>("prior_at")?.unwrap_or_default(),
+            state: parsed_opt(r, "prior_state")?,
         }),
         None => None,
     };
@@ -261,6 +262,8 @@ fn device_from_row(r: &DbRow) -> Result<DeviceRecord> {
         acked_at: r.try_get("acked_at")?,
         verification: parsed_opt(r, "verify")?,
         prior,
+        skip_cause: parsed_opt(r, "skip_cause")?,
+        verify_until: r.try_get("verify_until")?,
     })
 }
 
@@ -302,11 +305,12 @@ pub async fn put_device(c: &mut Conn, d: &DeviceRecord) -> Result<()> {
 async fn put_device_tx(tx: &mut Tx<'_>, d: &DeviceRecord) -> Result<()> {
     let flags = (!d.notes.is_empty()).then(|| d.notes.join("\n"));
     sqlx::query(
-        "INSERT INTO devices (run_id, upn, guid, device_id, device_type, model, os, client_type, client_version, outcome, reason, flags, requested_at, acked_at, verify, prior_run_id, prior_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+        "INSERT INTO devices (run_id, upn, guid, device_id, device_type, model, os, client_type, client_version, outcome, reason, flags, requested_at, acked_at, verify, prior_run_id, prior_at, updated_at, prior_state, skip_cause, verify_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
          ON CONFLICT (run_id, guid) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, flags = excluded.flags,
              requested_at = excluded.requested_at, acked_at = excluded.acked_at, verify = excluded.verify,
-             prior_run_id = excluded.prior_run_id, prior_at = excluded.prior_at, updated_at = excluded.updated_at",
+             prior_run_id = excluded.prior_run_id, prior_at = excluded.prior_at, updated_at = excluded.updated_at,
+             prior_state = excluded.prior_state, skip_cause = excluded.skip_cause, verify_until = excluded.verify_until",
     )
     .bind(d.run_id.as_str())
     .bind(d.upn.as_str())
@@ -326,6 +330,9 @@ async fn put_device_tx(tx: &mut Tx<'_>, d: &DeviceRecord) -> Result<()> {
     .bind(d.prior.as_ref().map(|p| p.run_id.as_str()))
     .bind(d.prior.as_ref().map(|p| p.at))
     .bind(now_ms())
+    .bind(d.prior.as_ref().and_then(|p| p.state).map(|s| s.as_str()))
+    .bind(d.skip_cause.map(|c| c.as_str()))
+    .bind(d.verify_until)
     .execute(&mut **tx)
     .await?;
     Ok(())

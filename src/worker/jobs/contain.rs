@@ -254,8 +254,12 @@ async fn decide_and_claim(
             continue; // decided on an earlier attempt of this task
         }
         let (notes, reason) = match decision {
-            DeviceDecision::Skip { reason, notes } => {
-                let rec = DeviceRecord::decided(
+            DeviceDecision::Skip {
+                cause,
+                reason,
+                notes,
+            } => {
+                let mut rec = DeviceRecord::decided(
                     &cx.run.id,
                     upn,
                     d,
@@ -263,6 +267,7 @@ async fn decide_and_claim(
                     Some(reason),
                     notes,
                 );
+                rec.skip_cause = Some(cause);
                 store.put_device(&rec).await.map_err(store_err)?;
                 cx.state.metrics.device_outcome("skipped");
                 continue;
@@ -311,6 +316,7 @@ async fn decide_and_claim(
                 rec.prior = Some(PriorWipe {
                     run_id,
                     at: requested_at,
+                    state: Some(state),
                 });
                 store.put_device(&rec).await.map_err(store_err)?;
                 cx.state.metrics.device_outcome("already_requested");
@@ -358,7 +364,9 @@ async fn send(cx: &Cx<'_>, upn: &Upn, to_send: Vec<DeviceRecord>) -> Result<Sent
                         .into_iter()
                         .map(|w| format!("Exchange warned: {w}")),
                 );
-                rec.requested_at = Some(now_ms());
+                let at = now_ms();
+                rec.requested_at = Some(at);
+                rec.verify_until = Some(at + cx.policy().verify_deadline.as_millis() as i64);
                 rec.verification = Some(Verification::Pending);
                 cx.store()
                     .wipe_requested(&cx.run.tenant, &rec)

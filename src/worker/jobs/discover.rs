@@ -13,11 +13,12 @@ use crate::state::WorkerState;
 use crate::store::{Unresolved, now_ms};
 use crate::upstream::CallError;
 
-/// Up to `worker.max_attempts` with backoff up to 2 minutes; a permanent
-/// failure is recorded on the run as an entity that could not be resolved.
+/// Up to `worker.max_attempts` with backoff up to 15 seconds (a run's end
+/// waits on it; containment and the record do not); a permanent failure is
+/// recorded on the run as an entity that could not be resolved.
 pub const RETRY: RetryRule = RetryRule {
     bounded: true,
-    backoff_cap: Duration::from_secs(120),
+    backoff_cap: Duration::from_secs(15),
     on_permanent: OnPermanent::RecordAndComplete,
 };
 
