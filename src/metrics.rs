@@ -188,10 +188,12 @@ impl Metrics {
             .get_or_create(&Self::l(&[("result", "written"), ("verdict", verdict)]))
             .inc();
     }
-    pub fn record_skipped(&self, reason: &str) {
+    /// A note not written: `result` says why (`skipped_incident_limit`,
+    /// `skipped_run_budget`), `verdict` what it would have said.
+    pub fn record_skipped(&self, result: &str, verdict: &str) {
         self.inner
             .records
-            .get_or_create(&Self::l(&[("result", "skipped"), ("verdict", reason)]))
+            .get_or_create(&Self::l(&[("result", result), ("verdict", verdict)]))
             .inc();
     }
     pub fn intake_rejected(&self, reason: &str) {

@@ -124,8 +124,9 @@ pub struct UserResult {
     pub reason: Option<String>,
     /// The truth about this user.
     pub outcome: UserOutcome,
-    /// Not contained: what would contain them, in words.
-    pub needs: Option<String>,
+    /// Not contained: what would contain them, one item per problem (empty
+    /// otherwise).
+    pub needs: Vec<String>,
     pub devices: Vec<DeviceResult>,
 }
 
@@ -343,7 +344,8 @@ fn build(
     }
 }
 
-/// The truth about one user, and (not contained) what would contain them.
+/// The truth about one user, and (not contained) what would contain them,
+/// one item per problem (a device's item starts with the device's name).
 /// A user is contained only when every phone that holds the mailbox's mail
 /// acknowledged its wipe: a device list that failed, a wipe that failed, a
 /// phone that cannot be wiped account-only or that policy excludes, and a
@@ -353,64 +355,64 @@ fn user_outcome(
     run: &RunRecord,
     t: &TargetRecord,
     devices: &[&DeviceRecord],
-) -> (UserOutcome, Option<String>) {
+) -> (UserOutcome, Vec<String>) {
     let by_hand = "contain by hand: Clear-MobileDevice -Identity <device> -AccountOnly in Exchange Online PowerShell, or remove the mail account on the phone";
+    let one = |o: UserOutcome, need: String| (o, vec![need]);
     match t.state {
-        TargetState::Pending if run.cancelled.is_some() => (UserOutcome::Cancelled, None),
-        TargetState::Pending => (UserOutcome::InProgress, None),
-        TargetState::Held => (UserOutcome::Held, None),
-        TargetState::Cancelled => (UserOutcome::Cancelled, None),
-        TargetState::Expired => (
+        TargetState::Pending if run.cancelled.is_some() => (UserOutcome::Cancelled, vec![]),
+        TargetState::Pending => (UserOutcome::InProgress, vec![]),
+        TargetState::Held => (UserOutcome::Held, vec![]),
+        TargetState::Cancelled => (UserOutcome::Cancelled, vec![]),
+        TargetState::Expired => one(
             UserOutcome::NotContained,
-            Some("the hold expired unapproved: run the containment playbook again and approve it, or contain by hand".into()),
+            "the hold expired unapproved: run the containment playbook again and approve it, or contain by hand".into(),
         ),
-        TargetState::Skipped => (
+        TargetState::Skipped => one(
             UserOutcome::NotContained,
-            Some("the incident is below policy.min_severity: nothing was wiped; contain by hand if the account is compromised".into()),
+            "the incident is below policy.min_severity: nothing was wiped; contain by hand if the account is compromised".into(),
         ),
-        TargetState::Protected => (
+        TargetState::Protected => one(
             UserOutcome::NotContained,
-            Some(format!("a protected account is never wiped automatically; if it is compromised, {by_hand}")),
+            format!("a protected account is never wiped automatically; if it is compromised, {by_hand}"),
         ),
-        TargetState::Refused => (
+        TargetState::Refused => one(
             UserOutcome::NotContained,
-            Some(format!(
-                "refused by policy ({}); if the account is compromised, {by_hand}",
-                t.reason.as_deref().unwrap_or("no reason")
-            )),
+            format!("refused by policy (the user's reason says why); if the account is compromised, {by_hand}"),
         ),
-        TargetState::Failed => (
+        TargetState::Failed => one(
             UserOutcome::NotContained,
-            Some(format!(
-                "nothing was wiped ({}): run the containment playbook on the incident again; if it fails again, {by_hand}",
-                t.reason.as_deref().unwrap_or("failed")
-            )),
+            format!("nothing was wiped (the user's reason says why): run the containment playbook on the incident again; if it fails again, {by_hand}"),
         ),
         TargetState::Done => {
             if devices.is_empty() {
-                return (UserOutcome::NoDevices, None);
+                return (UserOutcome::NoDevices, vec![]);
             }
             if run.mode == Mode::DryRun {
-                return (UserOutcome::DryRun, None);
+                return (UserOutcome::DryRun, vec![]);
             }
-            let mut needs = vec![];
+            let mut needs: Vec<String> = vec![];
             let mut pending = false;
             let mut cancelled = false;
             for d in devices {
                 let name = device_name(d);
-                match d.outcome {
-                    DeviceOutcome::Requested if d.acked_at.is_some() => {}
+                let need = match d.outcome {
+                    DeviceOutcome::Requested if d.acked_at.is_some() => None,
                     DeviceOutcome::Requested
                         if d.verification == Some(Verification::Unconfirmed) =>
                     {
-                        needs.push(format!("{name}: the wipe was not acknowledged by its deadline (the phone has not synced); if the phone is lost, block it (Set-CASMailbox -ActiveSyncBlockedDeviceIDs @{{Add='{}'}}) or disable mobile access", d.device_id));
+                        Some(format!("{name}: the wipe was not acknowledged by its deadline (the phone has not synced); if the phone is lost, block it (Set-CASMailbox -ActiveSyncBlockedDeviceIDs @{{Add='{}'}}) or disable mobile access", d.device_id))
                     }
-                    DeviceOutcome::Requested => pending = true,
-                    DeviceOutcome::AlreadyRequested => match d.prior.as_ref().and_then(|p| p.state) {
-                        Some(WipeState::Acknowledged) => {}
-                        _ => pending = true,
-                    },
-                    DeviceOutcome::Skipped => needs.push(match d.skip_cause {
+                    DeviceOutcome::Requested => {
+                        pending = true;
+                        None
+                    }
+                    DeviceOutcome::AlreadyRequested => {
+                        if d.prior.as_ref().and_then(|p| p.state) != Some(WipeState::Acknowledged) {
+                            pending = true;
+                        }
+                        None
+                    }
+                    DeviceOutcome::Skipped => Some(match d.skip_cause {
                         Some(SkipCause::ClientTypeExcluded) => format!(
                             "{name}: not wiped, its client type is not in policy.client_types; add it and rerun, or {by_hand}"
                         ),
@@ -418,26 +420,32 @@ fn user_outcome(
                             "{name}: cannot be wiped account-only (EAS below 16.1); company mail already on it stays: remove the account on the phone, or wipe it through Intune or another device manager"
                         ),
                         _ => format!(
-                            "{name}: not wiped ({}); remove the account on the phone, or wipe it through Intune or another device manager",
-                            d.reason.as_deref().unwrap_or("skipped")
+                            "{name}: not wiped (an unknown mail client); remove the account on the phone, or wipe it through Intune or another device manager"
                         ),
                     }),
-                    DeviceOutcome::Failed => needs.push(format!(
-                        "{name}: the wipe failed ({}); run the containment playbook again, or {by_hand}",
-                        d.reason.as_deref().unwrap_or("failed")
+                    DeviceOutcome::Failed => Some(format!(
+                        "{name}: the wipe failed (the device's reason says why); run the containment playbook again, or {by_hand}"
                     )),
-                    DeviceOutcome::Cancelled => cancelled = true,
-                    DeviceOutcome::WouldRequest => {}
+                    DeviceOutcome::Cancelled => {
+                        cancelled = true;
+                        None
+                    }
+                    DeviceOutcome::WouldRequest => None,
+                };
+                if let Some(n) = need
+                    && !needs.contains(&n)
+                {
+                    needs.push(n);
                 }
             }
             if !needs.is_empty() {
-                (UserOutcome::NotContained, Some(needs.join("; ")))
+                (UserOutcome::NotContained, needs)
             } else if pending {
-                (UserOutcome::PendingAcknowledgement, None)
+                (UserOutcome::PendingAcknowledgement, vec![])
             } else if cancelled {
-                (UserOutcome::Cancelled, None)
+                (UserOutcome::Cancelled, vec![])
             } else {
-                (UserOutcome::Contained, None)
+                (UserOutcome::Contained, vec![])
             }
         }
     }

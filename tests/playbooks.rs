@@ -24,6 +24,9 @@ struct Expected {
     folder: &'static str,
     trigger: Trigger,
     uri_suffix: &'static str,
+    /// The run ends Failed when wipehook's final answer says a person must
+    /// act (`outcome` `not_contained` or `partially_contained`).
+    fails_when_not_contained: bool,
 }
 
 const EXPECTED: &[Expected] = &[
@@ -31,26 +34,31 @@ const EXPECTED: &[Expected] = &[
         folder: "Wipehook-Contain-Incident",
         trigger: Trigger::Incident,
         uri_suffix: "/api/v1/sentinel/incidents",
+        fails_when_not_contained: true,
     },
     Expected {
         folder: "Wipehook-Contain-Account",
         trigger: Trigger::AccountEntity,
         uri_suffix: "/api/v1/sentinel/incidents",
+        fails_when_not_contained: true,
     },
     Expected {
         folder: "Wipehook-Contain-Tagged-Account",
         trigger: Trigger::Incident,
         uri_suffix: "/api/v1/sentinel/incidents/accounts",
+        fails_when_not_contained: true,
     },
     Expected {
         folder: "Wipehook-Approve-Run",
         trigger: Trigger::Incident,
         uri_suffix: "/api/v1/sentinel/incidents/approve",
+        fails_when_not_contained: false,
     },
     Expected {
         folder: "Wipehook-Cancel-Run",
         trigger: Trigger::Incident,
         uri_suffix: "/api/v1/sentinel/incidents/cancel",
+        fails_when_not_contained: false,
     },
 ];
 
@@ -58,6 +66,24 @@ const INCIDENT_PATH: &str = "/incident-creation";
 const ACCOUNT_ENTITY_PATH: &str = "/entity/@{encodeURIComponent('Account')}";
 const AUDIENCE: &str = "[parameters('WipehookAudience')]";
 const URI_PREFIX: &str = "@{parameters('WipehookUrl')}";
+
+/// The run outcomes docs/openapi.yaml documents (a line of the form
+/// `enum: [contained, partially_contained, ...]` under `RunOutcome:`).
+fn run_outcomes() -> Vec<String> {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
+        .expect("docs/openapi.yaml");
+    let from = doc.find("    RunOutcome:").expect("RunOutcome schema");
+    let line = doc[from..]
+        .lines()
+        .find(|l| l.trim_start().starts_with("enum: ["))
+        .expect("RunOutcome enum");
+    line.trim()
+        .trim_start_matches("enum: [")
+        .trim_end_matches(']')
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect()
+}
 
 fn playbooks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")
@@ -324,6 +350,45 @@ fn check_playbook(expected: &Expected) {
         inputs["retryPolicy"].is_null(),
         "{folder}: {action_name} must keep the default retry policy"
     );
+
+    // A run that did not contain everyone ends Failed, so the run history
+    // (and any alert on failed playbook runs) shows that a person must act.
+    let branch = &definition["actions"]["Fail_the_run_when_not_contained"];
+    if expected.fails_when_not_contained {
+        assert_eq!(
+            branch["type"], "If",
+            "{folder}: no condition on the outcome"
+        );
+        assert_eq!(
+            branch["runAfter"][action_name],
+            serde_json::json!(["Succeeded"]),
+            "{folder}: the condition reads the final answer of {action_name}"
+        );
+        let expr = branch["expression"].to_string();
+        let outcomes = run_outcomes();
+        for o in ["not_contained", "partially_contained"] {
+            assert!(
+                outcomes.contains(&o.to_string()),
+                "{o} is not a documented outcome"
+            );
+            assert!(
+                expr.contains(&format!("\"{o}\"")),
+                "{folder}: the condition does not test {o}: {expr}"
+            );
+        }
+        assert!(
+            expr.contains(&format!("body('{action_name}')?['outcome']")),
+            "{folder}: the condition must read `outcome` of the answer: {expr}"
+        );
+        let stop = &branch["actions"]["Terminate_-_not_contained"];
+        assert_eq!(stop["type"], "Terminate", "{folder}");
+        assert_eq!(stop["inputs"]["runStatus"], "Failed", "{folder}");
+    } else {
+        assert!(
+            branch.is_null(),
+            "{folder}: only containment playbooks read the outcome"
+        );
+    }
 
     // The workflow parameter the uri refers to must be wired to the ARM parameter.
     assert!(

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::arm::MAX_COMMENT_CHARS;
-use crate::domain::{DeviceOutcome, Mode, RunOutcome, UserOutcome, Verification};
+use crate::domain::{DeviceOutcome, Mode, RunOutcome, SkipCause, UserOutcome, Verification};
 use crate::report::{DeviceResult, RunReport, UserResult};
 
 pub fn escape(s: &str) -> String {
@@ -172,31 +172,74 @@ fn compact_list(items: &[String], max: usize) -> String {
     }
 }
 
+/// How a note lays its users out.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// A group of at most this many users is shown user by user, device
+    /// by device; a larger one compactly (users who share a story, named
+    /// together).
+    detail_upto: usize,
+    /// Compact groups name at most this many users per story.
+    max_names: usize,
+}
+
 /// Render one comment of the run's record. The first says everything; an
 /// update says what changed and who still needs a person or a phone.
+/// Always within Sentinel's 30,000 characters: a long run names its users
+/// compactly, then, if it must, names fewer (each story says how many more,
+/// and where the whole list is).
 pub fn render(r: &RunReport, cx: &Context, phase: &Phase) -> String {
-    let full = render_with(r, cx, phase, usize::MAX);
-    if full.chars().count() <= MAX_COMMENT_CHARS {
-        return full;
+    let fits = |h: &String| h.chars().count() <= MAX_COMMENT_CHARS;
+    let detailed = render_with(
+        r,
+        cx,
+        phase,
+        Layout {
+            detail_upto: 25,
+            max_names: usize::MAX,
+        },
+    );
+    if fits(&detailed) {
+        return detailed;
     }
-    // Too long: shorten the "done" list (needs-you is never cut).
-    let mut lo = 0;
-    let mut hi = r.users.len();
+    let compact = |n| {
+        render_with(
+            r,
+            cx,
+            phase,
+            Layout {
+                detail_upto: 0,
+                max_names: n,
+            },
+        )
+    };
+    let all = compact(usize::MAX);
+    if fits(&all) {
+        return all;
+    }
+    let (mut lo, mut hi) = (0, r.users.len());
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if render_with(r, cx, phase, mid).chars().count() <= MAX_COMMENT_CHARS {
+        if fits(&compact(mid)) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    render_with(r, cx, phase, lo)
-        .chars()
-        .take(MAX_COMMENT_CHARS)
-        .collect()
+    let shortest = compact(lo);
+    if fits(&shortest) {
+        return shortest;
+    }
+    // Only the verdict and where to read the rest (never cut mid-tag).
+    format!(
+        "<p><b>{}</b></p><p>This run's record is too long for an incident comment. All of it: wipehook runs show {} (or GET /api/v1/runs/{} with the API's credentials).</p>",
+        escape(&verdict(r, cx)),
+        r.run_id,
+        r.run_id
+    )
 }
 
-fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> String {
+fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> String {
     let mut h = String::new();
     let _ = write!(h, "<p><b>{}</b></p>", escape(&verdict(r, cx)));
     // Where this record comes from, in one short line.
@@ -220,8 +263,16 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> S
         let changes = changes(r, new_facts);
         if !changes.is_empty() {
             h.push_str("<p><b>Since the last note</b></p><ul>");
-            for c in &changes {
+            let shown = if layout.detail_upto == 0 {
+                20
+            } else {
+                changes.len()
+            };
+            for c in changes.iter().take(shown) {
                 let _ = write!(h, "<li>{}</li>", escape(c));
+            }
+            if changes.len() > shown {
+                let _ = write!(h, "<li>and {} more changes</li>", changes.len() - shown);
             }
             h.push_str("</ul>");
         }
@@ -240,17 +291,16 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> S
         UserOutcome::Cancelled,
     ]);
     let first = matches!(phase, Phase::First);
+    let run_id = r.run_id.to_string();
 
     if !needs.is_empty() {
         h.push_str("<p><b>Needs you</b></p><ul>");
-        for u in &needs {
-            user_item(&mut h, u, true);
-        }
+        section(&mut h, &needs, layout, Story::Needs, &run_id);
         h.push_str("</ul>");
     }
     if !held.is_empty() {
         h.push_str("<p><b>Held for approval</b> (nothing wiped)</p><ul>");
-        list_users(&mut h, &held, max_done, true);
+        section(&mut h, &held, layout, Story::Brief, &run_id);
         h.push_str("</ul>");
     }
     if !waiting.is_empty() {
@@ -262,9 +312,7 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> S
             "<p><b>Waiting for the phone</b>{}</p><ul>",
             escape(&until)
         );
-        for u in &waiting {
-            user_item(&mut h, u, false);
-        }
+        section(&mut h, &waiting, layout, Story::Devices, &run_id);
         h.push_str("</ul>");
     }
     if (first || r.settled()) && !done.is_empty() {
@@ -274,7 +322,7 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> S
             "Done"
         };
         let _ = write!(h, "<p><b>{title}</b></p><ul>");
-        list_users(&mut h, &done, max_done, false);
+        section(&mut h, &done, layout, Story::Brief, &run_id);
         h.push_str("</ul>");
     }
     if first && !r.unresolved.is_empty() {
@@ -292,6 +340,9 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> S
         for e in r.errors.iter().take(10) {
             let _ = write!(h, "<li>{}</li>", escape(e));
         }
+        if r.errors.len() > 10 {
+            let _ = write!(h, "<li>and {} more</li>", r.errors.len() - 10);
+        }
         h.push_str("</ul>");
     }
     // The undo path, in every enforce comment while there is something to undo.
@@ -305,7 +356,95 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, max_done: usize) -> S
     h
 }
 
-/// A user, named once (display name and UPN), then one line per device.
+/// How much of a user's story a group tells.
+#[derive(Clone, Copy, PartialEq)]
+enum Story {
+    /// Every device, and what would contain the user.
+    Needs,
+    /// Every device.
+    Devices,
+    /// One line per user.
+    Brief,
+}
+
+fn section(h: &mut String, users: &[&UserResult], layout: Layout, story: Story, run_id: &str) {
+    if users.len() <= layout.detail_upto {
+        for u in users {
+            match story {
+                Story::Brief => brief_item(h, u),
+                _ => user_item(h, u, story == Story::Needs),
+            }
+        }
+        return;
+    }
+    // Compact: users who share a story, named together, the story once.
+    let mut stories: Vec<(String, Vec<String>)> = vec![];
+    for u in users {
+        let key = story_of(u, story);
+        let upn = person(u).1;
+        match stories.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(upn),
+            None => stories.push((key, vec![upn])),
+        }
+    }
+    for (what, names) in &stories {
+        let shown = layout.max_names.min(names.len());
+        let mut line = names[..shown].join(", ");
+        if shown < names.len() {
+            let _ = write!(
+                line,
+                " and {} more (all of them: wipehook runs show {run_id})",
+                names.len() - shown
+            );
+        }
+        let count = if names.len() == 1 {
+            "1 user".to_string()
+        } else {
+            format!("{} users", names.len())
+        };
+        let _ = write!(
+            h,
+            "<li><b>{count}</b>: {}<br>{}</li>",
+            escape(what),
+            escape(&line)
+        );
+    }
+}
+
+/// The part of a user's story others may share (no names, no times).
+fn story_of(u: &UserResult, story: Story) -> String {
+    match story {
+        Story::Needs if !u.needs.is_empty() => {
+            let generic: Vec<String> = u.needs.iter().map(|n| strip_device(n, u)).collect();
+            format!("→ {}", generic.join("; "))
+        }
+        Story::Devices => summary_of(u),
+        _ => brief_of(u),
+    }
+}
+
+/// A device's item without the device's name (`<name>: what`).
+fn strip_device(need: &str, u: &UserResult) -> String {
+    for d in &u.devices {
+        let prefix = format!("{}: ", device_label(d));
+        if let Some(rest) = need.strip_prefix(&prefix) {
+            return format!("a phone {rest}");
+        }
+    }
+    need.to_string()
+}
+
+fn device_label(d: &DeviceResult) -> String {
+    let model = if d.model.is_empty() {
+        &d.device_type
+    } else {
+        &d.model
+    };
+    format!("{model} ({} {})", d.client_type, d.client_version)
+}
+
+/// A user, named once (display name and UPN), then one line per device,
+/// then (needs you) what would contain them.
 fn user_item(h: &mut String, u: &UserResult, needs: bool) {
     let (name, upn) = person(u);
     let who = match &name {
@@ -319,52 +458,37 @@ fn user_item(h: &mut String, u: &UserResult, needs: bool) {
     if u.mailbox_upn.as_deref().is_some_and(|m| m != u.upn) {
         let _ = write!(h, "<br><small>named as {}</small>", escape(&u.upn));
     }
-    for d in &u.devices {
-        let _ = write!(h, "<br>{}", escape(&device_line(d)));
-    }
     if u.devices.is_empty()
         && let Some(reason) = &u.reason
-        && !needs
     {
         let _ = write!(h, "<br>{}", escape(reason));
     }
-    if needs && let Some(n) = &u.needs {
-        let _ = write!(h, "<br>→ {}", escape(n));
+    for d in &u.devices {
+        let _ = write!(h, "<br>{}", escape(&device_line(d)));
+    }
+    if needs {
+        for n in &u.needs {
+            let _ = write!(h, "<br>→ {}", escape(n));
+        }
     }
     h.push_str("</li>");
 }
 
-/// Users whose story is short: compact when there are many.
-fn list_users(h: &mut String, users: &[&UserResult], max: usize, with_reason: bool) {
-    if users.len() > 25 {
-        let names: Vec<String> = users.iter().map(|u| person(u).1).collect();
-        let shown = max.min(names.len());
-        let mut line = names[..shown].join(", ");
-        if shown < names.len() {
-            let _ = write!(
-                line,
-                " and {} more (all of them: wipehook runs show <run id>)",
-                names.len() - shown
-            );
-        }
-        let _ = write!(h, "<li>{} users: {}</li>", users.len(), escape(&line));
-        if with_reason && let Some(r) = users.iter().find_map(|u| u.reason.as_deref()) {
-            let _ = write!(h, "<li>{}</li>", escape(r));
-        }
-        return;
-    }
-    for u in users {
-        let (name, upn) = person(u);
-        let who = match name {
-            Some(n) => format!("{} {}", escape(&n), escape(&upn)),
-            None => escape(&upn),
-        };
-        let what = match u.outcome {
-            UserOutcome::NoDevices => "no mobile device".to_string(),
-            UserOutcome::Held => u.reason.clone().unwrap_or_default(),
-            _ => summary_of(u),
-        };
-        let _ = write!(h, "<li>{who}: {}</li>", escape(&what));
+/// One line for a user whose story is short.
+fn brief_item(h: &mut String, u: &UserResult) {
+    let (name, upn) = person(u);
+    let who = match name {
+        Some(n) => format!("{} {}", escape(&n), escape(&upn)),
+        None => escape(&upn),
+    };
+    let _ = write!(h, "<li>{who}: {}</li>", escape(&brief_of(u)));
+}
+
+fn brief_of(u: &UserResult) -> String {
+    match u.outcome {
+        UserOutcome::NoDevices => "no mobile device".to_string(),
+        UserOutcome::Held => u.reason.clone().unwrap_or_else(|| "held".into()),
+        _ => summary_of(u),
     }
 }
 
@@ -372,6 +496,7 @@ fn list_users(h: &mut String, users: &[&UserResult], max: usize, with_reason: bo
 fn summary_of(u: &UserResult) -> String {
     let count = |f: &dyn Fn(&DeviceResult) -> bool| u.devices.iter().filter(|d| f(d)).count();
     let acked = count(&|d| d.acknowledged_at.is_some());
+    let waiting = count(&|d| waiting_for(d));
     let earlier = count(&|d| d.outcome == DeviceOutcome::AlreadyRequested);
     let would = count(&|d| d.outcome == DeviceOutcome::WouldRequest);
     let cancelled = count(&|d| d.outcome == DeviceOutcome::Cancelled);
@@ -379,6 +504,9 @@ fn summary_of(u: &UserResult) -> String {
     let n = |k: usize, what: &str| format!("{k} {what}");
     if acked > 0 {
         parts.push(n(acked, "acknowledged"));
+    }
+    if waiting > 0 {
+        parts.push(n(waiting, "requested, waiting for the phone"));
     }
     if earlier > 0 {
         parts.push(n(earlier, "wiped by an earlier run"));
@@ -394,7 +522,10 @@ fn summary_of(u: &UserResult) -> String {
     } else {
         format!("{} phones", u.devices.len())
     };
-    format!("{phones}, {}", parts.join(", "))
+    if parts.is_empty() {
+        return phones;
+    }
+    format!("{phones}: {}", parts.join(", "))
 }
 
 /// One device, one line.
@@ -419,9 +550,14 @@ pub fn device_line(d: &DeviceResult) -> String {
         DeviceOutcome::AlreadyRequested => {
             format!("wiped by an earlier run ({})", at(&d.prior_requested_at))
         }
-        DeviceOutcome::Skipped => {
-            format!("not wiped: {}", d.reason.as_deref().unwrap_or("skipped"))
-        }
+        DeviceOutcome::Skipped => match d.skip_cause {
+            // The whole reason is in the API answer; the panel needs the gist.
+            Some(SkipCause::OldEas) => format!(
+                "not wiped: EAS {} has no account-only wipe (and since 1 March 2026 cannot reach Exchange Online; mail already on it stays)",
+                d.client_version
+            ),
+            _ => format!("not wiped: {}", d.reason.as_deref().unwrap_or("skipped")),
+        },
         DeviceOutcome::Failed => {
             format!("wipe failed: {}", d.reason.as_deref().unwrap_or("failed"))
         }
@@ -430,7 +566,16 @@ pub fn device_line(d: &DeviceResult) -> String {
     let mut line = format!("{model} ({client}): {what}");
     // Every note the run made about the phone (a client's known limits,
     // Exchange's warnings, a cancel with nothing pending) is on the record.
-    for n in &d.notes {
+    // (A phone that was not wiped keeps only what concerns it.)
+    let sent = matches!(
+        d.outcome,
+        DeviceOutcome::Requested | DeviceOutcome::AlreadyRequested | DeviceOutcome::Cancelled
+    );
+    for n in d
+        .notes
+        .iter()
+        .filter(|n| sent || n.starts_with("not cancelled"))
+    {
         let _ = write!(line, "; {n}");
     }
     line

@@ -2,6 +2,7 @@
 //! HTTP against the simulated tenant.
 #![recursion_limit = "256"]
 
+mod browser;
 mod helpers;
 
 mod auth;
@@ -13,5 +14,6 @@ mod openapi;
 mod operations;
 mod pipeline;
 mod playbook_bodies;
+mod record;
 mod safety;
 mod store_contract;

@@ -514,7 +514,7 @@ fn the_validator_rejects_what_the_document_forbids() {
             "outcomes": {"contained": 0, "no_devices": 0, "pending_acknowledgement": 1,
                 "not_contained": 0, "held": 0, "dry_run": 0, "cancelled": 0, "in_progress": 0}},
         "users": [{"upn": "a@contoso.com", "mailbox_upn": "a@contoso.com", "display_name": "A", "object_id": null, "notes": [], "source": "s", "state": "done", "reason": null,
-            "outcome": "pending_acknowledgement", "needs": null,
+            "outcome": "pending_acknowledgement", "needs": [],
             "devices": [{"guid": "g", "device_id": "d", "device_type": "iPhone", "model": "m",
                 "os": "o", "client_type": "EAS", "client_version": "16", "outcome": "requested",
                 "reason": null, "notes": [], "requested_at": "2026-01-01T00:00:01Z",

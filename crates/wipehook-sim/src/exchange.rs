@@ -222,6 +222,11 @@ pub(crate) async fn invoke_command(
         });
         let (remaining, reset) = st.rate_tick();
         let mut early = st.exchange_faults.pop_front().map(Early::Fault);
+        if early.is_none()
+            && let Some(i) = st.cmdlet_faults.iter().position(|(c, _)| *c == cmdlet)
+        {
+            early = st.cmdlet_faults.remove(i).map(|(_, f)| Early::Fault(f));
+        }
         if matches!(
             early,
             Some(Early::Fault(

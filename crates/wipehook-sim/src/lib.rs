@@ -458,6 +458,14 @@ impl SimTenant {
             st.exchange_faults.push_back(fault.clone());
         }
     }
+    /// Fail the next `n` calls of one cmdlet (others answer normally).
+    pub fn fail_next_cmdlet(&self, cmdlet: &str, n: usize, fault: Fault) {
+        let mut st = self.st();
+        for _ in 0..n {
+            st.cmdlet_faults
+                .push_back((cmdlet.to_string(), fault.clone()));
+        }
+    }
     pub fn fail_next_arm(&self, n: usize, status: u16) {
         let mut st = self.st();
         for _ in 0..n {

@@ -115,6 +115,8 @@ pub(crate) struct State {
     pub comment_puts: usize,
     pub token_requests: Vec<TokenRequest>,
     pub exchange_faults: VecDeque<Fault>,
+    /// Faults for the next calls of one cmdlet, in order.
+    pub cmdlet_faults: VecDeque<(String, Fault)>,
     pub arm_faults: VecDeque<u16>,
     pub graph_faults: VecDeque<u16>,
     /// Rate-Limit window: start (unix seconds) and calls in it.
@@ -142,6 +144,7 @@ impl State {
             comment_puts: 0,
             token_requests: Vec::new(),
             exchange_faults: VecDeque::new(),
+            cmdlet_faults: VecDeque::new(),
             arm_faults: VecDeque::new(),
             graph_faults: VecDeque::new(),
             rate_window_start: 0,

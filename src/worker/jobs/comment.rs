@@ -91,6 +91,9 @@ pub async fn run(cx: &Cx<'_>) -> Result<Done, CallError> {
             seq,
             "record budget of this run reached; keeping the last note for the final truth"
         );
+        cx.state
+            .metrics
+            .record_skipped("skipped_run_budget", report.outcome.as_str());
         return Ok(Done::Complete);
     }
     if !room_on_incident(cx, inc, &report).await? {
@@ -232,7 +235,9 @@ async fn room_on_incident(
             count,
             "the incident is at Sentinel's comment limit: this note is not written (the run's API answer has it)"
         );
-        cx.state.metrics.record_skipped("incident_comment_limit");
+        cx.state
+            .metrics
+            .record_skipped("skipped_incident_limit", report.outcome.as_str());
     }
     Ok(room)
 }
