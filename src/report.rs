@@ -377,11 +377,11 @@ fn user_outcome(
         ),
         TargetState::Refused => one(
             UserOutcome::NotContained,
-            format!("refused by policy (the user's reason says why); if the account is compromised, {by_hand}"),
+            format!("refused by policy; if the account is compromised, {by_hand}"),
         ),
         TargetState::Failed => one(
             UserOutcome::NotContained,
-            format!("nothing was wiped (the user's reason says why): run the containment playbook on the incident again; if it fails again, {by_hand}"),
+            format!("nothing was wiped: run the containment playbook on the incident again; if it fails again, {by_hand}"),
         ),
         TargetState::Done => {
             if devices.is_empty() {
@@ -424,7 +424,7 @@ fn user_outcome(
                         ),
                     }),
                     DeviceOutcome::Failed => Some(format!(
-                        "{name}: the wipe failed (the device's reason says why); run the containment playbook again, or {by_hand}"
+                        "{name}: the wipe failed; run the containment playbook again, or {by_hand}"
                     )),
                     DeviceOutcome::Cancelled => {
                         cancelled = true;

@@ -531,7 +531,7 @@ fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply
     let json: Option<Value> = serde_json::from_str(text).ok();
     let message = json.as_ref().map(error_message).unwrap_or_default();
     let readable = if message.is_empty() {
-        text.trim_matches(char::from(0))
+        without_markup(text.trim_matches(char::from(0)))
             .chars()
             .take(300)
             .collect::<String>()
@@ -590,6 +590,28 @@ fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply
         )),
         _ => Reply::Fail(format!("HTTP {status}: {readable}")),
     }
+}
+
+/// A front end's HTML error page as its words (`500 Internal Server Error`),
+/// for the record; other text as it is.
+fn without_markup(text: &str) -> String {
+    if !text.trim_start().starts_with('<') {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The rows and warnings of a command's answer.

@@ -335,13 +335,24 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> St
         }
         h.push_str("</ul>");
     }
-    if !r.errors.is_empty() {
+    // What a user's own line already says is not said again.
+    let errors: Vec<&String> = r
+        .errors
+        .iter()
+        .filter(|e| {
+            !r.users.iter().any(|u| {
+                let what = e.split_once(": ").map_or(e.as_str(), |(_, w)| w);
+                u.reason.as_deref().is_some_and(|why| why.ends_with(what))
+            })
+        })
+        .collect();
+    if !errors.is_empty() {
         h.push_str("<p><b>Gave up after retries</b></p><ul>");
-        for e in r.errors.iter().take(10) {
+        for e in errors.iter().take(10) {
             let _ = write!(h, "<li>{}</li>", escape(e));
         }
-        if r.errors.len() > 10 {
-            let _ = write!(h, "<li>and {} more</li>", r.errors.len() - 10);
+        if errors.len() > 10 {
+            let _ = write!(h, "<li>and {} more</li>", errors.len() - 10);
         }
         h.push_str("</ul>");
     }
