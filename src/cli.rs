@@ -1,5 +1,5 @@
-//! The command line: `serve` (default), `demo`, `check-config`, `runs`,
-//! `replay`, `healthcheck`, `bench`.
+//! The command line: `serve` (default), `demo`, `check-config`, `doctor`,
+//! `runs`, `replay`, `healthcheck`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,15 @@ enum Command {
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Check a deployment, read-only, tenant by tenant: configuration and
+    /// cloud, inbound app registration and callers, outbound tokens and
+    /// roles, Exchange (canary mailbox, RBAC), Sentinel, clock, store. Exit
+    /// code 0 only if no check failed.
+    Doctor {
+        /// The checklist as JSON (for automation).
+        #[arg(long)]
+        json: bool,
+    },
     /// Read runs from the store.
     Runs {
         #[command(subcommand)]
@@ -82,12 +91,29 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Doctor { json }) = &cli.command {
+        let json = *json;
+        let report = rt.block_on(crate::doctor::run_file(cli.config.as_deref()));
+        if json {
+            match serde_json::to_string_pretty(&report) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("cannot print the report: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            print!("{}", report.render());
+        }
+        return ExitCode::from(report.exit_code());
+    }
     let res = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
             #[cfg(feature = "demo")]
             Command::Demo { port, once } => crate::demo::run(port, once).await,
             Command::CheckConfig => check_config(cli.config),
+            Command::Doctor { .. } => unreachable!("handled above"),
             Command::Runs { command } => runs(cli.config, command).await,
             Command::Replay { file } => replay(cli.config, file).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
