@@ -3,7 +3,7 @@
 //! the playbooks' identities (Graph reads; they need Application.Read.All).
 
 use super::Check;
-use super::outbound::{Clients, DOCTOR_ROLE, GRAPH_APP};
+use super::outbound::{Clients, DOCTOR_ROLE};
 use crate::auth::Discovery;
 use crate::config::{Config, Tenant, cloud_instance_names};
 use crate::graph::{AppRegistration, AppRoleDef};
@@ -208,7 +208,7 @@ pub async fn audiences(
             }
             Ok(Lookup::Found(app)) => app,
         };
-        checks.push(judge_app(config, aud, &app, &roles, c));
+        checks.push(judge_app(config, &app, &roles, c));
         if api.is_none() {
             let sp = match clients
                 .graph
@@ -228,13 +228,7 @@ pub async fn audiences(
     api
 }
 
-fn judge_app(
-    config: &Config,
-    aud: &str,
-    app: &AppRegistration,
-    roles: &[&String],
-    c: Check,
-) -> Check {
+fn judge_app(config: &Config, app: &AppRegistration, roles: &[&String], c: Check) -> Check {
     let listed: Vec<String> = app
         .app_roles
         .iter()
@@ -298,7 +292,6 @@ fn judge_app(
             ),
         );
     }
-    let _ = aud;
     c.pass(saw)
 }
 
@@ -491,5 +484,4 @@ pub async fn callers(
         }
         checks.push(c.pass(saw));
     }
-    let _ = GRAPH_APP;
 }

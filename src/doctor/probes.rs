@@ -9,7 +9,7 @@ use crate::config::Tenant;
 use crate::domain::WorkspaceRef;
 use crate::exchange::{CMDLETS_USED, ExchangeClient, FieldProbe, RbacView};
 use crate::identity::{Resource, TokenProvider};
-use crate::sentinel::arm::{ArmClient, COMMENT_ROLES};
+use crate::sentinel::arm::ArmClient;
 use crate::upstream::{CallError, Lookup};
 
 /// What the probes call through.
@@ -421,6 +421,5 @@ async fn workspace(u: &Upstream<'_>, ws: &WorkspaceRef, oid: Option<&str>) -> Ve
             }
         }
     };
-    let _ = COMMENT_ROLES;
     vec![resolve, incidents, role]
 }

@@ -1079,6 +1079,78 @@ mod tests {
     }
 
     #[test]
+    fn the_doctors_commands_only_read_and_always_carry_their_filter() {
+        let p = uuid::Uuid::parse_str("a45c8de5-ff22-5b6d-8600-04674beb35b9").unwrap();
+        let a = Command::GetRoleAssignments { assignee: p };
+        assert!(a.reads());
+        assert_eq!(
+            a.body()["CmdletInput"]["Parameters"]["RoleAssignee"],
+            "a45c8de5-ff22-5b6d-8600-04674beb35b9"
+        );
+        let e = Command::GetRoleEntry {
+            role: RoleName::parse("wipehook Mobile Wipe").unwrap(),
+            cmdlet: "Clear-MobileDevice",
+        };
+        assert!(e.reads());
+        assert_eq!(e.cmdlet(), "Get-ManagementRoleEntry");
+        assert_eq!(
+            e.body()["CmdletInput"]["Parameters"]["Identity"],
+            "wipehook Mobile Wipe\\Clear-MobileDevice"
+        );
+        for bad in ["", "*", "Mail*", "a\\b", "  "] {
+            assert!(RoleName::parse(bad).is_err(), "{bad:?} names one role");
+        }
+    }
+
+    #[test]
+    fn the_field_lists_are_what_the_parsers_read() {
+        // A row with exactly the listed names parses into non-empty values...
+        let mut row = serde_json::Map::new();
+        for f in DEVICE_FIELDS {
+            row.insert(f.names[0].to_string(), json!("x"));
+        }
+        row.insert("Guid".into(), json!("6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a"));
+        row.insert(
+            "Identity".into(),
+            json!("a\\ExchangeActiveSyncDevices\\iPhone§X"),
+        );
+        row.insert("ClientType".into(), json!("EAS"));
+        row.insert("DeviceActiveSyncVersion".into(), json!("16.1"));
+        let upn = Upn::parse("a@contoso.com").unwrap();
+        let rows = vec![Value::Object(row.clone())];
+        let d = &parse_devices(&rows, &upn).unwrap()[0];
+        for v in [&d.device_id, &d.device_type, &d.model, &d.os, &d.user_agent] {
+            assert_eq!(v, "x");
+        }
+        assert_eq!(
+            FieldProbe::of(&rows, DEVICE_FIELDS),
+            FieldProbe {
+                rows: 1,
+                ..Default::default()
+            }
+        );
+        // ...and each field taken away is reported by its name.
+        for f in DEVICE_FIELDS {
+            let mut r = row.clone();
+            for n in f.names {
+                r.remove(*n);
+            }
+            let p = FieldProbe::of(&[Value::Object(r)], DEVICE_FIELDS);
+            assert_eq!(p.missing, vec![f.names.join(" or ")]);
+        }
+        let mut stats = serde_json::Map::new();
+        for f in STATISTICS_FIELDS {
+            stats.insert(f.names[0].to_string(), json!("x"));
+        }
+        let s = parse_statistics(&stats);
+        assert_eq!((s.device_id.as_str(), s.status.as_str()), ("x", "x"));
+        stats.remove("AccountOnlyDeviceWipeAckTime");
+        let p = FieldProbe::of(&[Value::Object(stats)], STATISTICS_FIELDS);
+        assert!(p.missing.is_empty(), "the acknowledgement fields only warn");
+        assert_eq!(p.absent_optional.len(), 1);
+    }
+
+    #[test]
     fn statistics_are_read_as_exchange_names_them() {
         let row: Value = serde_json::from_str(
             r#"{"Guid":"6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a","DeviceID":"ABC","Status":"x",
