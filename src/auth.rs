@@ -74,6 +74,25 @@ struct Claims {
 struct OidcConfig {
     issuer: String,
     jwks_uri: String,
+    /// The cloud the tenant lives in ("microsoftonline.com" in the public cloud).
+    #[serde(default)]
+    cloud_instance_name: Option<String>,
+}
+
+/// What a tenant's OpenID configuration and keys look like from here
+/// (`wipehook doctor`).
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    /// The v1 and v2 issuers.
+    pub issuers: Vec<String>,
+    pub jwks_uris: Vec<String>,
+    /// Usable signing keys across the key sets.
+    pub keys: usize,
+    /// `cloud_instance_name` of the v1 configuration, when given.
+    pub cloud_instance_name: Option<String>,
+    /// The issuer's clock (`Date` of the v1 configuration answer) minus ours
+    /// at the middle of the request, in seconds; None without a `Date`.
+    pub clock_skew_secs: Option<f64>,
 }
 
 struct TenantKeys {
@@ -299,6 +318,55 @@ impl InboundAuth {
             .map_err(|e| format!("GET {url}: {e}"))
     }
 
+    /// Fetch a tenant's OpenID configurations (v1 and v2) and key sets as
+    /// verification does, and report what they say (`wipehook doctor`).
+    pub async fn discover(&self, tid: &TenantId) -> Result<Discovery, String> {
+        let url = format!(
+            "{}/{}/.well-known/openid-configuration",
+            self.authority, tid
+        );
+        let sent = time::OffsetDateTime::now_utc();
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let received = time::OffsetDateTime::now_utc();
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
+        }
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        let v1: OidcConfig = resp.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let half: time::Duration = (received - sent) / 2;
+        let middle = sent + half;
+        let clock_skew_secs = date.map(|d: time::OffsetDateTime| {
+            let skew: time::Duration = d - middle;
+            skew.as_seconds_f64()
+        });
+        let keys = self.fetch(tid).await?;
+        let v2_url = format!(
+            "{}/{}/v2.0/.well-known/openid-configuration",
+            self.authority, tid
+        );
+        let v2: OidcConfig = self.get_json(&v2_url).await?;
+        let mut jwks_uris = vec![v1.jwks_uri.clone()];
+        if !jwks_uris.contains(&v2.jwks_uri) {
+            jwks_uris.push(v2.jwks_uri);
+        }
+        Ok(Discovery {
+            issuers: keys.issuers,
+            jwks_uris,
+            keys: keys.keys.len(),
+            cloud_instance_name: v1.cloud_instance_name,
+            clock_skew_secs,
+        })
+    }
+
     /// For readiness: are keys cached for every tenant (fetching if not)?
     pub async fn warm(&self) -> Result<(), String> {
         for t in &self.tenants {
@@ -312,5 +380,25 @@ impl InboundAuth {
             }
         }
         Ok(())
+    }
+}
+
+/// An HTTP `Date` (IMF-fixdate, RFC 9110 §5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT").
+pub fn parse_http_date(s: &str) -> Option<time::OffsetDateTime> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(s.trim(), &fmt)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_parse() {
+        let t = super::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(t.unix_timestamp(), 784111777);
+        assert!(super::parse_http_date("yesterday").is_none());
     }
 }

@@ -1,5 +1,5 @@
-//! The command line: `serve` (default), `demo`, `check-config`, `runs`,
-//! `replay`, `healthcheck`, `bench`.
+//! The command line: `serve` (default), `demo`, `check-config`, `doctor`,
+//! `runs`, `replay`, `healthcheck`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,15 @@ enum Command {
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Check a deployment, read-only, tenant by tenant: configuration and
+    /// cloud, inbound app registration and callers, outbound tokens and
+    /// roles, Exchange (canary mailbox, RBAC), Sentinel, clock, store. Exit
+    /// code 0 only if no check failed.
+    Doctor {
+        /// The checklist as JSON (for automation).
+        #[arg(long)]
+        json: bool,
+    },
     /// Read runs from the store.
     Runs {
         #[command(subcommand)]
@@ -84,19 +93,24 @@ pub fn main() -> ExitCode {
     };
     let res = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(cli.config).await,
+            Command::Serve => serve(cli.config).await.map(|()| ExitCode::SUCCESS),
             #[cfg(feature = "demo")]
-            Command::Demo { port, once } => crate::demo::run(port, once).await,
-            Command::CheckConfig => check_config(cli.config),
-            Command::Runs { command } => runs(cli.config, command).await,
-            Command::Replay { file } => replay(cli.config, file).await,
-            Command::Healthcheck { url } => healthcheck(&url).await,
+            Command::Demo { port, once } => crate::demo::run(port, once)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::CheckConfig => check_config(cli.config).map(|()| ExitCode::SUCCESS),
+            Command::Doctor { json } => doctor(cli.config, json).await,
+            Command::Runs { command } => {
+                runs(cli.config, command).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Replay { file } => replay(cli.config, file).await.map(|()| ExitCode::SUCCESS),
+            Command::Healthcheck { url } => healthcheck(&url).await.map(|()| ExitCode::SUCCESS),
             #[cfg(feature = "demo")]
-            Command::Bench(args) => crate::bench::run(args).await,
+            Command::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -142,6 +156,18 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     print!("{}", config.settings.redacted_toml());
     eprintln!("configuration is valid");
     Ok(())
+}
+
+/// The checklist (text or JSON); exit code 1 when a check failed. A
+/// configuration that does not load is the first failed check, not an error.
+async fn doctor(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let report = crate::doctor::run_file(config.as_deref()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 async fn runs(config: Option<PathBuf>, cmd: RunsCommand) -> anyhow::Result<()> {

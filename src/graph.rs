@@ -2,6 +2,10 @@
 //! decision: by the entity's object id when it gives one, else by the address
 //! it names (as a UPN, then as any of a user's SMTP proxy addresses), so that
 //! the policy judges the person and every address they have.
+//!
+//! And, for `wipehook doctor` only, read-only directory reads (they need
+//! `Application.Read.All`): the app registration behind an inbound audience,
+//! a caller's service principal, and who holds which app role on it.
 
 use std::time::Instant;
 
@@ -10,7 +14,7 @@ use serde_json::Value;
 use crate::domain::{DirectoryUser, Upn};
 use crate::identity::{Resource, TokenProvider};
 use crate::metrics::Metrics;
-use crate::upstream::{CallError, retry_after};
+use crate::upstream::{CallError, Lookup, retry_after};
 
 const SELECT: &str = "id,userPrincipalName,displayName,mail,proxyAddresses";
 
@@ -241,6 +245,309 @@ impl GraphClient {
             ))),
         }
     }
+}
+
+/// An app role an app registration or service principal defines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRoleDef {
+    pub id: String,
+    pub value: String,
+    /// `allowedMemberTypes` includes "Application" (assignable to a managed identity).
+    pub for_applications: bool,
+    pub enabled: bool,
+}
+
+/// An app registration (`application`), as far as wipehook cares.
+#[derive(Clone, Debug)]
+pub struct AppRegistration {
+    pub app_id: String,
+    pub display_name: String,
+    pub identifier_uris: Vec<String>,
+    pub app_roles: Vec<AppRoleDef>,
+    /// `api.requestedAccessTokenVersion` (None: v1 tokens).
+    pub token_version: Option<i64>,
+}
+
+/// A service principal: an app's instance in the tenant, or a managed identity.
+#[derive(Clone, Debug)]
+pub struct ServicePrincipalInfo {
+    pub object_id: String,
+    pub app_id: String,
+    pub display_name: String,
+    /// `servicePrincipalType`: "ManagedIdentity", "Application", "Legacy", ...
+    pub kind: String,
+    pub app_roles: Vec<AppRoleDef>,
+}
+
+/// `appRoleAssignment`: `principal_id` holds app role `app_role_id` of `resource_id`.
+#[derive(Clone, Debug)]
+pub struct AppRoleGrant {
+    pub principal_id: String,
+    pub resource_id: String,
+    pub app_role_id: String,
+}
+
+impl GraphClient {
+    /// The app registration whose App ID URI is `uri` (`$filter=identifierUris/any(...)`).
+    pub async fn application_by_uri(
+        &self,
+        tokens: &TokenProvider,
+        uri: &str,
+    ) -> Result<Lookup<AppRegistration>, CallError> {
+        let filter = format!("identifierUris/any(x:x eq '{}')", uri.replace('\'', "''"));
+        let url = format!("{}/v1.0/applications", self.base);
+        match self
+            .lookup(
+                tokens,
+                &url,
+                &[("$filter", filter.as_str())],
+                "find-application",
+            )
+            .await?
+        {
+            Lookup::Found(v) => Ok(match first(&v) {
+                Some(app) => Lookup::Found(parse_application(app)?),
+                None => Lookup::Missing(format!("no app registration has the App ID URI {uri}")),
+            }),
+            Lookup::Missing(m) => Ok(Lookup::Missing(m)),
+            Lookup::Denied(m) => Ok(Lookup::Denied(m)),
+        }
+    }
+
+    /// The app registration with application (client) id `app_id`.
+    pub async fn application_by_app_id(
+        &self,
+        tokens: &TokenProvider,
+        app_id: &uuid::Uuid,
+    ) -> Result<Lookup<AppRegistration>, CallError> {
+        let url = format!(
+            "{}/v1.0/applications(appId='{}')",
+            self.base,
+            app_id.hyphenated()
+        );
+        match self.lookup(tokens, &url, &[], "get-application").await? {
+            Lookup::Found(v) => Ok(Lookup::Found(parse_application(&v)?)),
+            Lookup::Missing(m) => Ok(Lookup::Missing(m)),
+            Lookup::Denied(m) => Ok(Lookup::Denied(m)),
+        }
+    }
+
+    /// The service principal of application `app_id` in this tenant.
+    pub async fn service_principal_by_app_id(
+        &self,
+        tokens: &TokenProvider,
+        app_id: &str,
+    ) -> Result<Lookup<ServicePrincipalInfo>, CallError> {
+        let id = uuid::Uuid::parse_str(app_id)
+            .map_err(|_| CallError::permanent(format!("'{app_id}' is not an application id")))?;
+        let url = format!(
+            "{}/v1.0/servicePrincipals(appId='{}')",
+            self.base,
+            id.hyphenated()
+        );
+        match self
+            .lookup(tokens, &url, &[], "get-service-principal")
+            .await?
+        {
+            Lookup::Found(v) => Ok(Lookup::Found(parse_service_principal(&v)?)),
+            Lookup::Missing(m) => Ok(Lookup::Missing(m)),
+            Lookup::Denied(m) => Ok(Lookup::Denied(m)),
+        }
+    }
+
+    /// The service principal with this object id.
+    pub async fn service_principal(
+        &self,
+        tokens: &TokenProvider,
+        object_id: &uuid::Uuid,
+    ) -> Result<Lookup<ServicePrincipalInfo>, CallError> {
+        let url = format!(
+            "{}/v1.0/servicePrincipals/{}",
+            self.base,
+            object_id.hyphenated()
+        );
+        match self
+            .lookup(tokens, &url, &[], "get-service-principal")
+            .await?
+        {
+            Lookup::Found(v) => Ok(Lookup::Found(parse_service_principal(&v)?)),
+            Lookup::Missing(m) => Ok(Lookup::Missing(m)),
+            Lookup::Denied(m) => Ok(Lookup::Denied(m)),
+        }
+    }
+
+    /// Who holds app roles of the service principal `resource` (`appRoleAssignedTo`, every page).
+    pub async fn role_grants_on(
+        &self,
+        tokens: &TokenProvider,
+        resource: &uuid::Uuid,
+    ) -> Result<Lookup<Vec<AppRoleGrant>>, CallError> {
+        let mut url = format!(
+            "{}/v1.0/servicePrincipals/{}/appRoleAssignedTo",
+            self.base,
+            resource.hyphenated()
+        );
+        let mut out = vec![];
+        for _ in 0..100 {
+            let v = match self
+                .lookup(tokens, &url, &[], "list-app-role-assignments")
+                .await?
+            {
+                Lookup::Found(v) => v,
+                Lookup::Missing(m) => return Ok(Lookup::Missing(m)),
+                Lookup::Denied(m) => return Ok(Lookup::Denied(m)),
+            };
+            for g in v
+                .get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let s = |k: &str| {
+                    g.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_ascii_lowercase()
+                };
+                out.push(AppRoleGrant {
+                    principal_id: s("principalId"),
+                    resource_id: s("resourceId"),
+                    app_role_id: s("appRoleId"),
+                });
+            }
+            match v.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) if next.starts_with(&self.base) => url = next.to_string(),
+                _ => break,
+            }
+        }
+        Ok(Lookup::Found(out))
+    }
+
+    /// One directory GET: 404 and 401/403 kept apart from other failures.
+    async fn lookup(
+        &self,
+        tokens: &TokenProvider,
+        url: &str,
+        query: &[(&str, &str)],
+        op: &'static str,
+    ) -> Result<Lookup<Value>, CallError> {
+        let token = tokens.token(Resource::Graph).await?;
+        let started = Instant::now();
+        let resp = self
+            .http
+            .get(url)
+            .query(query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| CallError::from_reqwest("Graph", e))?;
+        let status = resp.status().as_u16();
+        self.metrics
+            .upstream_latency("graph", op, status, started.elapsed());
+        let text = resp.text().await.unwrap_or_default();
+        let message = || {
+            serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    let e = v.get("error")?;
+                    Some(format!(
+                        "{}: {}",
+                        e.get("code")?.as_str().unwrap_or(""),
+                        e.get("message").and_then(Value::as_str).unwrap_or("")
+                    ))
+                })
+                .unwrap_or_else(|| format!("HTTP {status}"))
+        };
+        match status {
+            200 => serde_json::from_str(&text).map(Lookup::Found).map_err(|_| {
+                CallError::transient("Graph answered 200 with a body that is not JSON")
+            }),
+            404 => Ok(Lookup::Missing(message())),
+            401 | 403 => Ok(Lookup::Denied(format!("HTTP {status} {}", message()))),
+            _ => Err(CallError::transient(format!(
+                "Graph answered {status}: {}",
+                message()
+            ))),
+        }
+    }
+}
+
+fn first(v: &Value) -> Option<&Value> {
+    v.get("value")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+}
+
+fn parse_roles(v: &Value) -> Vec<AppRoleDef> {
+    v.get("appRoles")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| AppRoleDef {
+            id: r
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            value: r
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            for_applications: r
+                .get("allowedMemberTypes")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.iter().any(|m| m == "Application")),
+            enabled: r.get("isEnabled").and_then(Value::as_bool).unwrap_or(false),
+        })
+        .collect()
+}
+
+fn parse_application(v: &Value) -> Result<AppRegistration, CallError> {
+    let app_id = v.get("appId").and_then(Value::as_str).unwrap_or("");
+    if uuid::Uuid::parse_str(app_id).is_err() {
+        return Err(CallError::permanent(
+            "Graph returned an application without an appId",
+        ));
+    }
+    Ok(AppRegistration {
+        app_id: app_id.to_ascii_lowercase(),
+        display_name: v
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        identifier_uris: v
+            .get("identifierUris")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        app_roles: parse_roles(v),
+        token_version: v
+            .pointer("/api/requestedAccessTokenVersion")
+            .and_then(Value::as_i64),
+    })
+}
+
+fn parse_service_principal(v: &Value) -> Result<ServicePrincipalInfo, CallError> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    if uuid::Uuid::parse_str(&s("id")).is_err() {
+        return Err(CallError::permanent(
+            "Graph returned a service principal without an id",
+        ));
+    }
+    Ok(ServicePrincipalInfo {
+        object_id: s("id").to_ascii_lowercase(),
+        app_id: s("appId").to_ascii_lowercase(),
+        display_name: s("displayName"),
+        kind: s("servicePrincipalType"),
+        app_roles: parse_roles(v),
+    })
 }
 
 /// A Graph user as a `DirectoryUser`.

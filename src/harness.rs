@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, CredentialSettings, Settings, TenantSettings};
 use crate::startup::{Application, Running};
-use wipehook_sim::{SimOptions, SimTenant};
+use wipehook_sim::{PrincipalKind, SimOptions, SimTenant};
 
 pub const AUDIENCE: &str = "api://wipehook-demo";
 /// Object id of the containment playbook's managed identity.
@@ -37,6 +37,21 @@ impl Harness {
         // SAFETY: every harness in the process sets the same value before any
         // credential reads it; nothing else writes this variable.
         unsafe { std::env::set_var(SECRET_ENV, sim.client_secret()) };
+        // The tenant as docs/setup.md steps 1 and 2 leave it: wipehook's API
+        // registered with its two app roles, each playbook identity holding one.
+        sim.register_api(AUDIENCE, &["Containment.Run", "Containment.Approve"]);
+        sim.add_caller(
+            PLAYBOOK_OID,
+            "Wipehook-Contain-Incident",
+            PrincipalKind::ManagedIdentity,
+            Some("Containment.Run"),
+        );
+        sim.add_caller(
+            APPROVER_OID,
+            "Wipehook-Approve-Run",
+            PrincipalKind::ManagedIdentity,
+            Some("Containment.Approve"),
+        );
         Ok(Harness { sim, dir })
     }
 
@@ -64,6 +79,7 @@ impl Harness {
             },
             policy: Default::default(),
             defender_mirror: false,
+            canary_upn: None,
         }];
         s.policy.allowed_domains = vec!["contoso.com".into()];
         s.policy.protected_upns = vec!["breakglass@contoso.com".into()];

@@ -26,6 +26,58 @@ pub enum Resource {
     Graph,
 }
 
+/// What an access token says about the identity it was issued to. Read
+/// for diagnosis only (`wipehook doctor`, the canary): nothing is authorised
+/// on it, so its signature is not checked (it came from Entra over TLS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub aud: String,
+    pub tid: String,
+    /// The object id of wipehook's service principal (or managed identity).
+    pub oid: String,
+    /// `appid` (v1) or `azp` (v2): the client id.
+    pub app_id: String,
+    /// App roles the identity holds on the resource (`Exchange.ManageAsApp`, `User.Read.All`, ...).
+    pub roles: Vec<String>,
+}
+
+impl TokenClaims {
+    /// The claims of a JWT, unverified.
+    pub fn of(token: &str) -> Result<TokenClaims, String> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            aud: serde_json::Value,
+            #[serde(default)]
+            tid: String,
+            #[serde(default)]
+            oid: String,
+            appid: Option<String>,
+            azp: Option<String>,
+            #[serde(default)]
+            roles: Vec<String>,
+        }
+        let raw: Raw = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|e| format!("the token is not a readable JWT: {e}"))?;
+        let aud = match raw.aud {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        Ok(TokenClaims {
+            aud,
+            tid: raw.tid,
+            oid: raw.oid.to_ascii_lowercase(),
+            app_id: raw.appid.or(raw.azp).unwrap_or_default(),
+            roles: raw.roles,
+        })
+    }
+}
+
 pub struct TokenProvider {
     tenant: String,
     settings: CredentialSettings,
@@ -65,6 +117,17 @@ impl TokenProvider {
             Resource::Graph => &self.cloud.graph_resource,
         };
         format!("{}/.default", base.trim_end_matches('/'))
+    }
+
+    /// The resource identifier tokens for `r` are requested for (no `/.default`).
+    pub fn resource(&self, r: Resource) -> String {
+        self.scope(r).trim_end_matches("/.default").to_string()
+    }
+
+    /// The claims of a token for the resource (diagnosis only; see `TokenClaims`).
+    pub async fn claims(&self, r: Resource) -> Result<TokenClaims, CallError> {
+        let token = self.token(r).await?;
+        TokenClaims::of(&token).map_err(CallError::permanent)
     }
 
     /// A bearer token for the resource. The token string never reaches a log.

@@ -16,6 +16,8 @@ pub mod control;
 /// `wipehook demo`.
 #[cfg(feature = "demo")]
 pub mod demo;
+/// `wipehook doctor` (read-only checks of a deployment) and the service's canary.
+pub mod doctor;
 /// Identifiers, the stored words and their state machines, jobs, people,
 /// devices: parsed once at the edge, valid afterwards. Depends on nothing.
 pub mod domain;

@@ -46,6 +46,8 @@ struct Inner {
     exchange_limit: Family<Labels, Gauge>,
     intake_rejections: Family<Labels, Counter>,
     records: Family<Labels, Counter>,
+    canary_ok: Family<Labels, Gauge>,
+    canary_last_success: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -123,8 +125,23 @@ impl Metrics {
             "Notes of the record on incidents: written (by verdict), or skipped (by reason)",
             records.clone(),
         );
+        let canary_ok = Family::<Labels, Gauge>::default();
+        r.register(
+            "canary_ok",
+            "1 when the canary's read-only check passed last time, 0 when it failed (docs/operations.md, The canary)",
+            canary_ok.clone(),
+        );
+        let canary_last_success =
+            Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "canary_last_success_timestamp_seconds",
+            "Unix time of the canary check's last success",
+            canary_last_success.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                canary_ok,
+                canary_last_success,
                 registry: r,
                 runs_accepted,
                 deliveries_deduplicated,
@@ -207,6 +224,15 @@ impl Metrics {
             .exchange_limit
             .get_or_create(&Self::l(&[("tenant", tenant)]))
             .set(limit as i64);
+    }
+
+    /// A canary check's latest result.
+    pub fn canary(&self, tenant: &str, check: &str, ok: bool, last_success_secs: Option<f64>) {
+        let l = Self::l(&[("tenant", tenant), ("check", check)]);
+        self.inner.canary_ok.get_or_create(&l).set(ok as i64);
+        if let Some(t) = last_success_secs {
+            self.inner.canary_last_success.get_or_create(&l).set(t);
+        }
     }
 
     /// Render the text format, after refreshing the store-derived gauges.

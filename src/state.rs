@@ -36,6 +36,8 @@ pub struct Shared {
     pub wake: Notify,
     /// This process, as lease owner.
     pub instance: String,
+    /// The canary's latest results (written by the worker side, read by readiness).
+    pub canary: crate::doctor::canary::CanaryBoard,
     shutting_down: AtomicBool,
 }
 
@@ -197,6 +199,7 @@ pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> 
         metrics,
         wake: Notify::new(),
         instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+        canary: Default::default(),
         shutting_down: AtomicBool::new(false),
     });
     let api = Arc::new(ApiState {

@@ -52,6 +52,18 @@ impl CallError {
     }
 }
 
+/// The answer to a read that may find nothing or be refused, kept apart
+/// (what `wipehook doctor` reports differs: a missing object is a
+/// misconfiguration, a refusal is a missing permission of the reader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Found(T),
+    /// 404: the upstream's message.
+    Missing(String),
+    /// 401/403: the upstream's message.
+    Denied(String),
+}
+
 /// The clients of one process: one pool per upstream, so a slow ARM does not
 /// hold connections Exchange needs.
 #[derive(Clone, Debug)]

@@ -121,3 +121,67 @@ impl CloudSettings {
         Ok(cloud)
     }
 }
+
+/// The Microsoft hosts wipehook knows, with the clouds each belongs to:
+/// the presets above, and the alternative hosts the team's notes name
+/// (`login.windows.net`, `outlook.office.com`, `webmail.apps.mil`,
+/// `login.partner.microsoftonline.cn`). The one table `wipehook doctor`
+/// judges "no mix of public and sovereign hosts" by; the sovereign Exchange
+/// hosts are as unverified as the presets.
+const HOSTS: &[(&str, &[&str])] = &[
+    ("login.microsoftonline.com", &["public"]),
+    ("login.windows.net", &["public"]),
+    ("outlook.office365.com", &["public"]),
+    ("outlook.office.com", &["public"]),
+    ("management.azure.com", &["public"]),
+    ("management.core.windows.net", &["public"]),
+    ("graph.microsoft.com", &["public"]),
+    ("login.microsoftonline.us", &["usgov", "usgov-dod"]),
+    ("outlook.office365.us", &["usgov"]),
+    ("outlook-dod.office365.us", &["usgov-dod"]),
+    ("webmail.apps.mil", &["usgov-dod"]),
+    ("management.usgovcloudapi.net", &["usgov", "usgov-dod"]),
+    ("management.core.usgovcloudapi.net", &["usgov", "usgov-dod"]),
+    ("graph.microsoft.us", &["usgov"]),
+    ("dod-graph.microsoft.us", &["usgov-dod"]),
+    ("login.chinacloudapi.cn", &["china"]),
+    ("login.partner.microsoftonline.cn", &["china"]),
+    ("partner.outlook.cn", &["china"]),
+    ("management.chinacloudapi.cn", &["china"]),
+    ("management.core.chinacloudapi.cn", &["china"]),
+    ("microsoftgraph.chinacloudapi.cn", &["china"]),
+];
+
+/// The clouds a host belongs to; `None` for a host that is not one of
+/// Microsoft's (a private endpoint, a proxy, the simulated tenant).
+pub fn clouds_of_host(host: &str) -> Option<&'static [&'static str]> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    HOSTS.iter().find(|(n, _)| *n == h).map(|(_, c)| *c)
+}
+
+/// The `cloud_instance_name` a tenant's OpenID configuration gives in each
+/// cloud. "microsoftonline.com" is in every public tenant's metadata; the
+/// sovereign values are unverified (Entra's instance host names).
+pub fn cloud_instance_names(cloud: &str) -> &'static [&'static str] {
+    match cloud {
+        "public" => &["microsoftonline.com"],
+        "usgov" | "usgov-dod" => &["microsoftonline.us"],
+        "china" => &["partner.microsoftonline.cn", "chinacloudapi.cn"],
+        _ => &[],
+    }
+}
+
+impl Cloud {
+    /// Every configured URL and resource identifier, by its key.
+    pub fn endpoints(&self) -> [(&'static str, &str); 7] {
+        [
+            ("authority_host", &self.authority_host),
+            ("exchange_url", &self.exchange_url),
+            ("arm_url", &self.arm_url),
+            ("graph_url", &self.graph_url),
+            ("exchange_resource", &self.exchange_resource),
+            ("arm_resource", &self.arm_resource),
+            ("graph_resource", &self.graph_resource),
+        ]
+    }
+}

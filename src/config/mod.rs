@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::domain::Mode;
 use crate::domain::{Severity, TenantId, Upn, WorkspaceRef};
-pub use cloud::{Cloud, CloudSettings};
+pub use cloud::{Cloud, CloudSettings, cloud_instance_names, clouds_of_host};
 use duration::{dur, opt_dur};
 pub use duration::{format_duration, parse_duration};
 
@@ -45,6 +45,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     #[serde(default)]
     pub record: RecordSettings,
+    #[serde(default)]
+    pub doctor: DoctorSettings,
 }
 
 /// The record on the incident.
@@ -64,6 +66,28 @@ impl Default for RecordSettings {
             approve_playbook: "Wipehook-Approve-Run".into(),
             cancel_playbook: "Wipehook-Cancel-Run".into(),
             max_comments_per_run: 10,
+        }
+    }
+}
+
+/// `wipehook doctor` and the service's canary.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoctorSettings {
+    /// A mailbox with a mobile device whose `Get-MobileDevice` and
+    /// statistics the doctor and the canary read (never wiped), for every
+    /// tenant without its own `canary_upn`.
+    pub canary_upn: Option<String>,
+    /// How often the service repeats the read-only Exchange and ARM checks
+    /// (0 turns the canary off).
+    #[serde(with = "dur")]
+    pub canary_interval: Duration,
+}
+impl Default for DoctorSettings {
+    fn default() -> Self {
+        DoctorSettings {
+            canary_upn: None,
+            canary_interval: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -216,6 +240,9 @@ pub struct TenantSettings {
     /// Graph (`SecurityIncident.ReadWrite.All`).
     #[serde(default)]
     pub defender_mirror: bool,
+    /// This tenant's canary mailbox (overrides `doctor.canary_upn`).
+    #[serde(default)]
+    pub canary_upn: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -385,6 +412,8 @@ pub struct Tenant {
     pub credential: CredentialSettings,
     pub policy: PolicySettings,
     pub defender_mirror: bool,
+    /// The mailbox the doctor and the canary read (`canary_upn`).
+    pub canary: Option<Upn>,
 }
 
 /// Validated settings, with what the service needs parsed, once.
@@ -467,12 +496,19 @@ impl Settings {
                     "tenant {id}: client_secret_env must name an environment variable"
                 ));
             }
+            let canary = t
+                .canary_upn
+                .as_ref()
+                .or(self.doctor.canary_upn.as_ref())
+                .map(|u| Upn::parse(u).map_err(|e| format!("canary_upn: {e}")))
+                .transpose()?;
             out.push(Tenant {
                 id,
                 workspaces,
                 credential: t.credential.clone(),
                 policy,
                 defender_mirror: t.defender_mirror,
+                canary,
             });
         }
         Ok(out)

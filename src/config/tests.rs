@@ -107,6 +107,8 @@ mod example_tests {
         let mut full = s.settings.clone();
         full.cloud.extra_ca_file = Some("/x".into());
         full.policy.min_severity = Some(Severity::High);
+        full.doctor.canary_upn = Some("canary@contoso.com".into());
+        full.tenants[0].canary_upn = Some("canary@contoso.com".into());
         let v = toml::Value::try_from(&full).unwrap();
         let mut missing = vec![];
         fn walk(v: &toml::Value, text: &str, missing: &mut Vec<String>) {
@@ -163,5 +165,43 @@ mod precedence_tests {
                 .unwrap_err()
                 .contains("/nonexistent/config.toml")
         );
+    }
+}
+
+#[cfg(test)]
+mod cloud_host_tests {
+    use crate::config::{cloud_instance_names, clouds_of_host};
+
+    #[test]
+    fn hosts_are_placed_in_their_clouds() {
+        assert_eq!(clouds_of_host("graph.microsoft.com"), Some(&["public"][..]));
+        assert_eq!(clouds_of_host("Graph.Microsoft.US"), Some(&["usgov"][..]));
+        assert!(
+            clouds_of_host("login.microsoftonline.us")
+                .unwrap()
+                .contains(&"usgov-dod")
+        );
+        assert_eq!(clouds_of_host("127.0.0.1"), None);
+        assert_eq!(clouds_of_host("outlook.office365.com.evil.example"), None);
+        // Every preset's own hosts are in its cloud.
+        for name in ["public", "usgov", "usgov-dod", "china"] {
+            let s = crate::config::CloudSettings {
+                name: Some(name.into()),
+                ..Default::default()
+            };
+            let c = s.resolve().unwrap();
+            for (key, url) in c.endpoints() {
+                let host = reqwest::Url::parse(url)
+                    .unwrap()
+                    .host_str()
+                    .unwrap()
+                    .to_string();
+                assert!(
+                    clouds_of_host(&host).is_some_and(|cs| cs.contains(&name)),
+                    "{name}: {key} {host}"
+                );
+            }
+            assert!(!cloud_instance_names(name).is_empty());
+        }
     }
 }

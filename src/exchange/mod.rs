@@ -3,6 +3,12 @@
 //! makes the two dangerous mistakes unrepresentable: `Get-MobileDevice` is
 //! only ever sent with `Mailbox` (a `Upn`, never empty), and a wipe is only
 //! ever sent with `AccountOnly: true` and `Confirm: false`.
+//!
+//! For `wipehook doctor` and the canary it also reads, never writes: the
+//! canary mailbox's devices and statistics with the names of the fields
+//! wipehook reads (`DEVICE_FIELDS`, `STATISTICS_FIELDS`: the one place that
+//! lists them), and wipehook's own Exchange RBAC (`Get-ManagementRoleAssignment
+//! -RoleAssignee`, `Get-ManagementRoleEntry -Identity role\cmdlet`).
 
 pub mod limiter;
 
@@ -15,7 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::{ClientType, DeviceGuid, EasVersion, MobileDevice, TenantId, Upn};
 use crate::identity::{Resource, TokenProvider};
 use crate::metrics::Metrics;
-use crate::upstream::{CallError, backoff, retry_after};
+use crate::upstream::{CallError, Lookup, backoff, retry_after};
 use limiter::Limiter;
 
 /// The cmdlets wipehook sends. Private fields: built only by the methods of
@@ -35,6 +41,34 @@ enum Command {
     GetStatistics {
         mailbox: Upn,
     },
+    /// `Get-ManagementRoleAssignment -RoleAssignee <object id>`: one
+    /// principal's role assignments, never every assignment.
+    GetRoleAssignments {
+        assignee: uuid::Uuid,
+    },
+    /// `Get-ManagementRoleEntry -Identity "<role>\<cmdlet>"`: one entry.
+    GetRoleEntry {
+        role: RoleName,
+        cmdlet: &'static str,
+    },
+}
+
+/// An Exchange management role's name as Exchange reported it: never
+/// empty, no wildcard, no backslash (so `role\cmdlet` names one entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleName(String);
+
+impl RoleName {
+    pub fn parse(raw: &str) -> Result<RoleName, String> {
+        let r = raw.trim();
+        if r.is_empty() || r.contains(['*', '\\', '?']) {
+            return Err(format!("'{raw}' is not a management role name"));
+        }
+        Ok(RoleName(r.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Command {
@@ -43,6 +77,8 @@ impl Command {
             Command::GetMobileDevice { .. } => "Get-MobileDevice",
             Command::ClearAccountOnly { .. } | Command::CancelWipe { .. } => "Clear-MobileDevice",
             Command::GetStatistics { .. } => "Get-MobileDeviceStatistics",
+            Command::GetRoleAssignments { .. } => "Get-ManagementRoleAssignment",
+            Command::GetRoleEntry { .. } => "Get-ManagementRoleEntry",
         }
     }
     fn parameters(&self) -> Value {
@@ -64,12 +100,21 @@ impl Command {
                 json!({"Identity": identity.as_str(), "Cancel": true, "AccountOnly": true, "Confirm": false})
             }
             Command::GetStatistics { mailbox } => json!({"Mailbox": mailbox.as_str()}),
+            Command::GetRoleAssignments { assignee } => {
+                json!({"RoleAssignee": assignee.hyphenated().to_string()})
+            }
+            Command::GetRoleEntry { role, cmdlet } => {
+                json!({"Identity": format!("{}\\{cmdlet}", role.as_str())})
+            }
         }
     }
     fn reads(&self) -> bool {
         matches!(
             self,
-            Command::GetMobileDevice { .. } | Command::GetStatistics { .. }
+            Command::GetMobileDevice { .. }
+                | Command::GetStatistics { .. }
+                | Command::GetRoleAssignments { .. }
+                | Command::GetRoleEntry { .. }
         )
     }
     fn anchor(&self, tenant: &TenantId) -> String {
@@ -84,6 +129,175 @@ impl Command {
         json!({"CmdletInput": {"CmdletName": self.cmdlet(), "Parameters": self.parameters()}})
     }
 }
+
+/// The names of the fields wipehook reads from Exchange's rows. Parsers and
+/// the canary's field check use these constants, so the two cannot drift.
+mod field {
+    pub const GUID: &str = "Guid";
+    pub const IDENTITY: &str = "Identity";
+    pub const DEVICE_ID: &str = "DeviceId";
+    pub const DEVICE_TYPE: &str = "DeviceType";
+    pub const MODEL: &str = "DeviceModel";
+    pub const OS: &str = "DeviceOS";
+    pub const USER_AGENT: &str = "DeviceUserAgent";
+    pub const CLIENT_TYPE: &str = "ClientType";
+    pub const EAS_VERSION: &str = "DeviceActiveSyncVersion";
+    pub const CLIENT_VERSION: &str = "ClientVersion";
+    /// Get-MobileDeviceStatistics spells the device id `DeviceID`.
+    pub const STATS_DEVICE_ID: &str = "DeviceID";
+    pub const STATUS: &str = "Status";
+    pub const ACK_ACCOUNT_ONLY: &str = "AccountOnlyDeviceWipeAckTime";
+    pub const ACK_FULL: &str = "DeviceWipeAckTime";
+}
+
+/// A value wipehook reads from a row: the names Exchange may give it (any
+/// one present will do), and whether its absence is a failure. A field that
+/// is not `required` only warns: whether Exchange's JSON answer keeps a key
+/// whose value is empty (a device never wiped has no acknowledgement time)
+/// is unverified, so its absence alone does not prove a rename.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    pub names: &'static [&'static str],
+    pub required: bool,
+}
+
+/// What `mobile_devices` reads from each `Get-MobileDevice` row.
+pub const DEVICE_FIELDS: &[Field] = &[
+    Field {
+        names: &[field::GUID],
+        required: true,
+    },
+    Field {
+        names: &[field::IDENTITY],
+        required: true,
+    },
+    Field {
+        names: &[field::DEVICE_ID],
+        required: true,
+    },
+    Field {
+        names: &[field::DEVICE_TYPE],
+        required: true,
+    },
+    Field {
+        names: &[field::MODEL],
+        required: true,
+    },
+    Field {
+        names: &[field::OS],
+        required: true,
+    },
+    Field {
+        names: &[field::USER_AGENT],
+        required: true,
+    },
+    Field {
+        names: &[field::CLIENT_TYPE],
+        required: true,
+    },
+    Field {
+        names: &[field::EAS_VERSION, field::CLIENT_VERSION],
+        required: true,
+    },
+];
+
+/// What `statistics` reads from each `Get-MobileDeviceStatistics` row.
+pub const STATISTICS_FIELDS: &[Field] = &[
+    Field {
+        names: &[field::GUID],
+        required: true,
+    },
+    Field {
+        names: &[field::STATS_DEVICE_ID, field::DEVICE_ID],
+        required: true,
+    },
+    Field {
+        names: &[field::STATUS],
+        required: true,
+    },
+    Field {
+        names: &[field::ACK_ACCOUNT_ONLY, field::ACK_FULL],
+        required: false,
+    },
+];
+
+/// What a read-only probe of a cmdlet saw: how many rows, which fields
+/// wipehook reads were absent from some row, and whether wipehook's own
+/// parser accepted the rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldProbe {
+    pub rows: usize,
+    /// Required fields absent from at least one row (by their first name).
+    pub missing: Vec<String>,
+    /// Fields that are not required, absent from every row.
+    pub absent_optional: Vec<String>,
+    /// The parser's refusal, when it refused.
+    pub parse_error: Option<String>,
+}
+
+impl FieldProbe {
+    fn of(rows: &[Value], fields: &[Field]) -> FieldProbe {
+        let has = |r: &Value, f: &Field| {
+            r.as_object()
+                .is_some_and(|o| f.names.iter().any(|n| o.contains_key(*n)))
+        };
+        let mut p = FieldProbe {
+            rows: rows.len(),
+            ..Default::default()
+        };
+        for f in fields {
+            let name = f.names.join(" or ");
+            if f.required && rows.iter().any(|r| !has(r, f)) {
+                p.missing.push(name);
+            } else if !f.required && !rows.is_empty() && rows.iter().all(|r| !has(r, f)) {
+                p.absent_optional.push(name);
+            }
+        }
+        p
+    }
+}
+
+/// One management role assignment of wipehook's identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignmentView {
+    pub role: String,
+    pub enabled: bool,
+    /// `RecipientWriteScope` (e.g. "Organization", "CustomRecipientScope").
+    pub write_scope: String,
+    pub custom_write_scope: Option<String>,
+}
+
+/// One role entry: a cmdlet a role holds, with the parameters it allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleEntryView {
+    pub role: String,
+    pub cmdlet: String,
+    pub parameters: Vec<String>,
+}
+
+/// wipehook's Exchange RBAC as Exchange reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RbacView {
+    pub assignments: Vec<RoleAssignmentView>,
+    /// The entries of the cmdlets wipehook runs, in the roles assigned.
+    pub entries: Vec<RoleEntryView>,
+}
+
+/// The cmdlets wipehook runs, with the parameters it sends to each.
+pub const CMDLETS_USED: [(&str, &[&str]); 3] = [
+    ("Get-MobileDevice", &["Mailbox", "ResultSize"]),
+    ("Get-MobileDeviceStatistics", &["Mailbox"]),
+    (
+        "Clear-MobileDevice",
+        &[
+            "Identity",
+            "AccountOnly",
+            "Cancel",
+            "Confirm",
+            "NotificationEmailAddresses",
+        ],
+    ),
+];
 
 /// What a cancel came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,59 +434,138 @@ impl ExchangeClient {
             )
             .await?
             .rows;
-        let mut devices = vec![];
-        for r in &rows {
-            let Some(o) = r.as_object() else { continue };
-            let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let guid = DeviceGuid::parse(&s("Guid")).map_err(|e| {
-                CallError::permanent(format!(
-                    "Get-MobileDevice returned a device without a valid Guid: {e}"
-                ))
-            })?;
-            let eas = s("DeviceActiveSyncVersion");
-            let client_version = s("ClientVersion");
-            devices.push(MobileDevice {
-                guid,
-                identity: s("Identity"),
-                device_id: s("DeviceId"),
-                device_type: s("DeviceType"),
-                model: s("DeviceModel"),
-                os: s("DeviceOS"),
-                user_agent: s("DeviceUserAgent"),
-                client_type: ClientType::parse(&s("ClientType")),
-                eas_version: EasVersion::parse(&eas).or_else(|| EasVersion::parse(&client_version)),
-                client_version: if client_version.is_empty() {
-                    eas
-                } else {
-                    client_version
+        parse_devices(&rows, upn)
+    }
+
+    /// `Get-MobileDevice -Mailbox <upn>` for the canary: the rows' fields
+    /// against `DEVICE_FIELDS`, and wipehook's parser on them. Read-only.
+    pub async fn probe_mobile_devices(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        upn: &Upn,
+    ) -> Result<FieldProbe, CallError> {
+        let rows = self
+            .invoke(
+                tokens,
+                tenant,
+                &Command::GetMobileDevice {
+                    mailbox: upn.clone(),
                 },
+            )
+            .await?
+            .rows;
+        let mut p = FieldProbe::of(&rows, DEVICE_FIELDS);
+        p.parse_error = parse_devices(&rows, upn)
+            .err()
+            .map(|e| e.reason().to_string());
+        Ok(p)
+    }
+
+    /// `Get-MobileDeviceStatistics -Mailbox <upn>` for the canary: the rows'
+    /// fields against `STATISTICS_FIELDS`. Read-only.
+    pub async fn probe_statistics(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        upn: &Upn,
+    ) -> Result<FieldProbe, CallError> {
+        let rows = self
+            .invoke(
+                tokens,
+                tenant,
+                &Command::GetStatistics {
+                    mailbox: upn.clone(),
+                },
+            )
+            .await?
+            .rows;
+        Ok(FieldProbe::of(&rows, STATISTICS_FIELDS))
+    }
+
+    /// wipehook's Exchange RBAC, read with its own identity: its role
+    /// assignments (`Get-ManagementRoleAssignment -RoleAssignee <its object
+    /// id>`), then in each role assigned the entry of each cmdlet wipehook
+    /// runs (`Get-ManagementRoleEntry -Identity "<role>\<cmdlet>"`).
+    /// `Denied`: the identity may not run these cmdlets (the least-privilege
+    /// role of docs/setup.md step 4 holds only the three mobile cmdlets);
+    /// `Missing`: Exchange knows no such role assignee. Both are reads of
+    /// configuration only; neither needs nor touches a mailbox.
+    pub async fn rbac_of(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        principal: &uuid::Uuid,
+    ) -> Result<Lookup<RbacView>, CallError> {
+        let cmd = Command::GetRoleAssignments {
+            assignee: *principal,
+        };
+        let rows = match self.invoke(tokens, tenant, &cmd).await {
+            Ok(a) => a.rows,
+            Err(e) if names_exception(&e, "CommandNotFoundException") => {
+                return Ok(Lookup::Denied(e.reason().to_string()));
+            }
+            Err(e) if names_exception(&e, "ManagementObjectNotFoundException") => {
+                return Ok(Lookup::Missing(e.reason().to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut view = RbacView::default();
+        for r in rows.iter().filter_map(Value::as_object) {
+            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            view.assignments.push(RoleAssignmentView {
+                role: s("Role"),
+                enabled: r.get("Enabled").and_then(Value::as_bool).unwrap_or(true),
+                write_scope: s("RecipientWriteScope"),
+                custom_write_scope: Some(s("CustomRecipientWriteScope")).filter(|c| !c.is_empty()),
             });
         }
-        // Every device must name its mailbox, and all the same one: a list
-        // Exchange did not filter by -Mailbox is refused whole.
-        if let Some(d) = devices
+        let mut roles: Vec<RoleName> = view
+            .assignments
             .iter()
-            .find(|d| identity_mailbox(&d.identity).is_none())
-        {
-            return Err(CallError::permanent(format!(
-                "Get-MobileDevice -Mailbox {upn} returned a device whose Identity ('{}') does not name its mailbox; refusing to act on any device",
-                d.identity
-            )));
-        }
-        let mut owners: Vec<String> = devices
-            .iter()
-            .filter_map(|d| identity_mailbox(&d.identity))
-            .map(|m| m.to_ascii_lowercase())
+            .filter(|a| a.enabled)
+            .filter_map(|a| RoleName::parse(&a.role).ok())
             .collect();
-        owners.sort();
-        owners.dedup();
-        if owners.len() > 1 {
-            return Err(CallError::permanent(format!(
-                "Get-MobileDevice -Mailbox {upn} returned devices of {} different mailboxes; refusing to act on any of them",
-                owners.len()
-            )));
+        roles.dedup();
+        for role in roles {
+            for (cmdlet, _) in CMDLETS_USED {
+                let cmd = Command::GetRoleEntry {
+                    role: role.clone(),
+                    cmdlet,
+                };
+                let rows = match self.invoke(tokens, tenant, &cmd).await {
+                    Ok(a) => a.rows,
+                    Err(e) if names_exception(&e, "ManagementObjectNotFoundException") => {
+                        continue;
+                    }
+                    Err(e) if names_exception(&e, "CommandNotFoundException") => {
+                        return Ok(Lookup::Denied(e.reason().to_string()));
+                    }
+                    Err(e) => return Err(e),
+                };
+                for r in rows.iter().filter_map(Value::as_object) {
+                    view.entries.push(RoleEntryView {
+                        role: role.as_str().to_string(),
+                        cmdlet: r
+                            .get("Name")
+                            .and_then(Value::as_str)
+                            .unwrap_or(cmdlet)
+                            .to_string(),
+                        parameters: r
+                            .get("Parameters")
+                            .and_then(Value::as_array)
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+            }
         }
-        Ok(devices)
+        Ok(Lookup::Found(view))
     }
 
     /// `Clear-MobileDevice -Identity <guid> -AccountOnly -Confirm:$false`.
@@ -681,20 +974,85 @@ fn error_message(v: &Value) -> String {
 /// which one Exchange fills for an account-only wipe is unverified, and a
 /// device may carry an old acknowledgement in the other.
 fn parse_statistics(o: &Map<String, Value>) -> DeviceStatistics {
+    use field::*;
     let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let ack = ["AccountOnlyDeviceWipeAckTime", "DeviceWipeAckTime"]
+    let ack = [ACK_ACCOUNT_ONLY, ACK_FULL]
         .iter()
         .filter_map(|k| o.get(*k).and_then(Value::as_str).and_then(parse_time))
         .max();
-    let device_id = Some(s("DeviceID"))
+    let device_id = Some(s(STATS_DEVICE_ID))
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| s("DeviceId"));
+        .unwrap_or_else(|| s(DEVICE_ID));
     DeviceStatistics {
-        guid: DeviceGuid::parse(&s("Guid")).ok(),
+        guid: DeviceGuid::parse(&s(GUID)).ok(),
         device_id,
-        status: s("Status"),
+        status: s(STATUS),
         wipe_acked_at: ack,
     }
+}
+
+/// `Get-MobileDevice` rows as devices. Every device must name its mailbox,
+/// and all the same one: a list Exchange did not filter by -Mailbox is
+/// refused whole.
+fn parse_devices(rows: &[Value], upn: &Upn) -> Result<Vec<MobileDevice>, CallError> {
+    use field::*;
+    let mut devices = vec![];
+    for r in rows {
+        let Some(o) = r.as_object() else { continue };
+        let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let guid = DeviceGuid::parse(&s(GUID)).map_err(|e| {
+            CallError::permanent(format!(
+                "Get-MobileDevice returned a device without a valid Guid: {e}"
+            ))
+        })?;
+        let eas = s(EAS_VERSION);
+        let client_version = s(CLIENT_VERSION);
+        devices.push(MobileDevice {
+            guid,
+            identity: s(IDENTITY),
+            device_id: s(DEVICE_ID),
+            device_type: s(DEVICE_TYPE),
+            model: s(MODEL),
+            os: s(OS),
+            user_agent: s(USER_AGENT),
+            client_type: ClientType::parse(&s(CLIENT_TYPE)),
+            eas_version: EasVersion::parse(&eas).or_else(|| EasVersion::parse(&client_version)),
+            client_version: if client_version.is_empty() {
+                eas
+            } else {
+                client_version
+            },
+        });
+    }
+    if let Some(d) = devices
+        .iter()
+        .find(|d| identity_mailbox(&d.identity).is_none())
+    {
+        return Err(CallError::permanent(format!(
+            "Get-MobileDevice -Mailbox {upn} returned a device whose Identity ('{}') does not name its mailbox; refusing to act on any device",
+            d.identity
+        )));
+    }
+    let mut owners: Vec<String> = devices
+        .iter()
+        .filter_map(|d| identity_mailbox(&d.identity))
+        .map(|m| m.to_ascii_lowercase())
+        .collect();
+    owners.sort();
+    owners.dedup();
+    if owners.len() > 1 {
+        return Err(CallError::permanent(format!(
+            "Get-MobileDevice -Mailbox {upn} returned devices of {} different mailboxes; refusing to act on any of them",
+            owners.len()
+        )));
+    }
+    Ok(devices)
+}
+
+/// Does a failed command's reason name this Exchange exception? (The
+/// readable reason ends with the exception's short name: `error_message`.)
+fn names_exception(e: &CallError, exception: &str) -> bool {
+    e.reason().contains(exception)
 }
 
 fn same_origin(link: &str, base: &str) -> bool {
@@ -740,6 +1098,78 @@ mod tests {
             cancel["CmdletInput"]["Parameters"]["AccountOnly"], true,
             "every Clear-MobileDevice carries AccountOnly"
         );
+    }
+
+    #[test]
+    fn the_doctors_commands_only_read_and_always_carry_their_filter() {
+        let p = uuid::Uuid::parse_str("a45c8de5-ff22-5b6d-8600-04674beb35b9").unwrap();
+        let a = Command::GetRoleAssignments { assignee: p };
+        assert!(a.reads());
+        assert_eq!(
+            a.body()["CmdletInput"]["Parameters"]["RoleAssignee"],
+            "a45c8de5-ff22-5b6d-8600-04674beb35b9"
+        );
+        let e = Command::GetRoleEntry {
+            role: RoleName::parse("wipehook Mobile Wipe").unwrap(),
+            cmdlet: "Clear-MobileDevice",
+        };
+        assert!(e.reads());
+        assert_eq!(e.cmdlet(), "Get-ManagementRoleEntry");
+        assert_eq!(
+            e.body()["CmdletInput"]["Parameters"]["Identity"],
+            "wipehook Mobile Wipe\\Clear-MobileDevice"
+        );
+        for bad in ["", "*", "Mail*", "a\\b", "  "] {
+            assert!(RoleName::parse(bad).is_err(), "{bad:?} names one role");
+        }
+    }
+
+    #[test]
+    fn the_field_lists_are_what_the_parsers_read() {
+        // A row with exactly the listed names parses into non-empty values...
+        let mut row = serde_json::Map::new();
+        for f in DEVICE_FIELDS {
+            row.insert(f.names[0].to_string(), json!("x"));
+        }
+        row.insert("Guid".into(), json!("6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e5a"));
+        row.insert(
+            "Identity".into(),
+            json!("a\\ExchangeActiveSyncDevices\\iPhone§X"),
+        );
+        row.insert("ClientType".into(), json!("EAS"));
+        row.insert("DeviceActiveSyncVersion".into(), json!("16.1"));
+        let upn = Upn::parse("a@contoso.com").unwrap();
+        let rows = vec![Value::Object(row.clone())];
+        let d = &parse_devices(&rows, &upn).unwrap()[0];
+        for v in [&d.device_id, &d.device_type, &d.model, &d.os, &d.user_agent] {
+            assert_eq!(v, "x");
+        }
+        assert_eq!(
+            FieldProbe::of(&rows, DEVICE_FIELDS),
+            FieldProbe {
+                rows: 1,
+                ..Default::default()
+            }
+        );
+        // ...and each field taken away is reported by its name.
+        for f in DEVICE_FIELDS {
+            let mut r = row.clone();
+            for n in f.names {
+                r.remove(*n);
+            }
+            let p = FieldProbe::of(&[Value::Object(r)], DEVICE_FIELDS);
+            assert_eq!(p.missing, vec![f.names.join(" or ")]);
+        }
+        let mut stats = serde_json::Map::new();
+        for f in STATISTICS_FIELDS {
+            stats.insert(f.names[0].to_string(), json!("x"));
+        }
+        let s = parse_statistics(&stats);
+        assert_eq!((s.device_id.as_str(), s.status.as_str()), ("x", "x"));
+        stats.remove("AccountOnlyDeviceWipeAckTime");
+        let p = FieldProbe::of(&[Value::Object(stats)], STATISTICS_FIELDS);
+        assert!(p.missing.is_empty(), "the acknowledgement fields only warn");
+        assert_eq!(p.absent_optional.len(), 1);
     }
 
     #[test]

@@ -14,7 +14,21 @@ pub async fn readyz(api: web::Data<ApiState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "shutting_down"}));
     }
     match api.ready().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        // A failing canary check degrades, never fails, readiness: every
+        // replica sees the same tenant, so taking them out of rotation would
+        // only stop the calls that still work.
+        Ok(()) => match api.canary.failing() {
+            failing if failing.is_empty() => HttpResponse::Ok().json(json!({"status": "ready"})),
+            failing => HttpResponse::Ok().json(json!({
+                "status": "degraded",
+                "degraded": failing.iter().map(|e| json!({
+                    "tenant": e.tenant,
+                    "check": e.check,
+                    "since": crate::report::rfc3339(e.since_ms),
+                    "reason": e.reason,
+                })).collect::<Vec<_>>(),
+            })),
+        },
         Err(e) => {
             HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reason": e}))
         }

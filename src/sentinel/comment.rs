@@ -122,15 +122,39 @@ pub fn verdict(r: &RunReport, cx: &Context) -> String {
             "DRY RUN: {} would have been requested; none was sent.",
             plural(s.would_request, "wipe", "wipes")
         ),
-        RunOutcome::Cancelled => format!(
-            "CANCELLED by {}: {} cancelled before the phone received it; {} already acknowledged (that mail is gone).",
-            r.cancelled
-                .as_ref()
-                .map(|a| a.by.as_str())
-                .unwrap_or("an analyst"),
-            plural(s.cancelled, "wipe", "wipes"),
-            plural(s.acknowledged, "wipe was", "wipes were")
-        ),
+        RunOutcome::Cancelled => {
+            let devices = || r.users.iter().flat_map(|u| &u.devices);
+            // Exchange had nothing pending, and no acknowledgement was seen:
+            // said as such, never as "acknowledged".
+            let not_pending = devices()
+                .filter(|d| d.acknowledged_at.is_none())
+                .filter(|d| d.notes.iter().any(|n| n.starts_with("not cancelled")))
+                .count();
+            let mut parts = vec![format!(
+                "{} cancelled before the phone received it",
+                plural(s.cancelled, "wipe", "wipes")
+            )];
+            if s.acknowledged > 0 {
+                parts.push(format!(
+                    "{} already acknowledged (that mail is gone)",
+                    plural(s.acknowledged, "wipe was", "wipes were")
+                ));
+            }
+            if not_pending > 0 {
+                parts.push(format!(
+                    "{} not cancellable: Exchange had nothing pending",
+                    plural(not_pending, "wipe", "wipes")
+                ));
+            }
+            format!(
+                "CANCELLED by {}: {}.",
+                r.cancelled
+                    .as_ref()
+                    .map(|a| a.by.as_str())
+                    .unwrap_or("an analyst"),
+                parts.join("; ")
+            )
+        }
         RunOutcome::NothingToDo => format!(
             "NOTHING TO DO: {}.",
             r.reason.as_deref().unwrap_or("no user to contain")

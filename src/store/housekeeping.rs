@@ -36,6 +36,14 @@ impl Store {
         dispatch!(self, prune(run_retention, delivery_retention))
     }
 
+    /// How long the write path takes, rolled back (nothing is kept):
+    /// `wipehook doctor`'s write latency.
+    pub async fn write_latency(&self) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        dispatch!(self, write_probe())?;
+        Ok(started.elapsed())
+    }
+
     pub async fn stats(&self) -> Result<StoreStats> {
         dispatch!(self, stats())
     }

@@ -69,6 +69,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_record.sql")),
 ];
 
+/// The schema version this build migrates a store to.
+pub const LATEST_SCHEMA: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 #[derive(Clone)]
 enum Inner {
     /// One connection: SQLite has one writer anyway, and queueing on a
@@ -104,6 +107,18 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Connect and migrate. `sqlite://path` creates the file when missing.
     pub async fn connect(settings: &StoreSettings) -> Result<Store> {
+        let store = Self::open(settings, true).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connect to a store that exists, without creating or migrating it
+    /// (`wipehook doctor` reports the schema version it finds).
+    pub async fn inspect(settings: &StoreSettings) -> Result<Store> {
+        Self::open(settings, false).await
+    }
+
+    async fn open(settings: &StoreSettings, create: bool) -> Result<Store> {
         let open_err = || format!("cannot open the store at {}", settings.url.redacted());
         let inner = if settings.url.is_sqlite() {
             // WAL: readers never block the writer. FULL: a commit survives
@@ -114,7 +129,7 @@ impl Store {
             };
             let conn = SqliteConnectOptions::from_str(settings.url.expose())
                 .with_context(open_err)?
-                .create_if_missing(true)
+                .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(sync)
                 .busy_timeout(Duration::from_secs(10))
@@ -139,7 +154,6 @@ impl Store {
             inner: inner.clone(),
             intake: tx,
         };
-        store.migrate().await?;
         tokio::spawn(group_commit(inner, rx));
         Ok(store)
     }

@@ -39,6 +39,9 @@ pub fn fast(s: &mut Settings) {
     s.policy.entity_sync_wait = Duration::from_millis(300);
     s.server.poll_after_secs = 1;
     s.server.shutdown_grace = Duration::from_secs(5);
+    // The canary reads ARM (and Exchange) on its own schedule; tests that
+    // count calls or inject faults must not race it. tests/api/doctor.rs turns it on.
+    s.doctor.canary_interval = Duration::ZERO;
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod defender_paths;
+mod doctor;
 mod exactly_once;
 mod exchange_facts;
 mod identity;

@@ -1316,3 +1316,32 @@ async fn unavailable_answers_match_the_document() {
         (RUN_CANCEL, "post", 503),
     ]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_readiness_matches_the_document() {
+    let spec = Spec::load();
+    let app = spawn_with(SimOptions::default(), StoreKind::Sqlite, |s| {
+        s.doctor.canary_upn = Some("canary@contoso.com".into());
+        s.doctor.canary_interval = Duration::from_millis(200);
+    })
+    .await
+    .unwrap();
+    app.h
+        .sim
+        .add_device("canary@contoso.com", DeviceSpec::outlook());
+    app.h
+        .sim
+        .rename_exchange_field("Get-MobileDevice", "Guid", "ObjectGuid");
+    let started = Instant::now();
+    loop {
+        let r = app.client.get(url(&app, "/readyz")).send().await.unwrap();
+        let a = spec.check("/readyz", "get", r).await;
+        assert_eq!(a.status, 200, "degraded is still ready");
+        if a.body["status"] == "degraded" {
+            assert_eq!(a.body["degraded"][0]["check"], "exchange.mobile_device");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{}", a.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -17,10 +17,16 @@ use crate::helpers::*;
 /// browser under `variant`.
 async fn settled_notes(app: &TestApp, incident: &str, verdict: &str, variant: &str) -> Vec<String> {
     let id = app.incident_id(incident);
-    app.wait_note(&id, &format!("a note with the verdict {verdict}"), |t| {
-        t.starts_with(&format!("<p><b>{verdict}"))
-    })
-    .await;
+    let head = format!("<p><b>{verdict}");
+    let started = std::time::Instant::now();
+    while !app.notes(&id).last().is_some_and(|t| t.starts_with(&head)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the last note never said {verdict}: {:#?}",
+            app.notes(&id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Nothing else is pending: the last note is the final truth.
     app.drain().await;
     let notes = app.notes(&id);
@@ -181,6 +187,12 @@ async fn a_skipped_old_phone_leaves_its_user_not_contained_and_the_run_partial()
     assert_eq!(by("di@contoso.com")["devices"][0]["skip_cause"], "old_eas");
     sim.sync_device(&cy);
     wait_acks(&app, r["run_id"].as_str().unwrap(), 1).await;
+    app.wait_note(
+        &app.incident_id("rec-eas"),
+        "the acknowledgement's note",
+        |t| t.contains("acknowledged the wipe at"),
+    )
+    .await;
     // Cy's phone acknowledges: Di still needs a person, so never "contained".
     let notes = settled_notes(
         &app,
@@ -368,6 +380,12 @@ async fn a_cancelled_run_says_what_was_undone_and_what_was_gone() {
         )
         .await;
     assert_eq!(ok.status().as_u16(), 200);
+    app.wait_note(
+        &app.incident_id("rec-cancel"),
+        "the cancel's outcome",
+        |t| t.contains("1 wipe cancelled before the phone received it"),
+    )
+    .await;
     let notes = settled_notes(&app, "rec-cancel", "CANCELLED", "cancelled").await;
     let last = notes.last().unwrap();
     assert!(

@@ -386,6 +386,12 @@ async fn cancel_only_unacknowledged(store: StoreKind) {
     let r = app.contain(&body).await;
     let run_id = r["run_id"].as_str().unwrap().to_string();
     sim.sync_device(&acked);
+    // The follow-up sees the acknowledgement before the analyst cancels.
+    let started = std::time::Instant::now();
+    while app.run(&run_id).await["summary"]["acknowledged"] != 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "ack not seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ok = app
         .post(
             "/api/v1/sentinel/incidents/cancel",

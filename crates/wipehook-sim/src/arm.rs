@@ -4,10 +4,12 @@ use actix_web::{HttpRequest, HttpResponse, http::Method, http::StatusCode, web};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::directory::role_definition_id;
 use crate::entra;
 use crate::keys::AuthError;
 use crate::shared::{Inner, Shared};
 use crate::state::Comment;
+use crate::types::{HttpCall, SUBSCRIPTION_ID};
 
 /// Sentinel's documented per-comment limit (characters).
 pub const MAX_COMMENT_CHARS: usize = 30_000;
@@ -93,8 +95,49 @@ fn comment_json(inner: &Inner, incident: &str, c: &Comment) -> Value {
     })
 }
 
-/// Catch-all for `/subscriptions/...`.
+/// Catch-all for `/subscriptions/...`; every request is logged.
 pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> HttpResponse {
+    let resp = route(&req, &data, &body).await;
+    data.st().arm_calls.push(HttpCall {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+/// What a request needs of the caller's Azure role on the workspace.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    Read,
+    Write,
+}
+
+fn forbidden(principal: &str, action: &str, scope: &str) -> HttpResponse {
+    arm_error(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        &format!(
+            "The client '{principal}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+        ),
+    )
+}
+
+/// Azure RBAC as ARM enforces it, for the built-in roles the sim knows.
+fn authorize(data: &Inner, principal: &str, needs: Needs, action: &str) -> Option<HttpResponse> {
+    let ws = data.workspace_arm_id();
+    let st = data.st();
+    let roles = st.dir.azure_roles_at(principal, &ws);
+    let ok = match needs {
+        Needs::Read => roles.iter().any(|r| r.2),
+        Needs::Write => roles.iter().any(|r| r.3),
+    };
+    drop(st);
+    (!ok).then(|| forbidden(principal, action, &ws))
+}
+
+async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpResponse {
     data.apply_latency().await;
     let fault = data.st().arm_faults.pop_front();
     if let Some(code) = fault {
@@ -128,7 +171,7 @@ pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> 
     }
 
     let rotated = data.st().rotated;
-    let claims = match data.keys.verify_request(&req, entra::ARM, rotated) {
+    let claims = match data.keys.verify_request(req, entra::ARM, rotated) {
         Ok(c) => c,
         Err(AuthError::Missing) => {
             return arm_error(
@@ -152,9 +195,86 @@ pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> 
             );
         }
     };
+    let principal = claims
+        .get("oid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
 
     let path = req.path().trim_end_matches('/');
-    let Some(rest) = after_incidents(&data, path) else {
+    let method = req.method().clone();
+    let lower = path.to_ascii_lowercase();
+    if let Some(scope) = lower.strip_suffix("/providers/microsoft.authorization/roleassignments") {
+        if method != Method::GET {
+            return arm_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The sim only lists role assignments.",
+            );
+        }
+        let scope = &path[..scope.len()];
+        return role_assignments(data, &principal, scope, req);
+    }
+    let ws = data.workspace_arm_id();
+    let Some(under_ws) = path
+        .get(..ws.len())
+        .filter(|h| h.eq_ignore_ascii_case(&ws))
+        .map(|_| &path[ws.len()..])
+    else {
+        let rg_workspaces = format!(
+            "/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/"
+        );
+        if let Some(rest) = path
+            .get(..rg_workspaces.len())
+            .filter(|h| h.eq_ignore_ascii_case(&rg_workspaces))
+            .map(|_| &path[rg_workspaces.len()..])
+        {
+            let name = rest.split('/').next().unwrap_or_default();
+            return arm_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!(
+                    "The Resource 'Microsoft.OperationalInsights/workspaces/{name}' under resource group 'soc-rg' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+                ),
+            );
+        }
+        return arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("The Resource '{path}' was not found in the simulated tenant."),
+        );
+    };
+    let under = under_ws.to_ascii_lowercase();
+    if under == "/providers/microsoft.securityinsights/onboardingstates/default"
+        && method == Method::GET
+    {
+        if let Some(r) = authorize(
+            data,
+            &principal,
+            Needs::Read,
+            "Microsoft.SecurityInsights/onboardingStates/read",
+        ) {
+            return r;
+        }
+        return HttpResponse::Ok().json(json!({
+            "id": format!("{ws}/providers/Microsoft.SecurityInsights/onboardingStates/default"),
+            "name": "default",
+            "type": "Microsoft.SecurityInsights/onboardingStates",
+            "properties": { "customerManagedKey": false },
+        }));
+    }
+    if under == "/providers/microsoft.securityinsights/incidents" && method == Method::GET {
+        if let Some(r) = authorize(
+            data,
+            &principal,
+            Needs::Read,
+            "Microsoft.SecurityInsights/incidents/read",
+        ) {
+            return r;
+        }
+        return list_incidents(data, req);
+    }
+    let Some(rest) = after_incidents(data, path) else {
         return arm_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -162,22 +282,32 @@ pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> 
         );
     };
     let segs: Vec<&str> = rest.split('/').collect();
-    let method = req.method().clone();
+    let needs = if method == Method::PUT {
+        Needs::Write
+    } else {
+        Needs::Read
+    };
+    let action = if needs == Needs::Write {
+        "Microsoft.SecurityInsights/incidents/comments/write"
+    } else {
+        "Microsoft.SecurityInsights/incidents/read"
+    };
+    if let Some(r) = authorize(data, &principal, needs, action) {
+        return r;
+    }
     match (segs.as_slice(), method) {
         ([incident, e], Method::POST) if e.eq_ignore_ascii_case("entities") => {
-            entities(&data, incident)
+            entities(data, incident)
         }
-        ([incident, a], Method::POST) if a.eq_ignore_ascii_case("alerts") => {
-            alerts(&data, incident)
-        }
+        ([incident, a], Method::POST) if a.eq_ignore_ascii_case("alerts") => alerts(data, incident),
         ([incident, c], Method::GET) if c.eq_ignore_ascii_case("comments") => {
-            list_comments(&data, incident)
+            list_comments(data, incident)
         }
         ([incident, c, id], Method::PUT) if c.eq_ignore_ascii_case("comments") => {
-            put_comment(&data, incident, id, &body, &claims)
+            put_comment(data, incident, id, body, &claims)
         }
         ([incident, c, id], Method::GET) if c.eq_ignore_ascii_case("comments") => {
-            get_comment(&data, incident, id)
+            get_comment(data, incident, id)
         }
         _ => arm_error(
             StatusCode::NOT_FOUND,
@@ -189,6 +319,137 @@ pub(crate) async fn handle(req: HttpRequest, data: Shared, body: web::Bytes) -> 
             ),
         ),
     }
+}
+
+fn query_map(req: &HttpRequest) -> std::collections::HashMap<String, String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default()
+}
+
+/// `GET {scope}/providers/Microsoft.Authorization/roleAssignments`: without a
+/// filter, every assignment at, above or below the scope; `atScope()`: at or
+/// above; `principalId eq '{id}'`: at, above or below, for that principal
+/// (the documented filters). Reading needs `Microsoft.Authorization/*/read`,
+/// which every built-in role the sim knows has.
+fn role_assignments(data: &Inner, principal: &str, scope: &str, req: &HttpRequest) -> HttpResponse {
+    let st = data.st();
+    if st.dir.azure_roles_at(principal, scope).is_empty()
+        && st
+            .dir
+            .azure_roles_at(principal, &data.workspace_arm_id())
+            .is_empty()
+    {
+        drop(st);
+        return forbidden(
+            principal,
+            "Microsoft.Authorization/roleAssignments/read",
+            scope,
+        );
+    }
+    let q = query_map(req);
+    let filter = q.get("$filter").map(|f| f.trim().to_string());
+    let wanted: Option<String> = match filter.as_deref() {
+        None | Some("") | Some("atScope()") => None,
+        Some(f) => match f
+            .strip_prefix("principalId eq ")
+            .map(|v| v.trim().trim_matches('\'').to_string())
+        {
+            Some(id) => Some(id),
+            None => {
+                drop(st);
+                return arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "UnsupportedQuery",
+                    &format!("The filter '{f}' is not supported."),
+                );
+            }
+        },
+    };
+    let at_scope_only = filter.as_deref() == Some("atScope()");
+    let s = scope.trim_end_matches('/').to_ascii_lowercase();
+    let value: Vec<Value> = st
+        .dir
+        .role_assignments
+        .iter()
+        .filter(|a| {
+            wanted
+                .as_deref()
+                .is_none_or(|w| a.principal_id.eq_ignore_ascii_case(w))
+        })
+        .filter(|a| {
+            let a_scope = a.scope.trim_end_matches('/').to_ascii_lowercase();
+            let above_or_at = s == a_scope || s.starts_with(&format!("{a_scope}/"));
+            let below = a_scope.starts_with(&format!("{s}/"));
+            above_or_at || (!at_scope_only && below)
+        })
+        .map(|a| {
+            json!({
+                "properties": {
+                    "roleDefinitionId": role_definition_id(&a.role_definition),
+                    "principalId": a.principal_id,
+                    "principalType": "ServicePrincipal",
+                    "scope": a.scope,
+                    "condition": null,
+                    "conditionVersion": null,
+                    "createdOn": "2026-01-05T10:00:00.0000000Z",
+                    "updatedOn": "2026-01-05T10:00:00.0000000Z",
+                    "createdBy": null,
+                    "updatedBy": null,
+                    "delegatedManagedIdentityResourceId": null,
+                    "description": null,
+                },
+                "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.scope, a.name),
+                "type": "Microsoft.Authorization/roleAssignments",
+                "name": a.name,
+            })
+        })
+        .collect();
+    drop(st);
+    HttpResponse::Ok().json(json!({ "value": value }))
+}
+
+/// `GET {workspace}/providers/Microsoft.SecurityInsights/incidents[?$top=n]`.
+fn list_incidents(data: &Inner, req: &HttpRequest) -> HttpResponse {
+    let top = query_map(req)
+        .get("$top")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(50);
+    let ws = data.workspace_arm_id();
+    let st = data.st();
+    let all: Vec<Value> = st
+        .incidents
+        .iter()
+        .enumerate()
+        .map(|(i, inc)| {
+            json!({
+                "id": format!("{ws}/providers/Microsoft.SecurityInsights/Incidents/{}", inc.name),
+                "name": inc.name,
+                "etag": "\"0300bf09-0000-0000-0000-5c37296e0000\"",
+                "type": "Microsoft.SecurityInsights/Incidents",
+                "properties": {
+                    "title": format!("Simulated incident {}", inc.name),
+                    "severity": "High",
+                    "status": "New",
+                    "incidentNumber": i + 1,
+                    "createdTimeUtc": "2026-01-05T10:00:00.0000000Z",
+                    "lastModifiedTimeUtc": "2026-01-05T10:00:00.0000000Z",
+                    "providerName": "Azure Sentinel",
+                    "providerIncidentId": (i + 1).to_string(),
+                    "additionalData": { "alertsCount": inc.alerts.len(), "commentsCount": inc.comments.len() },
+                },
+            })
+        })
+        .collect();
+    drop(st);
+    let mut body = json!({ "value": all.iter().take(top).cloned().collect::<Vec<_>>() });
+    if all.len() > top {
+        body["nextLink"] = json!(format!(
+            "{}{ws}/providers/Microsoft.SecurityInsights/incidents?api-version=2025-09-01&$skipToken={top}",
+            data.base_url(req)
+        ));
+    }
+    HttpResponse::Ok().json(body)
 }
 
 /// `POST {incident}/alerts`: `{"value": [SecurityAlert...]}`.

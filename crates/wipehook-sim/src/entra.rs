@@ -64,13 +64,31 @@ fn resource_not_found(resource: &str, tenant: &str) -> String {
     )
 }
 
+/// Entra's answer with the `Date` header of a clock `clock_offset_secs` off
+/// (actix adds the real time only when no `Date` is set).
+pub(crate) fn dated(data: &Inner, mut resp: HttpResponse) -> HttpResponse {
+    let offset = data.st().clock_offset_secs;
+    if offset != 0 {
+        let fmt = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let at = OffsetDateTime::now_utc() + time::Duration::seconds(offset);
+        if let Ok(v) = at.format(&fmt)
+            && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&v)
+        {
+            resp.headers_mut().insert(actix_web::http::header::DATE, v);
+        }
+    }
+    resp
+}
+
 /// Builds and signs an app-only v1 access token for `resource` (as requested, without `/.default`).
 fn issue_token(inner: &Inner, resource: &str, appid: &str) -> (String, i64) {
     let canonical = known_resource(resource).unwrap_or(resource);
     let tid = &inner.tenant_id;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let exp = now + TOKEN_LIFETIME;
-    let oid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("sp:{appid}").as_bytes());
+    let oid = crate::directory::principal_of(appid);
     let mut claims = json!({
         "aud": resource,
         "iss": format!("https://sts.windows.net/{tid}/"),
@@ -90,12 +108,21 @@ fn issue_token(inner: &Inner, resource: &str, appid: &str) -> (String, i64) {
         "uti": uuid::Uuid::new_v4().simple().to_string(),
         "ver": "1.0",
     });
-    if canonical == EXCHANGE {
-        claims["roles"] = json!(["Exchange.ManageAsApp"]);
-    } else if canonical == GRAPH {
-        claims["roles"] = json!(["User.Read.All"]);
+    // The roles claim carries the app roles the principal holds on the
+    // resource (Exchange.ManageAsApp, User.Read.All, ...); ARM tokens carry
+    // none (Azure RBAC is checked by ARM itself).
+    let (rotated, roles) = {
+        let st = inner.st();
+        let roles = match canonical {
+            EXCHANGE => st.dir.roles_of(&oid, crate::directory::EXCHANGE_APP_ID),
+            GRAPH => st.dir.roles_of(&oid, crate::directory::GRAPH_APP_ID),
+            _ => vec![],
+        };
+        (st.rotated, roles)
+    };
+    if !roles.is_empty() {
+        claims["roles"] = json!(roles);
     }
-    let rotated = inner.st().rotated;
     (inner.keys.sign(&claims, rotated), exp)
 }
 
@@ -229,12 +256,15 @@ pub(crate) async fn token(
         );
     }
     let (access_token, _) = issue_token(&data, resource, &client_id);
-    HttpResponse::Ok().json(json!({
-        "token_type": "Bearer",
-        "expires_in": TOKEN_LIFETIME,
-        "ext_expires_in": TOKEN_LIFETIME,
-        "access_token": access_token,
-    }))
+    dated(
+        &data,
+        HttpResponse::Ok().json(json!({
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME,
+            "ext_expires_in": TOKEN_LIFETIME,
+            "access_token": access_token,
+        })),
+    )
 }
 
 /// `GET /msi/token?api-version=2019-08-01&resource=...[&client_id=...]` (App Service).
@@ -329,7 +359,7 @@ fn oidc_gate(data: &Inner, tenant: &str, count_jwks: bool) -> Option<HttpRespons
     None
 }
 
-fn openid_configuration(base: &str, tid: &str, v2: bool) -> Value {
+fn openid_configuration(base: &str, tid: &str, v2: bool, cloud_instance: &str) -> Value {
     let (ver, issuer) = if v2 {
         ("/v2.0", format!("{base}/{tid}/v2.0"))
     } else {
@@ -354,7 +384,7 @@ fn openid_configuration(base: &str, tid: &str, v2: bool) -> Value {
         "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
         "kerberos_endpoint": format!("{base}/{tid}/kerberos"),
         "tenant_region_scope": "EU",
-        "cloud_instance_name": "microsoftonline.com",
+        "cloud_instance_name": cloud_instance,
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
         "rbac_url": "https://pas.windows.net",
@@ -376,11 +406,16 @@ pub(crate) async fn openid_configuration_v1(
     if let Some(r) = oidc_gate(&data, &path, false) {
         return r;
     }
-    HttpResponse::Ok().json(openid_configuration(
-        &data.base_url(&req),
-        &data.tenant_id,
-        false,
-    ))
+    let cloud = data.st().cloud_instance_name.clone();
+    dated(
+        &data,
+        HttpResponse::Ok().json(openid_configuration(
+            &data.base_url(&req),
+            &data.tenant_id,
+            false,
+            &cloud,
+        )),
+    )
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration` (v2 issuer = `{base}/{tid}/v2.0`).
@@ -392,11 +427,16 @@ pub(crate) async fn openid_configuration_v2(
     if let Some(r) = oidc_gate(&data, &path, false) {
         return r;
     }
-    HttpResponse::Ok().json(openid_configuration(
-        &data.base_url(&req),
-        &data.tenant_id,
-        true,
-    ))
+    let cloud = data.st().cloud_instance_name.clone();
+    dated(
+        &data,
+        HttpResponse::Ok().json(openid_configuration(
+            &data.base_url(&req),
+            &data.tenant_id,
+            true,
+            &cloud,
+        )),
+    )
 }
 
 /// `GET /{tenant}/discovery/v2.0/keys` (also `/discovery/keys`, `common`, `organizations`).
@@ -405,5 +445,8 @@ pub(crate) async fn jwks(data: Shared, path: web::Path<String>) -> HttpResponse 
         return r;
     }
     let rotated = data.st().rotated;
-    HttpResponse::Ok().json(data.keys.jwks(&data.tenant_id, rotated))
+    dated(
+        &data,
+        HttpResponse::Ok().json(data.keys.jwks(&data.tenant_id, rotated)),
+    )
 }

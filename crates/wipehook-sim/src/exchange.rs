@@ -338,7 +338,7 @@ fn execute(
     c: &Common,
 ) -> HttpResponse {
     let rotated = data.st().rotated;
-    match data.keys.verify_request(req, entra::EXCHANGE, rotated) {
+    let principal = match data.keys.verify_request(req, entra::EXCHANGE, rotated) {
         Ok(claims) => {
             let tid = claims
                 .get("tid")
@@ -347,11 +347,25 @@ fn execute(
             if !tid.eq_ignore_ascii_case(&data.tenant_id) {
                 return unauthorized(c);
             }
+            // Without the app role Exchange answers 403 with a body of NUL
+            // bytes (exchange-online.md §1.8, a single source).
+            let has_role = claims
+                .get("roles")
+                .and_then(Value::as_array)
+                .is_some_and(|r| r.iter().any(|v| v == "Exchange.ManageAsApp"));
+            if !has_role {
+                return builder(StatusCode::FORBIDDEN, c).body(vec![0u8; 16]);
+            }
+            claims
+                .get("oid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
         }
         Err(AuthError::Missing | AuthError::Invalid(_) | AuthError::WrongAudience) => {
             return unauthorized(c);
         }
-    }
+    };
     if !tenant.eq_ignore_ascii_case(&data.tenant_id) {
         // A token of this tenant presented for another tenant's URL.
         return unauthorized(c);
@@ -380,21 +394,175 @@ fn execute(
         base,
         params,
     };
-    match cmdlet.to_ascii_lowercase().as_str() {
+    let name = cmdlet.to_ascii_lowercase();
+    // Exchange RBAC: a cmdlet outside the app's management roles is not in
+    // its session. How InvokeCommand words that is unverified; the sim
+    // answers as PowerShell does for a cmdlet it does not know.
+    if !data.st().dir.exo_cmdlets(&principal).contains(&name) {
+        return command_not_found(c, cmdlet);
+    }
+    match name.as_str() {
         "get-mailbox" => get_mailbox(&ctx),
         "get-mobiledevice" => get_mobile_device(&ctx),
         "get-mobiledevicestatistics" => get_statistics(&ctx),
         "clear-mobiledevice" => clear_mobile_device(&ctx),
-        _ => envelope(
-            StatusCode::BAD_REQUEST,
-            c,
-            "",
-            "System.Management.Automation.CommandNotFoundException",
-            &format!(
-                "The term '{cmdlet}' is not recognized as a name of a cmdlet, function, script file, or executable program. Check the spelling of the name, or if a path was included, verify that the path is correct and try again."
-            ),
-        ),
+        "get-managementroleassignment" => get_role_assignments(&ctx),
+        "get-managementroleentry" => get_role_entries(&ctx),
+        _ => command_not_found(c, cmdlet),
     }
+}
+
+fn command_not_found(c: &Common, cmdlet: &str) -> HttpResponse {
+    envelope(
+        StatusCode::BAD_REQUEST,
+        c,
+        "",
+        "System.Management.Automation.CommandNotFoundException",
+        &format!(
+            "The term '{cmdlet}' is not recognized as a name of a cmdlet, function, script file, or executable program. Check the spelling of the name, or if a path was included, verify that the path is correct and try again."
+        ),
+    )
+}
+
+/// Get-ManagementRoleAssignment, by `RoleAssignee` (direct assignments and
+/// those through role groups, as documented for users and groups; that a
+/// service principal's ObjectId resolves here is unverified), by `Role`, or
+/// by `Identity`. Without any of them: every assignment of the tenant.
+fn get_role_assignments(ctx: &Ctx) -> HttpResponse {
+    let assignee = ctx.str_param("RoleAssignee");
+    let role = ctx.str_param("Role");
+    let identity = ctx.str_param("Identity");
+    if assignee.is_some() && identity.is_some() {
+        return bad_param(
+            ctx.c,
+            "Parameter set cannot be resolved using the specified named parameters.",
+        );
+    }
+    let st = ctx.data.st();
+    let dir = &st.dir;
+    if let Some(a) = &assignee {
+        let known = dir.service_principals.iter().any(|s| {
+            s.object_id.eq_ignore_ascii_case(a)
+                || s.app_id.eq_ignore_ascii_case(a)
+                || s.display_name.eq_ignore_ascii_case(a)
+        });
+        if !known {
+            drop(st);
+            return not_found_object(ctx.c, a);
+        }
+    }
+    let items: Vec<Value> = dir
+        .exo_assignments
+        .iter()
+        .filter(|x| {
+            assignee.as_deref().is_none_or(|a| {
+                x.principal_id.eq_ignore_ascii_case(a)
+                    || dir.sp(&x.principal_id).is_some_and(|s| {
+                        s.app_id.eq_ignore_ascii_case(a) || s.display_name.eq_ignore_ascii_case(a)
+                    })
+            })
+        })
+        .filter(|x| role.as_deref().is_none_or(|r| x.role.eq_ignore_ascii_case(r)))
+        .filter(|x| {
+            identity
+                .as_deref()
+                .is_none_or(|i| format!("{}-{}", x.role, x.role_group).eq_ignore_ascii_case(i))
+        })
+        .map(|x| {
+            let name = format!("{}-{}", x.role, x.role_group);
+            json!({
+                "Identity": name,
+                "Name": name,
+                "Role": x.role,
+                "RoleAssignee": x.role_group,
+                "RoleAssigneeName": x.role_group,
+                "RoleAssigneeType": "RoleGroup",
+                "AssignmentMethod": "RoleGroup",
+                "EffectiveUserName": dir.sp(&x.principal_id).map(|s| s.display_name.clone()).unwrap_or_default(),
+                "Enabled": true,
+                "RoleAssignmentDelegationType": "Regular",
+                "RecipientWriteScope": if x.custom_recipient_write_scope.is_some() { "CustomRecipientScope" } else { "Organization" },
+                "CustomRecipientWriteScope": x.custom_recipient_write_scope,
+                "ConfigWriteScope": "OrganizationConfig",
+                "CustomConfigWriteScope": null,
+            })
+        })
+        .collect();
+    drop(st);
+    ctx.page(items, Vec::new())
+}
+
+/// Get-ManagementRoleEntry -Identity "<role>\<cmdlet>" (`*` matches any run of characters in either part).
+fn get_role_entries(ctx: &Ctx) -> HttpResponse {
+    let Some(id) = ctx.str_param("Identity").filter(|s| !s.trim().is_empty()) else {
+        return bad_param(
+            ctx.c,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        );
+    };
+    let Some((role_pat, cmdlet_pat)) = id.split_once('\\') else {
+        return bad_param(
+            ctx.c,
+            &format!(
+                "The role entry identity '{id}' isn't valid. Use the format <role name>\\<cmdlet name>."
+            ),
+        );
+    };
+    let st = ctx.data.st();
+    let items: Vec<Value> = st
+        .dir
+        .exo_roles
+        .iter()
+        .filter(|r| wildcard(role_pat, &r.name))
+        .flat_map(|r| {
+            r.entries
+                .iter()
+                .filter(|(c, _)| wildcard(cmdlet_pat, c))
+                .map(|(c, p)| {
+                    json!({
+                        "Identity": format!("{}\\{c}", r.name),
+                        "Name": c,
+                        "Role": r.name,
+                        "Parameters@odata.type": "#Collection(String)",
+                        "Parameters": p,
+                        "Type": "Cmdlet",
+                        "PSSnapInName": "Microsoft.Exchange.Management.PowerShell.E2010",
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    drop(st);
+    if items.is_empty() && !id.contains('*') {
+        return not_found_object(ctx.c, &id);
+    }
+    ctx.page(items, Vec::new())
+}
+
+/// A PowerShell `-like` match, case-insensitive, `*` only.
+fn wildcard(pattern: &str, s: &str) -> bool {
+    let (p, s) = (pattern.to_ascii_lowercase(), s.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == s;
+    }
+    let mut rest = s.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
 }
 
 struct Ctx<'a> {
@@ -767,7 +935,8 @@ fn get_mobile_device(ctx: &Ctx) -> HttpResponse {
             }
         }
     };
-    let items = items.into_iter().take(limit).collect();
+    let mut items: Vec<Value> = items.into_iter().take(limit).collect();
+    ctx.data.st().rename_fields("Get-MobileDevice", &mut items);
     ctx.page(items, Vec::new())
 }
 
@@ -809,6 +978,8 @@ fn get_statistics(ctx: &Ctx) -> HttpResponse {
             );
         }
     };
+    let mut items = items;
+    st.rename_fields("Get-MobileDeviceStatistics", &mut items);
     drop(st);
     ctx.page(items, Vec::new())
 }

@@ -4,10 +4,12 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use crate::directory::{AppRole, Application, ServicePrincipal};
 use crate::entra;
 use crate::keys::AuthError;
 use crate::shared::Shared;
 use crate::state::User;
+use crate::types::HttpCall;
 
 fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -28,8 +30,16 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     }))
 }
 
-/// Injected faults and the bearer token, for every Graph route.
-async fn preamble(req: &HttpRequest, data: &Shared) -> Option<HttpResponse> {
+/// Graph application permissions that allow a kind of read.
+const READ_USERS: [&str; 3] = ["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"];
+const READ_APPS: [&str; 3] = [
+    "Application.Read.All",
+    "Application.ReadWrite.All",
+    "Directory.Read.All",
+];
+
+/// Injected faults, the bearer token and its app roles, for every Graph route.
+async fn preamble(req: &HttpRequest, data: &Shared, needs: &[&str]) -> Option<HttpResponse> {
     data.apply_latency().await;
     if let Some(code) = data.st().graph_faults.pop_front() {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -47,7 +57,21 @@ async fn preamble(req: &HttpRequest, data: &Shared) -> Option<HttpResponse> {
     }
     let rotated = data.st().rotated;
     let text = match data.keys.verify_request(req, entra::GRAPH, rotated) {
-        Ok(_) => return None,
+        Ok(claims) => {
+            let roles: Vec<&str> = claims
+                .get("roles")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if needs.iter().any(|n| roles.contains(n)) {
+                return None;
+            }
+            return Some(graph_error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            ));
+        }
         Err(AuthError::Missing) => "Access token is empty.",
         Err(AuthError::WrongAudience) => "Access token validation failure. Invalid audience.",
         Err(AuthError::Invalid(_)) => "Access token validation failure.",
@@ -57,6 +81,16 @@ async fn preamble(req: &HttpRequest, data: &Shared) -> Option<HttpResponse> {
         "InvalidAuthenticationToken",
         text,
     ))
+}
+
+fn log(data: &Shared, req: &HttpRequest, resp: HttpResponse) -> HttpResponse {
+    data.st().graph_calls.push(HttpCall {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        status: resp.status().as_u16(),
+    });
+    resp
 }
 
 fn query(req: &HttpRequest) -> std::collections::HashMap<String, String> {
@@ -105,10 +139,15 @@ pub(crate) async fn get_user(
     data: Shared,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(r) = preamble(&req, &data).await {
+    let resp = user_by_id(&req, &data, path.into_inner()).await;
+    log(&data, &req, resp)
+}
+
+async fn user_by_id(req: &HttpRequest, data: &Shared, id: String) -> HttpResponse {
+    let req = req.clone();
+    if let Some(r) = preamble(&req, data, &READ_USERS).await {
         return r;
     }
-    let id = path.into_inner();
     let user = {
         let st = data.st();
         st.users
@@ -135,7 +174,13 @@ pub(crate) async fn get_user(
 /// filter form the sim understands; values compare case-insensitively, as in
 /// the directory).
 pub(crate) async fn list_users(req: HttpRequest, data: Shared) -> HttpResponse {
-    if let Some(r) = preamble(&req, &data).await {
+    let resp = find_users(&req, &data).await;
+    log(&data, &req, resp)
+}
+
+async fn find_users(req: &HttpRequest, data: &Shared) -> HttpResponse {
+    let req = req.clone();
+    if let Some(r) = preamble(&req, data, &READ_USERS).await {
         return r;
     }
     let q = query(&req);
@@ -196,7 +241,7 @@ pub(crate) async fn post_incident_comment(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = preamble(&req, &data).await {
+    if let Some(r) = preamble(&req, &data, &["SecurityIncident.ReadWrite.All"]).await {
         return r;
     }
     let id = path.into_inner();
@@ -239,7 +284,16 @@ pub(crate) async fn get_incident(
     data: Shared,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(r) = preamble(&req, &data).await {
+    if let Some(r) = preamble(
+        &req,
+        &data,
+        &[
+            "SecurityIncident.Read.All",
+            "SecurityIncident.ReadWrite.All",
+        ],
+    )
+    .await
+    {
         return r;
     }
     let id = path.into_inner();
@@ -264,4 +318,225 @@ pub(crate) async fn get_incident(
     });
     drop(st);
     HttpResponse::Ok().json(body)
+}
+
+// ------------------------------------------------------------------ directory
+
+fn app_roles_json(roles: &[AppRole]) -> Value {
+    json!(
+        roles
+            .iter()
+            .map(|r| json!({
+                "id": r.id,
+                "value": r.value,
+                "displayName": r.value,
+                "description": r.value,
+                "allowedMemberTypes": r.allowed_member_types,
+                "isEnabled": r.is_enabled,
+                "origin": "Application",
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+fn application_json(a: &Application) -> Value {
+    json!({
+        "id": a.object_id,
+        "appId": a.app_id,
+        "displayName": a.display_name,
+        "signInAudience": "AzureADMyOrg",
+        "identifierUris": a.identifier_uris,
+        "appRoles": app_roles_json(&a.app_roles),
+        "api": {
+            "requestedAccessTokenVersion": a.token_version,
+            "oauth2PermissionScopes": [],
+        },
+    })
+}
+
+fn service_principal_json(s: &ServicePrincipal) -> Value {
+    json!({
+        "id": s.object_id,
+        "appId": s.app_id,
+        "displayName": s.display_name,
+        "servicePrincipalType": s.sp_type,
+        "accountEnabled": true,
+        "appRoleAssignmentRequired": s.assignment_required,
+        "servicePrincipalNames": [s.app_id],
+        "appRoles": app_roles_json(&s.app_roles),
+    })
+}
+
+/// The value of `key eq 'value'`, or of `identifierUris/any(x:x eq 'value')`.
+fn filter_value<'a>(filter: &'a str, key: &str) -> Option<&'a str> {
+    let f = filter.trim();
+    let lit = if key == "identifierUris" {
+        let inner = f.strip_prefix("identifierUris/any(")?.strip_suffix(')')?;
+        let (var, cond) = inner.split_once(':')?;
+        cond.trim()
+            .strip_prefix(var.trim())?
+            .trim()
+            .strip_prefix("eq")?
+            .trim()
+    } else {
+        f.strip_prefix(key)?.trim().strip_prefix("eq")?.trim()
+    };
+    lit.strip_prefix('\'')?.strip_suffix('\'')
+}
+
+fn not_found(what: &str) -> HttpResponse {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{what}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+/// `applications`, `servicePrincipals` and their app role assignments: the
+/// reads `wipehook doctor` makes (Application.Read.All).
+pub(crate) async fn directory(req: HttpRequest, data: Shared) -> HttpResponse {
+    let resp = directory_read(&req, &data).await;
+    log(&data, &req, resp)
+}
+
+async fn directory_read(req: &HttpRequest, data: &Shared) -> HttpResponse {
+    let path = req
+        .path()
+        .replace("%27", "'")
+        .replace("%28", "(")
+        .replace("%29", ")");
+    let tail = path.strip_prefix("/v1.0/").unwrap_or_default().to_string();
+    let known = tail.starts_with("applications") || tail.starts_with("servicePrincipals");
+    if !known {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Resource not found for the segment '{tail}'."),
+        );
+    }
+    if req.method() != actix_web::http::Method::GET {
+        return graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            "The simulated directory is read-only.",
+        );
+    }
+    if let Some(r) = preamble(req, data, &READ_APPS).await {
+        return r;
+    }
+    let q = query(req);
+    let filter = q.get("$filter").map(String::as_str);
+    let st = data.st();
+    let dir = &st.dir;
+    let by_app_key = |t: &str, prefix: &str| -> Option<String> {
+        t.strip_prefix(prefix)?
+            .strip_prefix("(appId='")?
+            .strip_suffix("')")
+            .map(str::to_string)
+    };
+    let collection = |kind: &str, value: Vec<Value>| {
+        HttpResponse::Ok().json(json!({
+            "@odata.context": format!("https://graph.microsoft.com/v1.0/$metadata#{kind}"),
+            "value": value,
+        }))
+    };
+    if tail == "applications" {
+        let found: Vec<Value> = dir
+            .applications
+            .iter()
+            .filter(|a| match filter {
+                None => true,
+                Some(f) => {
+                    if let Some(uri) = filter_value(f, "identifierUris") {
+                        a.identifier_uris.iter().any(|u| u == uri)
+                    } else if let Some(id) = filter_value(f, "appId") {
+                        a.app_id.eq_ignore_ascii_case(id)
+                    } else {
+                        false
+                    }
+                }
+            })
+            .map(application_json)
+            .collect();
+        return collection("applications", found);
+    }
+    if let Some(app_id) = by_app_key(&tail, "applications") {
+        return match dir
+            .applications
+            .iter()
+            .find(|a| a.app_id.eq_ignore_ascii_case(&app_id))
+        {
+            Some(a) => HttpResponse::Ok().json(application_json(a)),
+            None => not_found(&app_id),
+        };
+    }
+    if tail == "servicePrincipals" {
+        let found: Vec<Value> = dir
+            .service_principals
+            .iter()
+            .filter(|s| {
+                filter
+                    .and_then(|f| filter_value(f, "appId"))
+                    .is_none_or(|id| s.app_id.eq_ignore_ascii_case(id))
+            })
+            .map(service_principal_json)
+            .collect();
+        return collection("servicePrincipals", found);
+    }
+    if let Some(app_id) = by_app_key(&tail, "servicePrincipals") {
+        return match dir.sp_by_app(&app_id) {
+            Some(s) => HttpResponse::Ok().json(service_principal_json(s)),
+            None => not_found(&app_id),
+        };
+    }
+    let parts: Vec<&str> = tail.split('/').collect();
+    match parts.as_slice() {
+        ["servicePrincipals", id] => match dir.sp(id) {
+            Some(s) => HttpResponse::Ok().json(service_principal_json(s)),
+            None => not_found(id),
+        },
+        [
+            "servicePrincipals",
+            id,
+            rel @ ("appRoleAssignments" | "appRoleAssignedTo"),
+        ] => {
+            let Some(sp) = dir.sp(id) else {
+                return not_found(id);
+            };
+            let held = *rel == "appRoleAssignments";
+            let value: Vec<Value> = dir
+                .app_role_assignments
+                .iter()
+                .filter(|a| {
+                    if held {
+                        a.principal_id.eq_ignore_ascii_case(&sp.object_id)
+                    } else {
+                        a.resource_id.eq_ignore_ascii_case(&sp.object_id)
+                    }
+                })
+                .map(|a| {
+                    let name = |id: &str| dir.sp(id).map(|s| s.display_name.clone());
+                    json!({
+                        "id": a.id,
+                        "deletedDateTime": null,
+                        "appRoleId": a.app_role_id,
+                        "createdDateTime": "2026-01-05T10:00:00Z",
+                        "principalDisplayName": name(&a.principal_id),
+                        "principalId": a.principal_id,
+                        "principalType": "ServicePrincipal",
+                        "resourceDisplayName": name(&a.resource_id),
+                        "resourceId": a.resource_id,
+                    })
+                })
+                .collect();
+            collection(&format!("servicePrincipals('{id}')/{rel}"), value)
+        }
+        _ => graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Resource not found for the segment '{tail}'."),
+        ),
+    }
 }

@@ -7,13 +7,20 @@
 //! * App Service managed identity: `GET /msi/token`;
 //! * Exchange Online Admin API: `POST /adminapi/beta/{tenant}/InvokeCommand`;
 //! * ARM / Sentinel: incident entities and comments under `/subscriptions/...`;
-//! * Microsoft Graph: `GET /v1.0/users/{id}`.
+//! * Microsoft Graph: `GET /v1.0/users/{id}`, and the directory reads (`applications`,
+//!   `servicePrincipals`, their app role assignments);
+//! * ARM role assignments, the Sentinel onboarding state and incident list.
+//!
+//! Who may do what is modelled (`directory.rs`): the `roles` claim of issued tokens, Graph's
+//! app permissions, Azure RBAC on the workspace and Exchange RBAC. The defaults are a tenant
+//! set up as wipehook's guide says; the knobs below take pieces away.
 //!
 //! Everything is observable and fault-injectable through [`SimTenant`]. Nothing here is used by
 //! wipehook's production code paths; it exists for integration tests, `wipehook demo` and the
 //! benchmark.
 
 mod arm;
+mod directory;
 mod entra;
 mod exchange;
 mod graph;
@@ -38,8 +45,8 @@ use shared::{Inner, Shared};
 use state::State;
 pub use types::{
     DEFAULT_CLIENT_ID, DEFAULT_MANAGED_IDENTITY_CLIENT_ID, DEFAULT_TENANT_ID, DefenderComment,
-    DeviceSpec, ExchangeCall, Fault, SUBSCRIPTION_ID, SimComment, SimDevice, SimOptions,
-    TokenRequest,
+    DeviceSpec, ExchangeCall, Fault, HttpCall, PrincipalKind, SUBSCRIPTION_ID, SimComment,
+    SimDevice, SimOptions, TokenRequest,
 };
 
 struct StopGuard {
@@ -94,6 +101,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/v1.0/users", web::get().to(graph::list_users))
         .route("/v1.0/users/{id}", web::get().to(graph::get_user))
+        .route("/v1.0/{tail:.*}", web::route().to(graph::directory))
         .route(
             "/adminapi/beta/{tenant}/InvokeCommand",
             web::post().to(exchange::invoke_command),
@@ -448,6 +456,197 @@ impl SimTenant {
     /// Throttle responses sent (concurrency cap and injected Throttle429/ConcurrencyMessage).
     pub fn throttled_count(&self) -> usize {
         self.st().throttled
+    }
+
+    // --- directory and permissions ---------------------------------------------------------
+
+    /// Registers wipehook's inbound API: an app registration with this App ID URI exposing
+    /// these app roles (for applications), and its service principal (assignment required).
+    /// Returns its application (client) id.
+    pub fn register_api(&self, identifier_uri: &str, roles: &[&str]) -> String {
+        use directory::{AppRole, Application, ServicePrincipal};
+        let v5 =
+            |s: String| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, s.as_bytes()).to_string();
+        let app_id = v5(format!("appid:{identifier_uri}"));
+        let app_roles: Vec<AppRole> = roles
+            .iter()
+            .map(|r| AppRole {
+                id: v5(format!("role:{identifier_uri}:{r}")),
+                value: r.to_string(),
+                allowed_member_types: vec!["Application".into()],
+                is_enabled: true,
+            })
+            .collect();
+        let mut st = self.st();
+        st.dir.applications.retain(|a| a.app_id != app_id);
+        st.dir.service_principals.retain(|s| s.app_id != app_id);
+        st.dir.applications.push(Application {
+            object_id: v5(format!("app:{identifier_uri}")),
+            app_id: app_id.clone(),
+            display_name: "wipehook".into(),
+            identifier_uris: vec![identifier_uri.to_string()],
+            app_roles: app_roles.clone(),
+            token_version: None,
+        });
+        st.dir.service_principals.push(ServicePrincipal {
+            object_id: v5(format!("sp:{identifier_uri}")),
+            app_id: app_id.clone(),
+            display_name: "wipehook".into(),
+            sp_type: "Application".into(),
+            app_roles,
+            assignment_required: true,
+        });
+        app_id
+    }
+    /// `api.requestedAccessTokenVersion` of the registered APIs (None: v1 tokens).
+    pub fn set_api_token_version(&self, version: Option<i64>) {
+        for a in &mut self.st().dir.applications {
+            a.token_version = version;
+        }
+    }
+    /// Adds a calling identity with `object_id` (a playbook's managed identity, or an app
+    /// registration's service principal) holding app role `role` of the registered API.
+    pub fn add_caller(&self, object_id: &str, name: &str, kind: PrincipalKind, role: Option<&str>) {
+        let app_id =
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, object_id.as_bytes()).to_string();
+        let mut st = self.st();
+        st.dir
+            .service_principals
+            .retain(|s| !s.object_id.eq_ignore_ascii_case(object_id));
+        st.dir.service_principals.push(directory::ServicePrincipal {
+            object_id: object_id.to_ascii_lowercase(),
+            app_id,
+            display_name: name.to_string(),
+            sp_type: match kind {
+                PrincipalKind::ManagedIdentity => "ManagedIdentity".into(),
+                PrincipalKind::Application => "Application".into(),
+            },
+            app_roles: vec![],
+            assignment_required: false,
+        });
+        st.dir
+            .app_role_assignments
+            .retain(|a| !a.principal_id.eq_ignore_ascii_case(object_id));
+        if let Some(role) = role {
+            let api = st
+                .dir
+                .service_principals
+                .iter()
+                .find(|s| s.assignment_required && s.app_roles.iter().any(|r| r.value == role))
+                .map(|s| {
+                    let id = s
+                        .app_roles
+                        .iter()
+                        .find(|r| r.value == role)
+                        .map(|r| r.id.clone());
+                    (s.object_id.clone(), id.unwrap_or_default())
+                });
+            if let Some((resource, role_id)) = api {
+                st.dir
+                    .grant(&object_id.to_ascii_lowercase(), &resource, &role_id);
+            }
+        }
+    }
+    /// Object ids of wipehook's own service principals: the app registration whose secret
+    /// the sim accepts, and the default managed identity.
+    pub fn wipehook_principals(&self) -> Vec<String> {
+        [DEFAULT_CLIENT_ID, DEFAULT_MANAGED_IDENTITY_CLIENT_ID]
+            .iter()
+            .map(|a| directory::principal_of(a))
+            .collect()
+    }
+    /// Takes app role `value` (`Exchange.ManageAsApp`, `User.Read.All`,
+    /// `Application.Read.All`) away from wipehook's identities: later tokens lack it.
+    pub fn revoke_app_role(&self, value: &str) {
+        let principals = self.wipehook_principals();
+        let mut st = self.st();
+        for p in &principals {
+            st.dir.revoke(p, value);
+        }
+    }
+    /// Takes the Azure role `role_name` (e.g. "Microsoft Sentinel Responder") away from
+    /// wipehook's identities, at every scope.
+    pub fn revoke_azure_role(&self, role_name: &str) {
+        let principals = self.wipehook_principals();
+        let Some(id) = directory::AZURE_ROLES
+            .iter()
+            .find(|r| r.1.eq_ignore_ascii_case(role_name))
+            .map(|r| r.0)
+        else {
+            return;
+        };
+        self.st().dir.role_assignments.retain(|a| {
+            !(principals
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&a.principal_id))
+                && a.role_definition.eq_ignore_ascii_case(id))
+        });
+    }
+    /// Gives wipehook's identities the Azure role `role_name` at `scope`.
+    pub fn grant_azure_role(&self, role_name: &str, scope: &str) {
+        let Some(id) = directory::AZURE_ROLES
+            .iter()
+            .find(|r| r.1.eq_ignore_ascii_case(role_name))
+            .map(|r| r.0)
+        else {
+            return;
+        };
+        let principals = self.wipehook_principals();
+        let mut st = self.st();
+        for p in principals {
+            st.dir.role_assignments.push(directory::RoleAssignment {
+                name: uuid::Uuid::new_v4().to_string(),
+                scope: scope.to_string(),
+                role_definition: id.to_string(),
+                principal_id: p,
+            });
+        }
+    }
+    /// Removes `cmdlet` from the Exchange management role the setup guide builds
+    /// ("wipehook Mobile Wipe"): Exchange then no longer runs it for wipehook.
+    pub fn remove_exchange_role_entry(&self, cmdlet: &str) {
+        for r in &mut self.st().dir.exo_roles {
+            if r.name == directory::WIPE_ROLE {
+                r.entries.retain(|(c, _)| !c.eq_ignore_ascii_case(cmdlet));
+            }
+        }
+    }
+    /// Removes the read-only role that lets wipehook read its own Exchange RBAC
+    /// (`Get-ManagementRoleAssignment`, `Get-ManagementRoleEntry`).
+    pub fn remove_exchange_rbac_read(&self) {
+        self.st()
+            .dir
+            .exo_assignments
+            .retain(|a| a.role != directory::RBAC_READ_ROLE);
+    }
+    /// From now on Exchange names the field `from` of `cmdlet`'s rows `to` (a changed API).
+    pub fn rename_exchange_field(&self, cmdlet: &str, from: &str, to: &str) {
+        self.st().renamed_fields.push((
+            cmdlet.to_ascii_lowercase(),
+            from.to_string(),
+            to.to_string(),
+        ));
+    }
+    /// Undo every `rename_exchange_field`.
+    pub fn restore_exchange_fields(&self) {
+        self.st().renamed_fields.clear();
+    }
+    /// `cloud_instance_name` of the tenant's OpenID configuration ("microsoftonline.com" in
+    /// the public cloud; another value: the tenant lives in another cloud).
+    pub fn set_cloud_instance_name(&self, name: &str) {
+        self.st().cloud_instance_name = name.to_string();
+    }
+    /// Entra's `Date` header runs this many seconds ahead (negative: behind).
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.st().clock_offset_secs = secs;
+    }
+    /// Every ARM request received, in order.
+    pub fn arm_calls(&self) -> Vec<HttpCall> {
+        self.st().arm_calls.clone()
+    }
+    /// Every Graph request received, in order.
+    pub fn graph_calls(&self) -> Vec<HttpCall> {
+        self.st().graph_calls.clone()
     }
 
     // --- fault injection -------------------------------------------------------------------

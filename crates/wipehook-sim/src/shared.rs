@@ -9,7 +9,6 @@ use actix_web::{HttpRequest, web};
 
 use crate::keys::Keys;
 use crate::state::State;
-use crate::types::SUBSCRIPTION_ID;
 
 pub(crate) struct Inner {
     pub(crate) tenant_id: String,
@@ -39,9 +38,7 @@ impl Inner {
     }
 
     pub(crate) fn workspace_arm_id(&self) -> String {
-        format!(
-            "/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws"
-        )
+        crate::types::workspace_arm_id()
     }
 
     pub(crate) async fn apply_latency(&self) {

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::types::{DeviceSpec, ExchangeCall, Fault, SimDevice, SimOptions, TokenRequest};
+use crate::directory::Directory;
+use crate::types::{
+    DeviceSpec, ExchangeCall, Fault, HttpCall, SimDevice, SimOptions, TokenRequest,
+};
 
 /// A directory user and its Exchange Online mailbox (every simulated user has one).
 #[derive(Clone, Debug)]
@@ -122,6 +125,17 @@ pub(crate) struct State {
     /// Rate-Limit window: start (unix seconds) and calls in it.
     pub rate_window_start: i64,
     pub rate_window_calls: u64,
+    /// Entra, Azure RBAC and Exchange RBAC: who may do what.
+    pub dir: Directory,
+    /// Every ARM and Graph request, in arrival order.
+    pub arm_calls: Vec<HttpCall>,
+    pub graph_calls: Vec<HttpCall>,
+    /// Fields Exchange answers under another name: (cmdlet, lower case; field; new name).
+    pub renamed_fields: Vec<(String, String, String)>,
+    /// `cloud_instance_name` of the OpenID configuration (the tenant's cloud).
+    pub cloud_instance_name: String,
+    /// Seconds added to the `Date` header of Entra's answers (a skewed clock).
+    pub clock_offset_secs: i64,
 }
 
 pub(crate) const RATE_LIMIT: u64 = 30000;
@@ -149,6 +163,29 @@ impl State {
             graph_faults: VecDeque::new(),
             rate_window_start: 0,
             rate_window_calls: 0,
+            dir: Directory::seeded(&crate::types::workspace_arm_id()),
+            arm_calls: Vec::new(),
+            graph_calls: Vec::new(),
+            renamed_fields: Vec::new(),
+            cloud_instance_name: "microsoftonline.com".into(),
+            clock_offset_secs: 0,
+        }
+    }
+
+    /// Rename the fields of a cmdlet's rows as configured (a changed Exchange).
+    pub fn rename_fields(&self, cmdlet: &str, rows: &mut [serde_json::Value]) {
+        let cmdlet = cmdlet.to_ascii_lowercase();
+        for (c, from, to) in &self.renamed_fields {
+            if *c != cmdlet {
+                continue;
+            }
+            for row in rows.iter_mut() {
+                if let Some(o) = row.as_object_mut()
+                    && let Some(v) = o.remove(from.as_str())
+                {
+                    o.insert(to.clone(), v);
+                }
+            }
         }
     }
 

@@ -1060,3 +1060,331 @@ async fn unknown_route_is_json_404() {
         )
     );
 }
+
+async fn get_json(url: String, tok: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    let r = client().get(url).bearer_auth(tok).send().await.unwrap();
+    let s = r.status().as_u16();
+    let h = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        s,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        h,
+    )
+}
+
+#[tokio::test]
+async fn directory_reads_and_token_roles_follow_the_assignments() {
+    let sim = sim().await;
+    let base = sim.http_url();
+    let app_id = sim.register_api(
+        "api://wipehook-demo",
+        &["Containment.Run", "Containment.Approve"],
+    );
+    let mi = "0d5f3b1a-7c2e-4e9a-8b6d-1f2e3d4c5b6a";
+    sim.add_caller(
+        mi,
+        "Wipehook-Contain-Incident",
+        PrincipalKind::ManagedIdentity,
+        Some("Containment.Run"),
+    );
+    let graph = token(&sim, "https://graph.microsoft.com/.default").await;
+    let c = claims_of(&graph);
+    assert_eq!(
+        c["roles"],
+        json!([
+            "User.Read.All",
+            "Application.Read.All",
+            "SecurityIncident.ReadWrite.All"
+        ])
+    );
+
+    // The app registration by App ID URI, and by app id.
+    let (s, v, _) = get_json(
+        format!(
+            "{base}/v1.0/applications?$filter=identifierUris/any(x:x eq 'api://wipehook-demo')"
+        ),
+        &graph,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["value"][0]["appId"], app_id.as_str());
+    assert_eq!(v["value"][0]["appRoles"][0]["value"], "Containment.Run");
+    assert_eq!(
+        v["value"][0]["appRoles"][0]["allowedMemberTypes"],
+        json!(["Application"])
+    );
+    assert!(v["value"][0]["api"]["requestedAccessTokenVersion"].is_null());
+    let (s, v, _) = get_json(
+        format!("{base}/v1.0/applications?$filter=identifierUris/any(x:x eq 'api://other')"),
+        &graph,
+    )
+    .await;
+    assert_eq!((s, v["value"].as_array().unwrap().len()), (200, 0));
+    let (s, v, _) = get_json(
+        format!("{base}/v1.0/servicePrincipals(appId='{app_id}')"),
+        &graph,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let api_sp = v["id"].as_str().unwrap().to_string();
+    // Who holds roles on it, and what the caller is.
+    let (s, v, _) = get_json(
+        format!("{base}/v1.0/servicePrincipals/{api_sp}/appRoleAssignedTo"),
+        &graph,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"][0]["principalId"], mi);
+    assert_eq!(v["value"][0]["resourceId"], api_sp.as_str());
+    let (s, v, _) = get_json(format!("{base}/v1.0/servicePrincipals/{mi}"), &graph).await;
+    assert_eq!(
+        (s, v["servicePrincipalType"].as_str()),
+        (200, Some("ManagedIdentity"))
+    );
+    let (s, v, _) = get_json(
+        format!("{base}/v1.0/servicePrincipals/99999999-0000-4000-8000-000000000009"),
+        &graph,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("Request_ResourceNotFound"))
+    );
+
+    // Without Application.Read.All: 403; the tokens follow the assignments.
+    sim.revoke_app_role("Application.Read.All");
+    sim.revoke_app_role("Exchange.ManageAsApp");
+    let graph = token(&sim, "https://graph.microsoft.com/.default").await;
+    assert_eq!(
+        claims_of(&graph)["roles"],
+        json!(["User.Read.All", "SecurityIncident.ReadWrite.All"])
+    );
+    let (s, v, _) = get_json(format!("{base}/v1.0/servicePrincipals/{mi}"), &graph).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("Authorization_RequestDenied"))
+    );
+    let exo_tok = exo_token(&sim).await;
+    assert!(claims_of(&exo_tok).get("roles").is_none());
+    let (s, _) = exo(
+        &sim,
+        &exo_tok,
+        &cmd("Get-MobileDevice", json!({"Mailbox": VICTIM})),
+    )
+    .await;
+    assert_eq!(s, 403, "no Exchange.ManageAsApp: 403");
+    assert!(sim.graph_calls().iter().all(|c| c.method == "GET"));
+    assert_eq!(sim.graph_calls().len(), 7);
+}
+
+#[tokio::test]
+async fn azure_rbac_is_listed_and_enforced() {
+    let sim = sim().await;
+    let base = sim.http_url();
+    let ws = sim.workspace_arm_id();
+    let tok = token(&sim, "https://management.azure.com/.default").await;
+    let oid = claims_of(&tok)["oid"].as_str().unwrap().to_string();
+    let (s, v, _) = get_json(
+        format!("{base}{ws}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&$filter=principalId eq '{oid}'"),
+        &tok,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["value"][0]["properties"]["roleDefinitionId"]
+            .as_str()
+            .unwrap()
+            .ends_with("/3e150937-b8fe-4cfb-8069-0eaf05ecd056")
+    );
+    assert_eq!(v["value"][0]["properties"]["scope"], ws.as_str());
+    let (s, v, _) = get_json(format!("{base}{ws}/providers/Microsoft.SecurityInsights/onboardingStates/default?api-version=2025-09-01"), &tok).await;
+    assert_eq!((s, v["name"].as_str()), (200, Some("default")));
+    sim.add_incident("inc-list", json!([]));
+    let (s, v, _) = get_json(format!("{base}{ws}/providers/Microsoft.SecurityInsights/incidents?api-version=2025-09-01&$top=1"), &tok).await;
+    assert_eq!((s, v["value"][0]["name"].as_str()), (200, Some("inc-list")));
+    // Another workspace does not resolve.
+    let other = ws.replace("soc-ws", "other-ws");
+    let (s, v, _) = get_json(
+        format!(
+            "{base}{other}/providers/Microsoft.SecurityInsights/incidents?api-version=2025-09-01"
+        ),
+        &tok,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("ResourceNotFound"))
+    );
+    // Reader reads but cannot comment; without any role nothing.
+    sim.revoke_azure_role("Microsoft Sentinel Responder");
+    sim.grant_azure_role("Microsoft Sentinel Reader", &ws);
+    let put = |tok: String| {
+        let url = format!(
+            "{base}{}/comments/c1?api-version=2025-09-01",
+            sim.incident_arm_id("inc-list")
+        );
+        async move {
+            client()
+                .put(url)
+                .bearer_auth(tok)
+                .json(&json!({"properties": {"message": "x"}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(put(tok.clone()).await, 403);
+    sim.revoke_azure_role("Microsoft Sentinel Reader");
+    let (s, v, _) = get_json(
+        format!("{base}{ws}/providers/Microsoft.SecurityInsights/incidents?api-version=2025-09-01"),
+        &tok,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("AuthorizationFailed"))
+    );
+    assert_eq!(sim.comment_puts(), 0);
+    let calls = sim.arm_calls();
+    assert_eq!(calls.len(), 6);
+    assert_eq!(calls.iter().filter(|c| c.method == "PUT").count(), 1);
+}
+
+#[tokio::test]
+async fn exchange_rbac_reads_enforcement_and_renamed_fields() {
+    let sim = sim().await;
+    sim.add_device(VICTIM, DeviceSpec::iphone());
+    let tok = exo_token(&sim).await;
+    let oid = claims_of(&tok)["oid"].as_str().unwrap().to_string();
+    let (s, v) = exo(
+        &sim,
+        &tok,
+        &cmd("Get-ManagementRoleAssignment", json!({"RoleAssignee": oid})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let roles: Vec<&str> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["Role"].as_str())
+        .collect();
+    assert!(roles.contains(&"wipehook Mobile Wipe"), "{v}");
+    let (s, v) = exo(
+        &sim,
+        &tok,
+        &cmd(
+            "Get-ManagementRoleEntry",
+            json!({"Identity": "wipehook Mobile Wipe\\Clear-MobileDevice"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["value"][0]["Name"], "Clear-MobileDevice");
+    assert!(
+        v["value"][0]["Parameters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("AccountOnly"))
+    );
+    let (s, v) = exo(
+        &sim,
+        &tok,
+        &cmd(
+            "Get-ManagementRoleEntry",
+            json!({"Identity": "wipehook Mobile Wipe\\*"}),
+        ),
+    )
+    .await;
+    assert_eq!((s, v["value"].as_array().unwrap().len()), (200, 3));
+
+    // A cmdlet taken out of the role is no longer run.
+    sim.remove_exchange_role_entry("Clear-MobileDevice");
+    let (s, v) = exo(
+        &sim,
+        &tok,
+        &cmd(
+            "Get-ManagementRoleEntry",
+            json!({"Identity": "wipehook Mobile Wipe\\Clear-MobileDevice"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let guid = sim.add_device(VICTIM, DeviceSpec::iphone());
+    let (s, v) = exo(
+        &sim,
+        &tok,
+        &cmd(
+            "Clear-MobileDevice",
+            json!({"Identity": guid, "AccountOnly": true, "Confirm": false}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(detail(&v).contains("CommandNotFoundException"), "{v}");
+    sim.remove_exchange_rbac_read();
+    let (s, _) = exo(
+        &sim,
+        &tok,
+        &cmd(
+            "Get-ManagementRoleEntry",
+            json!({"Identity": "*\\Clear-MobileDevice"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // A renamed field, and restored.
+    sim.rename_exchange_field("Get-MobileDevice", "ClientType", "ClientKind");
+    let (_, v) = exo(
+        &sim,
+        &tok,
+        &cmd("Get-MobileDevice", json!({"Mailbox": VICTIM})),
+    )
+    .await;
+    assert!(
+        v["value"][0].get("ClientType").is_none() && v["value"][0]["ClientKind"] == "EAS",
+        "{v}"
+    );
+    sim.restore_exchange_fields();
+    let (_, v) = exo(
+        &sim,
+        &tok,
+        &cmd("Get-MobileDevice", json!({"Mailbox": VICTIM})),
+    )
+    .await;
+    assert_eq!(v["value"][0]["ClientType"], "EAS");
+    assert_eq!(sim.device(&guid).unwrap().wipe_request_count, 0);
+}
+
+#[tokio::test]
+async fn the_tenants_cloud_and_clock_are_in_the_openid_answer() {
+    let sim = sim().await;
+    let url = format!(
+        "{}/{}/.well-known/openid-configuration",
+        sim.http_url(),
+        sim.tenant_id()
+    );
+    let (_, v, h) = get_json(url.clone(), "").await;
+    assert_eq!(v["cloud_instance_name"], "microsoftonline.com");
+    assert!(h.contains_key("date"));
+    sim.set_cloud_instance_name("microsoftonline.us");
+    sim.set_clock_offset(-600);
+    let (_, v, h) = get_json(url, "").await;
+    assert_eq!(v["cloud_instance_name"], "microsoftonline.us");
+    let date = h["date"].to_str().unwrap().to_string();
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(&date, &fmt)
+        .unwrap()
+        .assume_utc();
+    let behind = time::OffsetDateTime::now_utc() - at;
+    assert!(
+        behind.whole_seconds() >= 590 && behind.whole_seconds() <= 610,
+        "{date}"
+    );
+}

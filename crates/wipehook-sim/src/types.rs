@@ -12,6 +12,13 @@ pub const SUBSCRIPTION_ID: &str = "0b9f8e7d-6c5b-4a39-8271-605f4e3d2c1b";
 /// Client id the App Service managed identity endpoint uses when the request has no `client_id`.
 pub const DEFAULT_MANAGED_IDENTITY_CLIENT_ID: &str = "9d8c7b6a-5f4e-4d3c-8b2a-190f8e7d6c5b";
 
+/// The ARM id of the simulated Sentinel workspace.
+pub(crate) fn workspace_arm_id() -> String {
+    format!(
+        "/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/soc-ws"
+    )
+}
+
 /// Options for [`SimTenant::start`].
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -209,4 +216,25 @@ pub struct TokenRequest {
     pub scope_or_resource: String,
     /// "client_credentials" | "managed_identity"
     pub kind: String,
+}
+
+/// One ARM or Graph request as the sim received it.
+#[derive(Clone, Debug)]
+pub struct HttpCall {
+    /// "GET", "POST", "PUT", ...
+    pub method: String,
+    pub path: String,
+    /// The query string as sent ("" when none).
+    pub query: String,
+    /// HTTP status the sim answered with.
+    pub status: u16,
+}
+
+/// What kind of service principal a caller is in the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A managed identity (a Logic App's system-assigned identity).
+    ManagedIdentity,
+    /// An app registration's service principal.
+    Application,
 }

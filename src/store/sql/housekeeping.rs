@@ -67,3 +67,17 @@ pub async fn stats(c: &mut Conn) -> Result<StoreStats> {
         .try_get("n")?;
     Ok(s)
 }
+
+/// Take the write path and roll it back: an insert into `schema_version` of a
+/// version no migration has (-1), never committed. Measures the write lock
+/// (SQLite) or the round trips (PostgreSQL), not a commit's flush.
+pub async fn write_probe(c: &mut Conn) -> Result<()> {
+    let mut tx = c.begin().await?;
+    sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)")
+        .bind(-1i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(())
+}
