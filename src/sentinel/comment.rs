@@ -381,7 +381,8 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> St
         h.push_str("</ul>");
     }
     // The undo path, in every enforce comment while there is something to undo.
-    if r.mode == Mode::Enforce && r.cancelled.is_none() && r.summary.wipes_requested > 0 {
+    let undoable = r.users.iter().flat_map(|u| &u.devices).any(waiting_for);
+    if r.mode == Mode::Enforce && r.cancelled.is_none() && undoable {
         let _ = write!(
             h,
             "<p>Undo: run the playbook <i>{}</i> on this incident; it cancels the wipes phones have not received yet.</p>",

@@ -261,6 +261,11 @@ async fn requested_then_acknowledged_is_contained_only_after_the_phone_says_so()
         first_line(&notes[1]),
         "<p><b>CONTAINED: every phone of 1 user acknowledged the account-only wipe."
     );
+    assert!(
+        !notes[1].contains("Undo:"),
+        "nothing left to undo: {}",
+        notes[1]
+    );
     let r = app.run(r["run_id"].as_str().unwrap()).await;
     assert_eq!(r["outcome"], "contained");
     assert_eq!(r["users"][0]["outcome"], "contained");
