@@ -4,7 +4,7 @@
 //! authority; keys are cached and refetched on an unknown `kid` at most once
 //! a minute per tenant. When keys cannot be had, calls are refused.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,8 @@ struct Cache {
 pub struct InboundAuth {
     http: reqwest::Client,
     authority: String,
-    tenants: HashSet<String>,
+    /// Each configured tenant and the object ids that may call for it.
+    tenants: HashMap<String, Vec<String>>,
     settings: InboundSettings,
     cache: Arc<Mutex<Cache>>,
     fetch_lock: Mutex<()>,
@@ -120,13 +121,16 @@ impl InboundAuth {
     pub fn new(
         http: reqwest::Client,
         authority: &str,
-        tenants: &[TenantId],
+        tenants: &[(TenantId, Vec<String>)],
         settings: &InboundSettings,
     ) -> InboundAuth {
         InboundAuth {
             http,
             authority: authority.trim_end_matches('/').to_string(),
-            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            tenants: tenants
+                .iter()
+                .map(|(t, callers)| (t.to_string(), callers.clone()))
+                .collect(),
             settings: settings.clone(),
             cache: Arc::default(),
             fetch_lock: Mutex::new(()),
@@ -136,12 +140,12 @@ impl InboundAuth {
 
     /// Verify an `Authorization` header value.
     pub async fn verify(&self, header: Option<&str>, need: Need) -> Result<Caller, AuthError> {
+        // The scheme is case-insensitive (RFC 9110, 11.1).
         let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .map(str::trim_start)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         let head = decode_header(token)
@@ -164,7 +168,7 @@ impl InboundAuth {
             .as_deref()
             .and_then(|t| TenantId::parse(t).ok())
             .ok_or_else(|| AuthError::Invalid("token has no valid tid".into()))?;
-        if !self.tenants.contains(tid.as_str()) {
+        if !self.tenants.contains_key(tid.as_str()) {
             return Err(AuthError::Invalid(format!(
                 "tenant {tid} is not configured"
             )));
@@ -184,14 +188,15 @@ impl InboundAuth {
             .oid
             .ok_or_else(|| AuthError::Invalid("token has no oid".into()))?
             .to_ascii_lowercase();
+        // A caller is allowed for its own tenant only: the tenant that issued
+        // the token (tid, checked against the signed issuer above).
         if !self
-            .settings
-            .allowed_callers
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(&oid))
+            .tenants
+            .get(tid.as_str())
+            .is_some_and(|callers| callers.iter().any(|a| a.eq_ignore_ascii_case(&oid)))
         {
             return Err(AuthError::Invalid(format!(
-                "caller oid {oid} is not in inbound.allowed_callers"
+                "caller oid {oid} is not an allowed caller of tenant {tid} (tenants[].allowed_callers, or inbound.allowed_callers with one tenant)"
             )));
         }
         let run_role = self.settings.required_role.as_ref();
@@ -369,7 +374,7 @@ impl InboundAuth {
 
     /// For readiness: are keys cached for every tenant (fetching if not)?
     pub async fn warm(&self) -> Result<(), String> {
-        for t in &self.tenants {
+        for t in self.tenants.keys() {
             let tid = TenantId::parse(t)?;
             let have = self.cache.lock().await.tenants.contains_key(t);
             if !have {

@@ -118,6 +118,7 @@ fn bench_settings(h: &Harness, args: &BenchArgs) -> Settings {
     s.policy.verify_interval = Duration::from_secs(3600);
     s.policy.max_targets_per_run = 1000;
     s.policy.max_wipes_per_hour = 1_000_000;
+    s.guard.max_wipes_per_hour = 1_000_000;
     s.worker.exchange_max_concurrency = 32;
     // The canary's reads are not part of any figure.
     s.doctor.canary_interval = Duration::ZERO;

@@ -80,6 +80,7 @@ impl Harness {
             policy: Default::default(),
             defender_mirror: false,
             canary_upn: None,
+            allowed_callers: vec![],
         }];
         s.policy.allowed_domains = vec!["contoso.com".into()];
         s.policy.protected_upns = vec!["breakglass@contoso.com".into()];

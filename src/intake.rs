@@ -343,6 +343,7 @@ pub async fn accept(
         severity: trigger.severity,
         trigger: trigger.kind,
         caller: caller.display(),
+        caller_oid: caller.oid.clone(),
         mode,
         force: opts.force,
         status,

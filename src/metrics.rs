@@ -47,6 +47,8 @@ struct Inner {
     intake_rejections: Family<Labels, Counter>,
     records: Family<Labels, Counter>,
     canary_ok: Family<Labels, Gauge>,
+    guard_held: Family<Labels, Counter>,
+    kill_switch: Gauge,
     canary_last_success: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -138,9 +140,23 @@ impl Metrics {
             "Unix time of the canary check's last success",
             canary_last_success.clone(),
         );
+        let guard_held = Family::<Labels, Counter>::default();
+        r.register(
+            "guard_held",
+            "Users held before a send by the guard, by cause: tenant (policy.max_wipes_per_hour), service (guard.max_wipes_per_hour), kill_switch",
+            guard_held.clone(),
+        );
+        let kill_switch = Gauge::default();
+        r.register(
+            "kill_switch_engaged",
+            "1 while the kill switch is engaged (stored or guard.kill_switch): no wipe is sent",
+            kill_switch.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 canary_ok,
+                guard_held,
+                kill_switch,
                 canary_last_success,
                 registry: r,
                 runs_accepted,
@@ -175,6 +191,15 @@ impl Metrics {
     }
     pub fn delivery_deduplicated(&self) {
         self.inner.deliveries_deduplicated.inc();
+    }
+    pub fn guard_held(&self, cause: &str) {
+        self.inner
+            .guard_held
+            .get_or_create(&Self::l(&[("cause", cause)]))
+            .inc();
+    }
+    pub fn set_kill_switch(&self, engaged: bool) {
+        self.inner.kill_switch.set(engaged as i64);
     }
     pub fn device_outcome(&self, outcome: &str) {
         self.inner

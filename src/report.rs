@@ -30,6 +30,8 @@ pub struct RunReport {
     pub created_at: String,
     pub finished_at: Option<String>,
     pub approved: Option<Actor>,
+    /// Every approval recorded so far (a large run needs two distinct approvers).
+    pub approvals: Vec<Actor>,
     pub cancelled: Option<Actor>,
     /// Held: when the hold expires unapproved.
     pub hold_expires_at: Option<String>,
@@ -236,7 +238,18 @@ pub async fn load(store: &Store, run_id: &RunId) -> Result<Option<RunReport>> {
             ));
         }
     }
-    Ok(Some(build(run, targets, devices, unresolved, errors)))
+    let approvals = store
+        .approvals(run_id)
+        .await?
+        .into_iter()
+        .map(|a| Actor {
+            by: a.approver,
+            at: rfc3339(a.at),
+        })
+        .collect();
+    let mut report = build(run, targets, devices, unresolved, errors);
+    report.approvals = approvals;
+    Ok(Some(report))
 }
 
 fn build(
@@ -323,6 +336,7 @@ fn build(
             by: a.by,
             at: rfc3339(a.at),
         }),
+        approvals: vec![],
         cancelled: run.cancelled.map(|a| Actor {
             by: a.by,
             at: rfc3339(a.at),

@@ -39,6 +39,7 @@ impl Application {
         let stop = Arc::new(Notify::new());
         let worker = tokio::spawn(crate::worker::run(worker_state.clone(), stop.clone()));
         tokio::spawn(crate::worker::prune_loop(worker_state.shared.clone()));
+        tokio::spawn(crate::worker::brake_loop(worker_state.shared.clone()));
         tokio::spawn(crate::doctor::canary::run(
             worker_state.clone(),
             stop.clone(),

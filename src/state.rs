@@ -38,6 +38,9 @@ pub struct Shared {
     pub instance: String,
     /// The canary's latest results (written by the worker side, read by readiness).
     pub canary: crate::doctor::canary::CanaryBoard,
+    /// The kill switch as this process last saw it (the Exchange client
+    /// checks it before every wipe).
+    pub brake: crate::upstream::Brake,
     shutting_down: AtomicBool,
 }
 
@@ -69,6 +72,8 @@ pub struct ApiState {
     /// One credential per tenant: readiness asks each for a token.
     tokens: Vec<(TenantId, Arc<TokenProvider>)>,
     ready_cache: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Turns for reading a body larger than 64 KiB (`server.max_large_bodies`).
+    pub large_bodies: tokio::sync::Semaphore,
 }
 
 impl Deref for ApiState {
@@ -169,7 +174,10 @@ pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> 
         );
         tenants.insert(t.id.clone(), t);
     }
-    let ids: Vec<TenantId> = tenants.keys().cloned().collect();
+    let ids: Vec<(TenantId, Vec<String>)> = tenants
+        .values()
+        .map(|t| (t.id.clone(), t.allowed_callers.clone()))
+        .collect();
     let auth = InboundAuth::new(
         http.entra.clone(),
         &cloud.authority_host,
@@ -177,6 +185,15 @@ pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> 
         &settings.inbound,
     );
     let w = &settings.worker;
+    let brake = crate::upstream::Brake::default();
+    brake.set(settings.guard.kill_switch || store.kill_switch().await?.engaged);
+    if settings.guard.kill_switch {
+        tracing::warn!(
+            kill_switch = true,
+            by = "the configuration (guard.kill_switch = true)",
+            "kill switch engaged by the configuration: no wipe is sent"
+        );
+    }
     let exchange = ExchangeClient::new(
         http.exchange.clone(),
         &cloud.exchange_url,
@@ -184,7 +201,8 @@ pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> 
         w.exchange_max_concurrency,
         w.backoff_scale,
         metrics.clone(),
-    );
+    )
+    .with_brake(brake.clone());
     let arm = ArmClient::new(
         http.arm.clone(),
         &cloud.arm_url,
@@ -200,6 +218,7 @@ pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> 
         wake: Notify::new(),
         instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
         canary: Default::default(),
+        brake,
         shutting_down: AtomicBool::new(false),
     });
     let api = Arc::new(ApiState {
@@ -208,6 +227,7 @@ pub async fn build(config: Config) -> Result<(Arc<ApiState>, Arc<WorkerState>)> 
         exchange_limits: exchange.limits(),
         tokens,
         ready_cache: Mutex::new(None),
+        large_bodies: tokio::sync::Semaphore::new(shared.settings.server.max_large_bodies.max(1)),
     });
     let worker = Arc::new(WorkerState {
         shared,

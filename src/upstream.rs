@@ -2,6 +2,7 @@
 //! tells the worker whether to retry, and backoff arithmetic.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -62,6 +63,23 @@ pub enum Lookup<T> {
     Missing(String),
     /// 401/403: the upstream's message.
     Denied(String),
+}
+
+/// The kill switch as this process last saw it, shared by the worker's
+/// Exchange client (which checks it after a call's limiter slot is granted,
+/// just before a wipe goes on the wire) and whoever learns of a change: the
+/// call that throws it here, and the worker's poll of the store (every
+/// `worker.idle_poll`) for the other replicas' throws.
+#[derive(Clone, Debug, Default)]
+pub struct Brake(Arc<std::sync::atomic::AtomicBool>);
+
+impl Brake {
+    pub fn engaged(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn set(&self, engaged: bool) {
+        self.0.store(engaged, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The clients of one process: one pool per upstream, so a slow ARM does not

@@ -47,6 +47,30 @@ pub struct Settings {
     pub record: RecordSettings,
     #[serde(default)]
     pub doctor: DoctorSettings,
+    #[serde(default)]
+    pub guard: GuardSettings,
+}
+
+/// The service-wide brakes on destructive steps.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    /// `true` stops every wipe of every tenant, on every replica that reads
+    /// this file, whatever the stored switch says (lifting it means changing
+    /// the file); the authenticated call `POST /api/v1/kill-switch` engages
+    /// and lifts the stored one.
+    pub kill_switch: bool,
+    /// Wipe requests per rolling hour for the whole service, every tenant
+    /// together (each tenant also has `policy.max_wipes_per_hour`).
+    pub max_wipes_per_hour: usize,
+}
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            kill_switch: false,
+            max_wipes_per_hour: 200,
+        }
+    }
 }
 
 /// The record on the incident.
@@ -104,6 +128,15 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// `Retry-After` sent with 202 answers (Logic Apps polls this often).
     pub poll_after_secs: u64,
+    /// A request body not received in full within this time is refused
+    /// (408): a caller trickling bytes holds no connection for long.
+    #[serde(with = "dur")]
+    pub body_read_timeout: Duration,
+    /// Bodies larger than 64 KiB read at once, service-wide (each up to
+    /// `body_limit_bytes`); more wait for a turn, and the wait counts
+    /// against `body_read_timeout`. Bounds the memory a burst of large
+    /// bodies can take.
+    pub max_large_bodies: usize,
 }
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -113,6 +146,8 @@ impl Default for ServerSettings {
             body_limit_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
             poll_after_secs: 5,
+            body_read_timeout: Duration::from_secs(10),
+            max_large_bodies: 4,
         }
     }
 }
@@ -243,6 +278,11 @@ pub struct TenantSettings {
     /// This tenant's canary mailbox (overrides `doctor.canary_upn`).
     #[serde(default)]
     pub canary_upn: Option<String>,
+    /// Object ids of the callers (playbook managed identities, approvers)
+    /// whose tokens, issued in this tenant, may act on this tenant's
+    /// workspaces. With one tenant, `inbound.allowed_callers` may stand in.
+    #[serde(default)]
+    pub allowed_callers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -272,7 +312,12 @@ pub struct PolicySettings {
     pub allowed_domains: Vec<String>,
     pub min_severity: Option<Severity>,
     pub max_targets_per_run: usize,
+    /// Wipe requests per rolling hour for this tenant; beyond it users are
+    /// held for approval (reserved atomically: never overshot).
     pub max_wipes_per_hour: usize,
+    /// A run with more users than this needs two distinct approvers
+    /// (default: `max_targets_per_run` x 5).
+    pub two_person_above: Option<usize>,
     pub client_types: Vec<String>,
     #[serde(with = "dur")]
     pub hold_expiry: Duration,
@@ -310,6 +355,7 @@ impl Default for PolicySettings {
             min_severity: None,
             max_targets_per_run: 10,
             max_wipes_per_hour: 50,
+            two_person_above: None,
             client_types: vec!["EAS".into(), "Outlook".into(), "REST".into()],
             hold_expiry: Duration::from_secs(24 * 3600),
             verify_deadline: Duration::from_secs(24 * 3600),
@@ -330,6 +376,8 @@ pub struct PolicyOverrides {
     pub allowed_domains: Option<Vec<String>>,
     pub min_severity: Option<Severity>,
     pub max_targets_per_run: Option<usize>,
+    pub max_wipes_per_hour: Option<usize>,
+    pub two_person_above: Option<usize>,
     pub client_types: Option<Vec<String>>,
     #[serde(default, with = "opt_dur")]
     pub hold_expiry: Option<Duration>,
@@ -339,6 +387,12 @@ pub struct PolicyOverrides {
 }
 
 impl PolicySettings {
+    /// Users above which a run needs two distinct approvers.
+    pub fn two_person_threshold(&self) -> usize {
+        self.two_person_above
+            .unwrap_or(self.max_targets_per_run.saturating_mul(5))
+    }
+
     pub fn with_overrides(&self, o: &PolicyOverrides) -> PolicySettings {
         let mut p = self.clone();
         if let Some(v) = o.mode {
@@ -358,6 +412,12 @@ impl PolicySettings {
         }
         if let Some(v) = o.max_targets_per_run {
             p.max_targets_per_run = v;
+        }
+        if let Some(v) = o.max_wipes_per_hour {
+            p.max_wipes_per_hour = v;
+        }
+        if o.two_person_above.is_some() {
+            p.two_person_above = o.two_person_above;
         }
         if let Some(v) = &o.client_types {
             p.client_types = v.clone();
@@ -414,6 +474,9 @@ pub struct Tenant {
     pub defender_mirror: bool,
     /// The mailbox the doctor and the canary read (`canary_upn`).
     pub canary: Option<Upn>,
+    /// Object ids (lower case) that may call for this tenant, with a token
+    /// issued in it.
+    pub allowed_callers: Vec<String>,
 }
 
 /// Validated settings, with what the service needs parsed, once.
@@ -502,6 +565,32 @@ impl Settings {
                 .or(self.doctor.canary_upn.as_ref())
                 .map(|u| Upn::parse(u).map_err(|e| format!("canary_upn: {e}")))
                 .transpose()?;
+            // A caller belongs to one tenant: the global list only binds when
+            // there is exactly one.
+            if !self.inbound.allowed_callers.is_empty() && self.tenants.len() > 1 {
+                return Err(
+                    "inbound.allowed_callers names callers without their tenant: with several tenants, \
+                     list each tenant's callers in its [[tenants]] block as allowed_callers"
+                        .into(),
+                );
+            }
+            let callers = if t.allowed_callers.is_empty() {
+                &self.inbound.allowed_callers
+            } else {
+                &t.allowed_callers
+            };
+            let allowed_callers = callers
+                .iter()
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect();
+            for w in &workspaces {
+                if out.iter().any(|o: &Tenant| o.workspaces.contains(w)) {
+                    return Err(format!(
+                        "workspace {} is listed under two tenants: a workspace belongs to one tenant",
+                        w.arm_id()
+                    ));
+                }
+            }
             out.push(Tenant {
                 id,
                 workspaces,
@@ -509,6 +598,7 @@ impl Settings {
                 policy,
                 defender_mirror: t.defender_mirror,
                 canary,
+                allowed_callers,
             });
         }
         Ok(out)

@@ -319,16 +319,16 @@ pub async fn callers(
         .tenant(&tenant.id)
         .subject(oid.to_string())
     };
-    if inbound.allowed_callers.is_empty() {
-        checks.push(base("(none)").checked("inbound.allowed_callers").fail(
-            "inbound.allowed_callers is empty: every playbook call is refused",
+    if tenant.allowed_callers.is_empty() {
+        checks.push(base("(none)").checked("tenants[].allowed_callers").fail(
+            "no allowed caller for this tenant (tenants[].allowed_callers, or inbound.allowed_callers with one tenant): every playbook call is refused",
             "list the object ids of the playbooks' managed identities (template output \
              PlaybookPrincipalId; docs/setup.md, step 2 and 6.1)",
         ));
         return;
     }
     let Some(tokens) = tokens else {
-        for oid in &inbound.allowed_callers {
+        for oid in &tenant.allowed_callers {
             checks.push(
                 base(oid)
                     .checked("Graph servicePrincipals")
@@ -341,9 +341,9 @@ pub async fn callers(
         Some(sp) => Some(clients.graph.role_grants_on(tokens, &sp).await),
         None => None,
     };
-    for oid in &inbound.allowed_callers {
+    for oid in &tenant.allowed_callers {
         let Ok(id) = uuid::Uuid::parse_str(oid) else {
-            checks.push(base(oid).checked("inbound.allowed_callers").fail(
+            checks.push(base(oid).checked("tenants[].allowed_callers").fail(
                 format!("'{oid}' is not an object id"),
                 "use the managed identity's object (principal) id, a GUID",
             ));

@@ -55,7 +55,11 @@ impl Clients {
         let http = HttpClients::new(cloud.extra_ca_file.as_deref())?;
         let metrics = Metrics::new();
         let w = &config.settings.worker;
-        let ids: Vec<TenantId> = config.tenants.iter().map(|t| t.id.clone()).collect();
+        let ids: Vec<(TenantId, Vec<String>)> = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.allowed_callers.clone()))
+            .collect();
         Ok(Clients {
             exchange: ExchangeClient::new(
                 http.exchange.clone(),

@@ -237,13 +237,40 @@ impl WorkspaceRef {
             self.subscription, self.resource_group, self.workspace
         )
     }
+    /// The id as the path of an upstream URL: each segment percent-encoded.
+    pub fn url_path(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.OperationalInsights/workspaces/{}",
+            encode_segment(&self.subscription),
+            encode_segment(&self.resource_group),
+            encode_segment(&self.workspace)
+        )
+    }
 }
 
+/// A path segment of an ARM id: the characters ARM names use, and never a
+/// dot segment (`.`, `..`: a URL built from it would land on another path).
 fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
+        && !s.chars().all(|c| c == '.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+}
+
+/// A path segment percent-encoded for a URL (everything but RFC 3986's
+/// unreserved characters), so a name is always one segment of the path.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// A Sentinel incident, by its ARM resource id.
@@ -272,12 +299,20 @@ impl IncidentRef {
             name: name.to_string(),
         })
     }
-    /// The canonical ARM id (used as the path of ARM calls and as the store key).
+    /// The canonical ARM id (the store key, and what the record names).
     pub fn arm_id(&self) -> String {
         format!(
             "{}/providers/Microsoft.SecurityInsights/Incidents/{}",
             self.workspace.arm_id(),
             self.name
+        )
+    }
+    /// The id as the path of an ARM call: each segment percent-encoded.
+    pub fn url_path(&self) -> String {
+        format!(
+            "{}/providers/Microsoft.SecurityInsights/Incidents/{}",
+            self.workspace.url_path(),
+            encode_segment(&self.name)
         )
     }
 }

@@ -17,7 +17,7 @@ pub use ids::{
 pub use job::Job;
 pub use person::{Claims, DirectoryUser};
 pub use state::{
-    DeviceOutcome, Mode, RecordState, RunOutcome, RunStatus, Severity, SkipCause, TargetState,
-    TaskKind, TaskState, TriggerKind, UserOutcome, Verification, WipeState,
+    AuditAction, BudgetState, DeviceOutcome, Mode, RecordState, RunOutcome, RunStatus, Severity,
+    SkipCause, TargetState, TaskKind, TaskState, TriggerKind, UserOutcome, Verification, WipeState,
 };
 pub use target::{Found, NewTarget, TriggerScope};

@@ -70,6 +70,30 @@ impl RunStatus {
 }
 
 text_enum! {
+    /// One device's place in the destructive budget: `reserved` (counted,
+    /// the wipe about to be sent) -> `used` (Exchange accepted it), or
+    /// `released` (not sent: refused for good, given up, cancelled first).
+    pub enum BudgetState {
+        Reserved = "reserved",
+        Used = "used",
+        Released = "released",
+    }
+}
+
+text_enum! {
+    /// What the audit trail records: who approved, who was refused, who threw
+    /// or lifted the kill switch, who cancelled.
+    pub enum AuditAction {
+        Approved = "approved",
+        ApprovalRecorded = "approval_recorded",
+        ApprovalRefused = "approval_refused",
+        Cancelled = "cancelled",
+        KillSwitchEngaged = "kill_switch_engaged",
+        KillSwitchLifted = "kill_switch_lifted",
+    }
+}
+
+text_enum! {
     /// Where one user of a run is.
     pub enum TargetState {
         /// Waiting for its contain task.
@@ -325,6 +349,8 @@ mod tests {
         check(DeviceOutcome::ALL);
         check(Verification::ALL);
         check(WipeState::ALL);
+        check(BudgetState::ALL);
+        check(AuditAction::ALL);
         check(TaskKind::ALL);
         check(TaskState::ALL);
         check(Mode::ALL);

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::{ClientType, DeviceGuid, EasVersion, MobileDevice, TenantId, Upn};
 use crate::identity::{Resource, TokenProvider};
 use crate::metrics::Metrics;
-use crate::upstream::{CallError, Lookup, backoff, retry_after};
+use crate::upstream::{Brake, CallError, Lookup, backoff, retry_after};
 use limiter::Limiter;
 
 /// The cmdlets wipehook sends. Private fields: built only by the methods of
@@ -364,6 +364,7 @@ pub struct ExchangeClient {
     max: usize,
     backoff_scale: f64,
     metrics: Metrics,
+    brake: Brake,
 }
 
 const CONCURRENCY_MESSAGE: &str = "maximum number of concurrent requests per tenant";
@@ -397,7 +398,15 @@ impl ExchangeClient {
             max,
             backoff_scale,
             metrics,
+            brake: Brake::default(),
         }
+    }
+
+    /// Stop every wipe while `brake` is engaged (the kill switch): checked
+    /// after the call's limiter slot is granted, before each attempt.
+    pub fn with_brake(mut self, brake: Brake) -> ExchangeClient {
+        self.brake = brake;
+        self
     }
 
     /// A read-only view of every tenant's current concurrency limit (for
@@ -708,6 +717,14 @@ impl ExchangeClient {
         let (mut throttles, mut others, mut unauthorized) = (0u32, 0u32, 0u32);
         loop {
             let permit = limiter.acquire().await;
+            if matches!(cmd, Command::ClearAccountOnly { .. }) && self.brake.engaged() {
+                drop(permit);
+                // Transient: the task runs again, and its guard then holds
+                // the user (nothing reserved, nothing sent).
+                return Err(CallError::transient(
+                    "kill switch engaged: the wipe was not sent",
+                ));
+            }
             let token = tokens.token(Resource::Exchange).await?;
             let started = Instant::now();
             let sent = self

@@ -42,13 +42,49 @@ pub async fn authenticate(
     })
 }
 
-/// Read the body up to the configured limit, then parse it as JSON.
+/// A body past this size takes a turn of `server.max_large_bodies`.
+const LARGE_BODY: usize = 64 * 1024;
+
+/// Read the body up to the configured limit, within
+/// `server.body_read_timeout`, then parse it as JSON. A body with a NUL
+/// character is refused.
 pub async fn read_json(
     api: &ApiState,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<(Value, Vec<u8>), ApiError> {
+    let timeout = api.settings.server.body_read_timeout;
+    let buf = match tokio::time::timeout(timeout, read_body(api, payload)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            api.metrics.intake_rejected("body_timeout");
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body was not received within {} (server.body_read_timeout)",
+                    crate::config::format_duration(timeout)
+                ),
+            ));
+        }
+    };
+    let v: Value = serde_json::from_slice(&buf).map_err(|e| {
+        api.metrics.intake_rejected("malformed_json");
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    if has_nul(&v) {
+        api.metrics.intake_rejected("nul_character");
+        return Err(ApiError::bad_request(
+            "nul_character",
+            "the body contains a NUL character (\\u0000): no Sentinel field carries one and PostgreSQL cannot store it; nothing was accepted",
+        ));
+    }
+    Ok((v, buf))
+}
+
+async fn read_body(api: &ApiState, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     let limit = api.settings.server.body_limit_bytes;
     let mut buf = Vec::new();
+    let mut turn = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
             .map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the body: {e}")))?;
@@ -60,13 +96,27 @@ pub async fn read_json(
                 format!("the body exceeds {limit} bytes (server.body_limit_bytes)"),
             ));
         }
+        if turn.is_none() && buf.len() + chunk.len() > LARGE_BODY {
+            // Waits for a turn; the body-read timeout bounds the wait.
+            turn = Some(
+                api.large_bodies
+                    .acquire()
+                    .await
+                    .map_err(|_| ApiError::internal(anyhow::anyhow!("large-body turns closed")))?,
+            );
+        }
         buf.extend_from_slice(&chunk);
     }
-    let v: Value = serde_json::from_slice(&buf).map_err(|e| {
-        api.metrics.intake_rejected("malformed_json");
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-    })?;
-    Ok((v, buf))
+    Ok(buf)
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn header(req: &HttpRequest, name: &str) -> Option<String> {

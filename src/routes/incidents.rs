@@ -26,9 +26,8 @@ pub async fn post_incident(
     api: web::Data<ApiState>,
     req: HttpRequest,
     payload: web::Payload,
-    q: web::Query<IncidentQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    contain(api, req, payload, q, Selection::Incident).await
+    contain(api, req, payload, Selection::Incident).await
 }
 
 /// `POST /api/v1/sentinel/incidents/accounts`: contain the accounts the
@@ -38,20 +37,22 @@ pub async fn post_tagged_accounts(
     api: web::Data<ApiState>,
     req: HttpRequest,
     payload: web::Payload,
-    q: web::Query<IncidentQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    contain(api, req, payload, q, Selection::TaggedAccounts).await
+    contain(api, req, payload, Selection::TaggedAccounts).await
 }
 
 async fn contain(
     api: web::Data<ApiState>,
     req: HttpRequest,
     payload: web::Payload,
-    q: web::Query<IncidentQuery>,
     selection: Selection,
 ) -> Result<HttpResponse, ApiError> {
     refuse_if_stopping(&api)?;
     let caller = authenticate(&api, &req, Need::Run).await?;
+    // The query string is read only after authentication: an anonymous
+    // caller learns nothing from how a bad one is refused.
+    let q = web::Query::<IncidentQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("bad_query", format!("invalid query string: {e}")))?;
     let (body, raw) = read_json(&api, payload).await?;
     let dry_run = match q.mode.as_deref() {
         None | Some("enforce") => false,

@@ -5,6 +5,7 @@
 
 mod error;
 mod extract;
+mod guard;
 mod incidents;
 mod ops;
 mod runs;
@@ -37,6 +38,7 @@ macro_rules! route_table {
 
 route_table! {
     get "/healthz" => ops::healthz,
+    head "/healthz" => ops::healthz,
     get "/readyz" => ops::readyz,
     get "/metrics" => ops::metrics,
     post "/api/v1/sentinel/incidents" => incidents::post_incident,
@@ -46,6 +48,9 @@ route_table! {
     get "/api/v1/runs/{id}" => runs::get_run,
     post "/api/v1/runs/{id}/approve" => runs::approve,
     post "/api/v1/runs/{id}/cancel" => runs::cancel,
+    get "/api/v1/kill-switch" => guard::get_kill_switch,
+    post "/api/v1/kill-switch" => guard::set_kill_switch,
+    get "/api/v1/audit" => guard::audit,
 }
 
 pub fn server(api: Arc<ApiState>, listener: TcpListener) -> anyhow::Result<actix_web::dev::Server> {

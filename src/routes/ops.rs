@@ -16,19 +16,40 @@ pub async fn readyz(api: web::Data<ApiState>) -> HttpResponse {
     match api.ready().await {
         // A failing canary check degrades, never fails, readiness: every
         // replica sees the same tenant, so taking them out of rotation would
-        // only stop the calls that still work.
-        Ok(()) => match api.canary.failing() {
-            failing if failing.is_empty() => HttpResponse::Ok().json(json!({"status": "ready"})),
-            failing => HttpResponse::Ok().json(json!({
-                "status": "degraded",
-                "degraded": failing.iter().map(|e| json!({
-                    "tenant": e.tenant,
-                    "check": e.check,
-                    "since": crate::report::rfc3339(e.since_ms),
-                    "reason": e.reason,
-                })).collect::<Vec<_>>(),
-            })),
-        },
+        // only stop the calls that still work. So does the kill switch: calls
+        // are still accepted (and held), nothing is lost.
+        Ok(()) => {
+            let failing = api.canary.failing();
+            let ks = crate::control::kill_switch(&api)
+                .await
+                .ok()
+                .filter(|k| k.engaged);
+            let mut body = json!({"status": "ready"});
+            if !failing.is_empty() {
+                body["status"] = json!("degraded");
+                body["degraded"] = json!(
+                    failing
+                        .iter()
+                        .map(|e| json!({
+                            "tenant": e.tenant,
+                            "check": e.check,
+                            "since": crate::report::rfc3339(e.since_ms),
+                            "reason": e.reason,
+                        }))
+                        .collect::<Vec<_>>()
+                );
+            }
+            if let Some(ks) = ks {
+                body["status"] = json!("degraded");
+                body["kill_switch"] = json!({
+                    "engaged": true,
+                    "by": ks.by,
+                    "at": ks.at.map(crate::report::rfc3339),
+                    "reason": ks.reason,
+                });
+            }
+            HttpResponse::Ok().json(body)
+        }
         Err(e) => {
             HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reason": e}))
         }
@@ -43,6 +64,10 @@ pub async fn metrics(api: web::Data<ApiState>) -> HttpResponse {
             None
         }
     };
+    match crate::control::kill_switch(&api).await {
+        Ok(ks) => api.metrics.set_kill_switch(ks.engaged),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "kill switch unreadable for /metrics"),
+    }
     for id in api.tenants.keys() {
         api.metrics
             .exchange_limit(id.as_str(), api.exchange_limits.current(id));

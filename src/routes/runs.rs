@@ -30,6 +30,14 @@ pub fn control_error(e: ControlError) -> ApiError {
             ApiError::conflict("not_held", e.to_string())
         }
         ControlError::AlreadyCancelled(_) => ApiError::conflict("already_cancelled", e.to_string()),
+        ControlError::SelfApproval(..) => ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "self_approval",
+            e.to_string(),
+        ),
+        ControlError::KillSwitchEngaged | ControlError::EngagedByConfiguration => {
+            ApiError::conflict("kill_switch_engaged", e.to_string())
+        }
         ControlError::Store(e) => ApiError::internal(e),
     }
 }

@@ -93,7 +93,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/entities?api-version={}",
             self.base,
-            incident.arm_id(),
+            incident.url_path(),
             self.api_version
         );
         let token = tokens.token(Resource::Arm).await?;
@@ -123,7 +123,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/alerts?api-version={}",
             self.base,
-            incident.arm_id(),
+            incident.url_path(),
             self.api_version
         );
         let token = tokens.token(Resource::Arm).await?;
@@ -153,7 +153,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/comments/{}?api-version={}",
             self.base,
-            incident.arm_id(),
+            incident.url_path(),
             comment_id,
             self.api_version
         );
@@ -182,7 +182,7 @@ impl ArmClient {
         let mut url = format!(
             "{}{}/comments?api-version={}",
             self.base,
-            incident.arm_id(),
+            incident.url_path(),
             self.api_version
         );
         let mut n = 0;
@@ -220,7 +220,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/comments/{}?api-version={}",
             self.base,
-            incident.arm_id(),
+            incident.url_path(),
             comment_id,
             self.api_version
         );
@@ -250,7 +250,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/providers/Microsoft.SecurityInsights/onboardingStates/default?api-version={}",
             self.base,
-            ws.arm_id(),
+            ws.url_path(),
             self.api_version
         );
         Ok(
@@ -274,7 +274,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/providers/Microsoft.SecurityInsights/incidents?api-version={}&$top=1",
             self.base,
-            ws.arm_id(),
+            ws.url_path(),
             self.api_version
         );
         Ok(match self.get(tokens, &url, "listing incidents").await? {
@@ -305,7 +305,7 @@ impl ArmClient {
         let url = format!(
             "{}{}/providers/Microsoft.Authorization/roleAssignments?api-version={}&$filter={}",
             self.base,
-            scope,
+            ws.url_path(),
             AUTHORIZATION_API_VERSION,
             urlencode(&format!("principalId eq '{}'", principal.hyphenated()))
         );

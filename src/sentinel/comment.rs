@@ -155,9 +155,15 @@ pub fn verdict(r: &RunReport, cx: &Context) -> String {
                 parts.join("; ")
             )
         }
+        // A note written while the run is still open (an entity re-read
+        // pending) has no reason yet: say what is known so far.
         RunOutcome::NothingToDo => format!(
             "NOTHING TO DO: {}.",
-            r.reason.as_deref().unwrap_or("no user to contain")
+            r.reason.as_deref().unwrap_or(if s.users == 0 {
+                "no user to contain"
+            } else {
+                "no mobile device was found for the affected users"
+            })
         ),
         RunOutcome::InProgress => "IN PROGRESS.".into(),
     }

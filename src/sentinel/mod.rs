@@ -99,6 +99,17 @@ fn get_str<'a>(o: &'a Map<String, Value>, names: &[&str]) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Recognise and parse a trigger body.
 pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
     let Some(root) = body.as_object() else {
@@ -109,7 +120,16 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
             Some(Value::String(s)) if !s.trim().is_empty() => {
                 Some(IncidentRef::parse(s).map_err(TriggerError::BadIncidentId)?)
             }
-            _ => None,
+            // Absent, null or empty: an entity run without an incident.
+            None | Some(Value::Null) | Some(Value::String(_)) => None,
+            // Any other type is refused like a malformed id: a run that
+            // could not write its record must not start.
+            Some(other) => {
+                return Err(TriggerError::BadIncidentId(format!(
+                    "IncidentArmID must be a string, got {}",
+                    json_kind(other)
+                )));
+            }
         };
         let mut candidates = vec![];
         push_entity(&mut candidates, entity, Some("account"));

@@ -8,6 +8,7 @@
 //! parsed once, in `sql/`. Every public function is exercised on both
 //! databases by `tests/api/store_contract.rs`.
 
+mod guard;
 mod housekeeping;
 mod ledger;
 mod queue;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+pub use guard::{Approval, AuditEntry, BudgetLimits, KillSwitch, Reservation};
 pub use housekeeping::StoreStats;
 pub use ledger::{LedgerRow, WipeClaim};
 pub use queue::{Task, TaskSummary};
@@ -47,6 +49,7 @@ macro_rules! backend {
         include!("sql/queue.rs");
         include!("sql/records.rs");
         include!("sql/housekeeping.rs");
+        include!("sql/guard.rs");
     };
 }
 
@@ -67,6 +70,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_target_identity.sql")),
     (3, include_str!("migrations/0003_trigger_scope.sql")),
     (4, include_str!("migrations/0004_record.sql")),
+    (5, include_str!("migrations/0005_guard.sql")),
 ];
 
 /// The schema version this build migrates a store to.

@@ -24,6 +24,8 @@ pub struct NewRun {
     pub severity: Option<Severity>,
     pub trigger: TriggerKind,
     pub caller: String,
+    /// The caller's object id (an approval by the same identity is refused).
+    pub caller_oid: String,
     pub mode: Mode,
     pub force: bool,
     pub status: RunStatus,
@@ -75,6 +77,8 @@ pub struct RunRecord {
     pub severity: Option<Severity>,
     pub trigger: TriggerKind,
     pub caller: String,
+    /// Absent on runs stored before schema version 5.
+    pub caller_oid: Option<String>,
     pub mode: Mode,
     pub force: bool,
     pub status: RunStatus,

@@ -120,6 +120,27 @@ pub async fn run_until_idle(state: &Arc<WorkerState>, horizon: Duration) -> Resu
 }
 
 /// Delete expired runs and delivery keys, hourly.
+/// Follow the stored kill switch (thrown on another replica) into this
+/// process's brake, every `worker.idle_poll`.
+pub async fn brake_loop(shared: Arc<Shared>) {
+    loop {
+        match crate::control::kill_switch(&shared).await {
+            Ok(ks) => {
+                if ks.engaged != shared.brake.engaged() {
+                    tracing::warn!(engaged = ks.engaged, by = ?ks.by, "kill switch changed on another replica");
+                }
+                shared.brake.set(ks.engaged);
+                shared.metrics.set_kill_switch(ks.engaged);
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read the kill switch"),
+        }
+        tokio::time::sleep(shared.settings.worker.idle_poll).await;
+        if shared.is_shutting_down() {
+            return;
+        }
+    }
+}
+
 pub async fn prune_loop(shared: Arc<Shared>) {
     loop {
         let s = &shared.settings.store;

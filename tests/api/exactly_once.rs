@@ -561,3 +561,76 @@ async fn one_device_claimed_twice_in_a_run_or_across_runs_is_sent_once() {
 fn tid(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()
 }
+
+/// Issue 13: two processes on one PostgreSQL database, each given half of a
+/// storm at once, together never pass the tenant's hourly budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_database_never_pass_the_budget() {
+    let Some((h, mut settings)) = process_harness(StoreKind::Postgres).await else {
+        return;
+    };
+    settings.policy.max_wipes_per_hour = 5;
+    settings.worker.exchange_initial_concurrency = 8;
+    settings.worker.exchange_max_concurrency = 8;
+    let sim = &h.sim;
+    let users: Vec<String> = (0..10).map(|i| format!("bud{i}@contoso.com")).collect();
+    for (i, u) in users.iter().enumerate() {
+        sim.add_user(u, &format!("f3000000-0000-4000-8000-0000000000{i:02}"));
+        sim.add_device(u, DeviceSpec::iphone());
+    }
+    let config = write_config(&h.dir, "budget", &settings);
+    let a = start_process(&h.dir, "budget-a", &config);
+    let b = start_process(&h.dir, "budget-b", &config);
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    let client = reqwest::Client::new();
+    let posts = users.iter().enumerate().map(|(i, u)| {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let body = h.incident_body(&format!("inc-bud-{i}"), 60 + i as i64, "High", &[u]);
+        let client = client.clone();
+        let token = h.run_token();
+        async move {
+            let r = client
+                .post(format!("{base}/api/v1/sentinel/incidents"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            let id = r.json::<Value>().await.unwrap()["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (base, id)
+        }
+    });
+    let runs = futures_util::future::join_all(posts).await;
+    let fake = TestAppRef { h: &h };
+    let mut held = 0;
+    for (base, id) in &runs {
+        let r = fake.wait(base, id).await;
+        if r["status"] == "held" {
+            held += 1;
+        }
+    }
+    let sent = sim
+        .exchange_calls()
+        .iter()
+        .filter(|c| {
+            c.cmdlet == "Clear-MobileDevice"
+                && c.parameters.get("Cancel").is_none()
+                && c.response_status == 200
+        })
+        .count();
+    assert_eq!(sent, 5, "the budget, never more, across two replicas");
+    assert_eq!(held, 5);
+    for mut p in [a, b] {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+}

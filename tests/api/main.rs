@@ -10,6 +10,8 @@ mod defender_paths;
 mod doctor;
 mod exactly_once;
 mod exchange_facts;
+mod guard;
+mod hardening;
 mod identity;
 mod openapi;
 mod operations;

@@ -452,6 +452,7 @@ async fn three_hundred_users_fit_one_note_and_each_is_named() {
     let Some(app) = spawn_with(SimOptions::default(), StoreKind::Sqlite, |s| {
         s.policy.max_targets_per_run = 300;
         s.policy.max_wipes_per_hour = 1000;
+        s.guard.max_wipes_per_hour = 1000;
     })
     .await
     else {

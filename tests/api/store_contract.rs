@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use wipehook::config::StoreSettings;
 use wipehook::domain::{
-    Claims, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, MobileDevice, Mode,
-    NewTarget, RunId, RunStatus, Severity, TargetState, TaskKind, TenantId, TriggerKind,
+    AuditAction, Claims, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, MobileDevice,
+    Mode, NewTarget, RunId, RunStatus, Severity, TargetState, TaskKind, TenantId, TriggerKind,
     TriggerScope, Upn, Verification, WipeState,
 };
-use wipehook::store::{DeviceRecord, NewRun, Store, Unresolved, WipeClaim, now_ms};
+use wipehook::store::{
+    AuditEntry, BudgetLimits, DeviceRecord, NewRun, Reservation, Store, Unresolved, WipeClaim,
+    now_ms,
+};
 
 use crate::both_stores;
 use crate::helpers::*;
@@ -78,6 +81,7 @@ fn new_run(key: &str, targets: &[(&str, TargetState)], jobs: Vec<Job>) -> NewRun
         severity: Some(Severity::High),
         trigger: TriggerKind::Incident,
         caller: "oid test".into(),
+        caller_oid: "test-oid".into(),
         mode: Mode::Enforce,
         force: false,
         status: RunStatus::Queued,
@@ -137,7 +141,10 @@ async fn runs_targets_and_devices(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
     s.ping().await.unwrap();
-    assert_eq!(s.schema_version().await.unwrap(), 4);
+    assert_eq!(
+        s.schema_version().await.unwrap(),
+        wipehook::store::LATEST_SCHEMA
+    );
 
     // accept: a new run, then the same key again (same run, not created).
     let first = new_run(
@@ -467,6 +474,123 @@ async fn the_wipe_ledger(kind: StoreKind) {
 }
 both_stores!(the_wipe_ledger_, the_wipe_ledger);
 
+async fn the_guard(kind: StoreKind) {
+    let Some(f) = fresh(kind).await else { return };
+    let s = &f.store;
+    let t = tenant();
+    let r1 = s.accept(&new_run("g1", &[], vec![])).await.unwrap().run_id;
+    let r2 = s.accept(&new_run("g2", &[], vec![])).await.unwrap().run_id;
+    let a = upn("a@contoso.com");
+    let g =
+        |n: u8| DeviceGuid::parse(&format!("6b1d0c2e-8c3a-4b7e-9a55-0f1f3c2d4e{n:02x}")).unwrap();
+    let limits = BudgetLimits {
+        tenant_max: 3,
+        service_max: 10,
+        window_ms: 3_600_000,
+    };
+    // All or nothing; a device reserved before is not counted again.
+    assert_eq!(
+        s.reserve_wipes(&t, &r1, &a, &[g(1), g(2)], limits, false)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        s.reserve_wipes(&t, &r1, &a, &[g(1), g(2)], limits, false)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        s.reserve_wipes(&t, &r2, &a, &[g(3), g(4)], limits, false)
+            .await
+            .unwrap(),
+        Reservation::OverBudget {
+            scope: "tenant",
+            used: 2,
+            max: 3,
+            wanted: 2
+        }
+    );
+    assert_eq!(s.budget_used(&t, 3_600_000).await.unwrap(), (2, 2));
+    // An approved run reserves beyond the limit, and counts.
+    assert_eq!(
+        s.reserve_wipes(&t, &r2, &a, &[g(3), g(4)], limits, true)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(s.budget_used(&t, 3_600_000).await.unwrap(), (4, 4));
+    // A send made marks it used; a claim released frees its reservation.
+    s.claim_wipe(&t, &g(1), &r1, &a, false).await.unwrap();
+    s.claim_wipe(&t, &g(2), &r1, &a, false).await.unwrap();
+    let mut d = device(&r1, "a@contoso.com", g(1).as_str());
+    d.requested_at = Some(now_ms());
+    s.wipe_requested(&t, &d).await.unwrap();
+    s.release_wipe(&t, &g(2), &r1).await.unwrap();
+    s.claim_wipe(&t, &g(3), &r2, &a, false).await.unwrap();
+    s.claim_wipe(&t, &g(4), &r2, &a, false).await.unwrap();
+    s.release_claims(&t, &r2, &a).await.unwrap();
+    assert_eq!(s.budget_used(&t, 3_600_000).await.unwrap(), (1, 1));
+    // The kill switch: nothing is reserved while it is engaged.
+    assert!(!s.kill_switch().await.unwrap().engaged);
+    assert!(
+        s.set_kill_switch(true, "soc lead", Some("storm"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_kill_switch(true, "soc lead", None).await.unwrap(),
+        "already engaged"
+    );
+    let ks = s.kill_switch().await.unwrap();
+    assert_eq!(
+        (ks.engaged, ks.by.as_deref(), ks.reason.as_deref()),
+        (true, Some("soc lead"), Some("storm"))
+    );
+    assert!(matches!(
+        s.reserve_wipes(&t, &r1, &a, &[g(5)], limits, true)
+            .await
+            .unwrap(),
+        Reservation::KillSwitch(_)
+    ));
+    assert!(s.set_kill_switch(false, "soc lead", None).await.unwrap());
+    // Approvals: one per approver.
+    s.add_approval(&r1, "oid-1", "Alice").await.unwrap();
+    let all = s.add_approval(&r1, "oid-1", "Alice").await.unwrap();
+    assert_eq!(all.len(), 1);
+    let all = s.add_approval(&r1, "oid-2", "Bob").await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(s.approvals(&r1).await.unwrap().len(), 2);
+    // The audit trail, by tenant (with the service-wide entries) and by run.
+    for (tenant, run, action) in [
+        (Some(t.clone()), Some(r1.clone()), AuditAction::Approved),
+        (None, None, AuditAction::KillSwitchEngaged),
+        (
+            Some(TenantId::parse("00000000-0000-4000-8000-0000000000ff").unwrap()),
+            None,
+            AuditAction::Cancelled,
+        ),
+    ] {
+        s.audit(&AuditEntry {
+            at: now_ms(),
+            tenant,
+            actor: "Alice".into(),
+            actor_oid: "oid-1".into(),
+            action,
+            run_id: run,
+            detail: "d".into(),
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.audit_log(&t, None, 100).await.unwrap().len(), 2);
+    let of_run = s.audit_log(&t, Some(&r1), 100).await.unwrap();
+    assert_eq!(of_run.len(), 1);
+    assert_eq!(of_run[0].action, AuditAction::Approved);
+}
+both_stores!(the_guard_, the_guard);
+
 async fn approval_cancellation_expiry_and_retention(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
@@ -589,6 +713,11 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
             "ALTER TABLE runs DROP COLUMN provider_incident_id",
             "ALTER TABLE runs DROP COLUMN comments_baseline",
             "DROP TABLE records",
+            "ALTER TABLE runs DROP COLUMN caller_oid",
+            "DROP TABLE budget",
+            "DROP TABLE guard",
+            "DROP TABLE approvals",
+            "DROP TABLE audit",
         ],
     )
     .await;
@@ -598,7 +727,10 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
     })
     .await
     .expect("migrates");
-    assert_eq!(again.schema_version().await.unwrap(), 4);
+    assert_eq!(
+        again.schema_version().await.unwrap(),
+        wipehook::store::LATEST_SCHEMA
+    );
     let t = again.targets(&id).await.unwrap();
     assert_eq!(t.len(), 1, "data kept");
     assert_eq!(t[0].claims, Claims::default());

@@ -333,6 +333,17 @@ pub(crate) async fn managed_identity_token(
     }))
 }
 
+/// The tenant whose issuer a metadata document names: a foreign tenant's
+/// own, else the simulated tenant's (also for `common`, `organizations`).
+fn issuer_tenant(data: &Inner, path: &str) -> String {
+    let st = data.st();
+    st.foreign_tenants
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(path))
+        .cloned()
+        .unwrap_or_else(|| data.tenant_id.clone())
+}
+
 fn oidc_gate(data: &Inner, tenant: &str, count_jwks: bool) -> Option<HttpResponse> {
     let up = {
         let mut st = data.st();
@@ -350,6 +361,11 @@ fn oidc_gate(data: &Inner, tenant: &str, count_jwks: bool) -> Option<HttpRespons
         ));
     }
     let known = tenant.eq_ignore_ascii_case(&data.tenant_id)
+        || data
+            .st()
+            .foreign_tenants
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(tenant))
         || (count_jwks
             && (tenant.eq_ignore_ascii_case("common")
                 || tenant.eq_ignore_ascii_case("organizations")));
@@ -411,7 +427,7 @@ pub(crate) async fn openid_configuration_v1(
         &data,
         HttpResponse::Ok().json(openid_configuration(
             &data.base_url(&req),
-            &data.tenant_id,
+            &issuer_tenant(&data, &path),
             false,
             &cloud,
         )),
@@ -432,7 +448,7 @@ pub(crate) async fn openid_configuration_v2(
         &data,
         HttpResponse::Ok().json(openid_configuration(
             &data.base_url(&req),
-            &data.tenant_id,
+            &issuer_tenant(&data, &path),
             true,
             &cloud,
         )),
@@ -447,6 +463,6 @@ pub(crate) async fn jwks(data: Shared, path: web::Path<String>) -> HttpResponse 
     let rotated = data.st().rotated;
     dated(
         &data,
-        HttpResponse::Ok().json(data.keys.jwks(&data.tenant_id, rotated)),
+        HttpResponse::Ok().json(data.keys.jwks(&issuer_tenant(&data, &path), rotated)),
     )
 }

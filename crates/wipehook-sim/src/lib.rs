@@ -242,9 +242,25 @@ impl SimTenant {
     pub fn sign_token_with_unknown_key(&self, claims: serde_json::Value) -> String {
         self.inner.keys.sign_unknown(&claims)
     }
+    /// Publish OpenID metadata and keys for another tenant id too (an MSSP's
+    /// customers): tokens from `playbook_token_in` verify for it. Identity
+    /// only: it has no directory, mailboxes or workspace of its own.
+    pub fn add_foreign_tenant(&self, tenant_id: &str) {
+        self.st().foreign_tenants.push(tenant_id.to_string());
+    }
     /// A realistic v1 app-only token as a Logic App's managed identity presents it.
     pub fn playbook_token(&self, audience: &str, caller_oid: &str, roles: &[&str]) -> String {
-        let tid = &self.inner.tenant_id;
+        let tid = self.inner.tenant_id.clone();
+        self.playbook_token_in(&tid, audience, caller_oid, roles)
+    }
+    /// `playbook_token`, issued in another tenant (`add_foreign_tenant`).
+    pub fn playbook_token_in(
+        &self,
+        tid: &str,
+        audience: &str,
+        caller_oid: &str,
+        roles: &[&str],
+    ) -> String {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let appid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, caller_oid.as_bytes());
         let mut claims = serde_json::json!({

@@ -110,6 +110,9 @@ pub(crate) struct State {
     pub oidc_up: bool,
     pub jwks_fetches: usize,
     pub rotated: bool,
+    /// Other tenants the simulated Entra publishes keys for (MSSP tests):
+    /// identity only, no directory, mailboxes or workspace of their own.
+    pub foreign_tenants: Vec<String>,
     /// Directory users, each with its mailbox.
     pub users: Vec<User>,
     pub devices: Vec<SimDevice>,
@@ -151,6 +154,7 @@ impl State {
             oidc_up: true,
             jwks_fetches: 0,
             rotated: false,
+            foreign_tenants: vec![],
             users: Vec::new(),
             devices: Vec::new(),
             incidents: Vec::new(),

@@ -13,14 +13,14 @@ use anyhow::{Context as _, Result};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::{
-    Accepted, Actor, DeviceRecord, LedgerRow, NewRun, NewTarget, Person, PriorWipe, RecordRow,
-    RunRecord, StoreStats, TargetRecord, Task, TaskSummary, Unresolved, WipeClaim, now_ms,
-    truncate,
+    Accepted, Actor, Approval, AuditEntry, BudgetLimits, DeviceRecord, KillSwitch, LedgerRow,
+    NewRun, NewTarget, Person, PriorWipe, RecordRow, Reservation, RunRecord, StoreStats,
+    TargetRecord, Task, TaskSummary, Unresolved, WipeClaim, now_ms, truncate,
 };
 use crate::domain::{
-    Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, RecordState,
-    RunId, RunOutcome, RunStatus, TargetState, TaskId, TaskKind, TaskState, TenantId, TriggerScope,
-    Upn, Verification, WipeState,
+    BudgetState, Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job,
+    RecordState, RunId, RunOutcome, RunStatus, TargetState, TaskId, TaskKind, TaskState, TenantId,
+    TriggerScope, Upn, Verification, WipeState,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;

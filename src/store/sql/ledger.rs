@@ -66,6 +66,14 @@ pub async fn release_claims(
     .bind(WipeState::Sending.as_str())
     .execute(&mut *c)
     .await?;
+    // Their budget reservations too: nothing was sent.
+    sqlx::query("UPDATE budget SET state = $1 WHERE run_id = $2 AND upn = $3 AND state = $4")
+        .bind(BudgetState::Released.as_str())
+        .bind(run.as_str())
+        .bind(target.as_str())
+        .bind(BudgetState::Reserved.as_str())
+        .execute(&mut *c)
+        .await?;
     Ok(r.rows_affected())
 }
 
@@ -82,6 +90,12 @@ pub async fn wipe_requested(c: &mut Conn, tenant: &TenantId, d: &DeviceRecord) -
     .bind(d.run_id.as_str())
     .execute(&mut *tx)
     .await?;
+    sqlx::query("UPDATE budget SET state = $1 WHERE run_id = $2 AND guid = $3")
+        .bind(BudgetState::Used.as_str())
+        .bind(d.run_id.as_str())
+        .bind(d.guid.as_str())
+        .execute(&mut *tx)
+        .await?;
     put_device_tx(&mut tx, d).await?;
     tx.commit().await?;
     Ok(())
@@ -103,6 +117,13 @@ pub async fn release_wipe(
     .bind(WipeState::Sending.as_str())
     .execute(&mut *c)
     .await?;
+    sqlx::query("UPDATE budget SET state = $1 WHERE run_id = $2 AND guid = $3 AND state = $4")
+        .bind(BudgetState::Released.as_str())
+        .bind(run.as_str())
+        .bind(guid.as_str())
+        .bind(BudgetState::Reserved.as_str())
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 

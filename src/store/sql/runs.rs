@@ -1,7 +1,7 @@
 // Runs: intake (with the delivery key), reads, approval, cancellation,
 // expiry, and the run's end (`finalize_if_done`, under the run's lock).
 
-const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope, hold_until, provider_incident_id, comments_baseline";
+const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid";
 
 fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     let actor = |by: &str, at: &str| -> Result<Option<Actor>> {
@@ -21,6 +21,7 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
         severity: parsed_opt(r, "severity")?,
         trigger: parsed(r, "trigger_kind")?,
         caller: r.try_get("caller")?,
+        caller_oid: r.try_get("caller_oid")?,
         mode: parsed(r, "mode")?,
         force: r.try_get::<i64, _>("force")? != 0,
         status: parsed(r, "status")?,
@@ -77,8 +78,8 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
         });
     }
     sqlx::query(
-        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18)",
+        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18, $19)",
     )
     .bind(new.id.as_str())
     .bind(new.tenant.as_str())
@@ -98,6 +99,7 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
     .bind(new.expire_at)
     .bind(new.provider_incident_id.as_deref().map(|p| truncate(p, 100)))
     .bind(new.comments_baseline)
+    .bind(&new.caller_oid)
     .execute(&mut **tx)
     .await?;
     for (i, t) in new.targets.iter().enumerate() {

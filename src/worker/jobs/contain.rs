@@ -1,6 +1,8 @@
-//! Contain one user: `recheck -> identify -> judge -> list -> budget ->
-//! decide_and_claim -> send -> record`. Nothing is sent unless every step
-//! before it said yes; every "no" is recorded with its reason.
+//! Contain one user: `recheck -> identify -> judge -> list ->
+//! decide_and_claim -> guard -> send -> record`. Nothing is sent unless every
+//! step before it said yes; every "no" is recorded with its reason. The
+//! guard (kill switch, destructive budget) is the last step before a send:
+//! it reserves exactly the devices about to be wiped.
 
 use std::time::Duration;
 
@@ -11,7 +13,10 @@ use crate::domain::{
 };
 use crate::policy::{self, DeviceDecision, TargetDecision};
 use crate::state::WorkerState;
-use crate::store::{DeviceRecord, PriorWipe, TargetRecord, Task, WipeClaim, now_ms};
+use crate::store::{
+    BudgetLimits, DeviceRecord, KillSwitch, PriorWipe, Reservation, TargetRecord, Task, WipeClaim,
+    now_ms,
+};
 use crate::upstream::CallError;
 
 /// Exchange and Graph are retried inside one attempt already; across
@@ -78,9 +83,6 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
         .collect();
     // Dry run when the run or the tenant's policy now says so.
     let dry = cx.run.mode == Mode::DryRun || cx.policy().mode == Mode::DryRun;
-    if !dry && let Some(why) = over_budget(cx, upn, &decisions).await? {
-        return decide(cx, upn, TargetState::Held, why).await;
-    }
     let claimed = decide_and_claim(cx, upn, decisions, dry).await?;
     // A cancellation may have arrived while the devices were listed.
     if !claimed.to_send.is_empty() && !still_pending(cx, upn).await? {
@@ -89,6 +91,16 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
             .await
             .map_err(store_err)?;
         return Ok(Done::Complete);
+    }
+    if let Some(why) = guard(cx, upn, &claimed.to_send).await? {
+        // Nothing is sent: the claims (and any reservation) are released, the
+        // user waits for approval with the reason.
+        cx.store()
+            .release_claims(&cx.run.tenant, &cx.run.id, upn)
+            .await
+            .map_err(store_err)?;
+        tracing::warn!(upn = %upn, reason = %why, "wipes held by the guard");
+        return decide(cx, upn, TargetState::Held, why).await;
     }
     let sent = send(cx, upn, claimed.to_send).await?;
     record(cx, upn, sent, claimed.busy_elsewhere).await
@@ -191,38 +203,86 @@ fn judge(
         .or_else(|| no(policy::person(cx.policy(), named, person)))
 }
 
-/// The hourly budget holds an unapproved run's user before anything is
-/// sent. `Some(reason)`: held.
-async fn over_budget(
+/// The last word before a send: the kill switch (the configuration key,
+/// then the stored switch) and the destructive budget, reserved atomically
+/// in the store for exactly these devices (an approved run's reservation is
+/// not checked against the limits, but counts for others). `Some(reason)`:
+/// held, nothing reserved.
+async fn guard(
     cx: &Cx<'_>,
     upn: &Upn,
-    decisions: &[(&MobileDevice, DeviceDecision)],
+    to_send: &[DeviceRecord],
 ) -> Result<Option<String>, CallError> {
-    let to_wipe = decisions
-        .iter()
-        .filter(|(_, d)| matches!(d, DeviceDecision::Wipe { .. }))
-        .count() as i64;
-    if cx.run.approved.is_some() || to_wipe == 0 {
+    if to_send.is_empty() {
         return Ok(None);
     }
-    let used = cx
+    let g = &cx.state.settings.guard;
+    if g.kill_switch {
+        return Ok(Some(
+            "kill switch engaged by the configuration (guard.kill_switch = true): nothing was sent; once it is lifted, approve the run to contain this user".into(),
+        ));
+    }
+    let limits = BudgetLimits {
+        tenant_max: cx.policy().max_wipes_per_hour as i64,
+        service_max: g.max_wipes_per_hour as i64,
+        window_ms: BUDGET_WINDOW.as_millis() as i64,
+    };
+    let guids: Vec<DeviceGuid> = to_send.iter().map(|d| d.guid.clone()).collect();
+    let r = cx
         .store()
-        .wipes_since(now_ms() - 3_600_000)
+        .reserve_wipes(
+            &cx.run.tenant,
+            &cx.run.id,
+            upn,
+            &guids,
+            limits,
+            cx.run.approved.is_some(),
+        )
         .await
         .map_err(store_err)?;
-    // Devices already decided by an earlier attempt were counted then.
-    let mine = cx
-        .store()
-        .devices_of(&cx.run.id, upn)
-        .await
-        .map_err(store_err)?
-        .len();
-    let max = cx.policy().max_wipes_per_hour as i64;
-    Ok((mine == 0 && used + to_wipe > max).then(|| {
-        format!(
-            "hourly budget: {used} wipe(s) requested in the last hour, this user would add {to_wipe} (policy.max_wipes_per_hour = {max}); approval required"
-        )
-    }))
+    Ok(match r {
+        Reservation::Reserved => None,
+        Reservation::KillSwitch(ks) => {
+            cx.state.metrics.guard_held("kill_switch");
+            Some(kill_switch_reason(&ks))
+        }
+        Reservation::OverBudget {
+            scope,
+            used,
+            max,
+            wanted,
+        } => {
+            cx.state.metrics.guard_held(scope);
+            let key = if scope == "tenant" {
+                "policy.max_wipes_per_hour"
+            } else {
+                "guard.max_wipes_per_hour, every tenant together"
+            };
+            Some(format!(
+                "hourly budget: {used} wipe request(s) in the last hour, this user's {wanted} would pass {max} ({key}); nothing was sent; approval required"
+            ))
+        }
+    })
+}
+
+/// The rolling window of the destructive budget.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Why a user is held by the kill switch, in the words of the record.
+pub fn kill_switch_reason(ks: &KillSwitch) -> String {
+    let by = ks.by.as_deref().unwrap_or("an operator");
+    let at = ks
+        .at
+        .map(|t| format!(" at {}", crate::report::rfc3339(t)))
+        .unwrap_or_default();
+    let why = ks
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(
+        "kill switch engaged by {by}{at}{why}: nothing was sent; once it is lifted, approve the run to contain this user"
+    )
 }
 
 struct Claimed {
@@ -428,6 +488,21 @@ async fn record(
     });
     if sent.requested > 0 {
         cancel_if_cancelled_meanwhile(cx).await?;
+    }
+    // The kill switch was thrown while these wipes waited for Exchange: what
+    // was not sent is held now (not retried: lifting the switch must not
+    // release it), what was sent is followed.
+    if transient.is_some() && cx.state.brake.engaged() {
+        follow.await?;
+        cx.store()
+            .release_claims(&cx.run.tenant, &cx.run.id, upn)
+            .await
+            .map_err(store_err)?;
+        let ks = crate::control::kill_switch(cx.state)
+            .await
+            .map_err(store_err)?;
+        cx.state.metrics.guard_held("kill_switch");
+        return decide(cx, upn, TargetState::Held, kill_switch_reason(&ks)).await;
     }
     if let Some(e) = transient {
         follow.await?;
