@@ -92,7 +92,9 @@ fn used_parameters(v: &Value, out: &mut BTreeSet<String>) {
 }
 
 fn iso_minutes(d: &str) -> u64 {
-    let rest = d.strip_prefix("PT").unwrap_or_else(|| panic!("ISO 8601 duration: {d}"));
+    let rest = d
+        .strip_prefix("PT")
+        .unwrap_or_else(|| panic!("ISO 8601 duration: {d}"));
     let (n, unit) = rest.split_at(rest.len() - 1);
     let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {d}"));
     match unit {
@@ -120,17 +122,40 @@ fn well_formed_kql(q: &str, what: &str) {
             ']' if !in_string => depth.1 -= 1,
             _ => {}
         }
-        assert!(depth.0 >= 0 && depth.1 >= 0, "{what}: a bracket closes before it opens");
+        assert!(
+            depth.0 >= 0 && depth.1 >= 0,
+            "{what}: a bracket closes before it opens"
+        );
     }
     assert!(!in_string, "{what}: an unterminated string");
     assert_eq!(depth, (0, 0), "{what}: brackets do not balance");
-    let operators = ["where", "extend", "summarize", "project", "top", "order", "take", "join", "union"];
+    let operators = [
+        "where",
+        "extend",
+        "summarize",
+        "project",
+        "top",
+        "order",
+        "take",
+        "join",
+        "union",
+    ];
     for l in code.lines().map(str::trim).filter(|l| l.starts_with('|')) {
         let op = l[1..].split_whitespace().next().unwrap_or("");
-        assert!(operators.contains(&op), "{what}: unknown operator '{op}' in: {l}");
+        assert!(
+            operators.contains(&op),
+            "{what}: unknown operator '{op}' in: {l}"
+        );
     }
-    for l in code.lines().map(str::trim).filter(|l| l.starts_with("let ")) {
-        assert!(l.ends_with(';'), "{what}: a let statement ends with ';': {l}");
+    for l in code
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("let "))
+    {
+        assert!(
+            l.ends_with(';'),
+            "{what}: a let statement ends with ';': {l}"
+        );
     }
 }
 
@@ -142,56 +167,101 @@ fn the_rules_are_a_valid_template_of_scheduled_rules() {
         "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
     );
     assert_eq!(t["contentVersion"], "1.0.0.0");
-    let declared: BTreeSet<String> = t["parameters"].as_object().unwrap().keys().cloned().collect();
+    let declared: BTreeSet<String> = t["parameters"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let mut used = BTreeSet::new();
     used_parameters(&t["resources"], &mut used);
     used_parameters(&t["outputs"], &mut used);
-    assert_eq!(used, declared, "every parameter declared is used, and only those");
+    assert_eq!(
+        used, declared,
+        "every parameter declared is used, and only those"
+    );
     for p in t["parameters"].as_object().unwrap().values() {
         assert!(p["metadata"]["description"].is_string());
     }
     let tactics = [
-        "Reconnaissance", "ResourceDevelopment", "InitialAccess", "Execution", "Persistence",
-        "PrivilegeEscalation", "DefenseEvasion", "CredentialAccess", "Discovery",
-        "LateralMovement", "Collection", "Exfiltration", "CommandAndControl", "Impact",
+        "Reconnaissance",
+        "ResourceDevelopment",
+        "InitialAccess",
+        "Execution",
+        "Persistence",
+        "PrivilegeEscalation",
+        "DefenseEvasion",
+        "CredentialAccess",
+        "Discovery",
+        "LateralMovement",
+        "Collection",
+        "Exfiltration",
+        "CommandAndControl",
+        "Impact",
     ];
     let resources = t["resources"].as_array().unwrap();
     assert_eq!(resources.len(), 2);
     for r in resources {
-        assert_eq!(r["type"], "Microsoft.OperationalInsights/workspaces/providers/alertRules");
+        assert_eq!(
+            r["type"],
+            "Microsoft.OperationalInsights/workspaces/providers/alertRules"
+        );
         assert_eq!(r["kind"], "Scheduled");
         assert!(r["apiVersion"].as_str().unwrap().starts_with("20"));
         let name = r["name"].as_str().unwrap();
         assert!(
-            name.starts_with("[concat(parameters('workspaceName'), '/Microsoft.SecurityInsights/', "),
+            name.starts_with(
+                "[concat(parameters('workspaceName'), '/Microsoft.SecurityInsights/', "
+            ),
             "{name}"
         );
         let p = &r["properties"];
         let what = p["displayName"].as_str().unwrap();
-        assert!(["Informational", "Low", "Medium", "High"].contains(&p["severity"].as_str().unwrap()));
+        assert!(
+            ["Informational", "Low", "Medium", "High"].contains(&p["severity"].as_str().unwrap())
+        );
         assert_eq!(p["enabled"], true);
         let freq = iso_minutes(p["queryFrequency"].as_str().unwrap());
         let period = iso_minutes(p["queryPeriod"].as_str().unwrap());
-        assert!((5..=period).contains(&freq), "{what}: 5 min <= frequency <= period");
+        assert!(
+            (5..=period).contains(&freq),
+            "{what}: 5 min <= frequency <= period"
+        );
         assert!(period <= 14 * 24 * 60, "{what}: period at most 14 days");
         iso_minutes(p["suppressionDuration"].as_str().unwrap());
-        assert!(["GreaterThan", "LessThan", "Equal", "NotEqual"].contains(&p["triggerOperator"].as_str().unwrap()));
+        assert!(
+            ["GreaterThan", "LessThan", "Equal", "NotEqual"]
+                .contains(&p["triggerOperator"].as_str().unwrap())
+        );
         assert!(p["triggerThreshold"].is_u64());
         for tac in p["tactics"].as_array().unwrap() {
-            assert!(tactics.contains(&tac.as_str().unwrap()), "{what}: tactic {tac}");
+            assert!(
+                tactics.contains(&tac.as_str().unwrap()),
+                "{what}: tactic {tac}"
+            );
         }
-        assert!(p["incidentConfiguration"]["createIncident"].as_bool().unwrap());
+        assert!(
+            p["incidentConfiguration"]["createIncident"]
+                .as_bool()
+                .unwrap()
+        );
         // The columns the alert maps are made by the query.
         let q = evaluate(p["query"].as_str().unwrap(), &sample);
         well_formed_kql(&q, what);
         for col in p["customDetails"].as_object().unwrap().values() {
             let col = col.as_str().unwrap();
-            assert!(q.contains(&format!("{col} =")), "{what}: custom detail column {col}");
+            assert!(
+                q.contains(&format!("{col} =")),
+                "{what}: custom detail column {col}"
+            );
         }
         for m in p["entityMappings"].as_array().into_iter().flatten() {
             for f in m["fieldMappings"].as_array().unwrap() {
                 let col = f["columnName"].as_str().unwrap();
-                assert!(q.contains(&format!("{col} =")), "{what}: entity column {col}");
+                assert!(
+                    q.contains(&format!("{col} =")),
+                    "{what}: entity column {col}"
+                );
             }
         }
     }
@@ -199,7 +269,9 @@ fn the_rules_are_a_valid_template_of_scheduled_rules() {
 
 fn sample(name: &str) -> Value {
     match name {
-        "wipehookIdentities" => serde_json::json!(["11111111-2222-4333-8444-555555555555", "wipehook"]),
+        "wipehookIdentities" => {
+            serde_json::json!(["11111111-2222-4333-8444-555555555555", "wipehook"])
+        }
         "wipeThreshold" => serde_json::json!(20),
         "logTable" => serde_json::json!("ContainerAppConsoleLogs_CL"),
         "logColumn" => serde_json::json!("Log_s"),
@@ -210,7 +282,10 @@ fn sample(name: &str) -> Value {
 #[test]
 fn the_mass_wipe_rule_reads_the_exchange_admin_audit_log() {
     let t = template();
-    let q = evaluate(t["resources"][0]["properties"]["query"].as_str().unwrap(), &sample);
+    let q = evaluate(
+        t["resources"][0]["properties"]["query"].as_str().unwrap(),
+        &sample,
+    );
     for needle in [
         "OfficeActivity",
         "RecordType == \"ExchangeAdmin\"",
@@ -229,7 +304,10 @@ fn the_mass_wipe_rule_reads_the_exchange_admin_audit_log() {
 #[test]
 fn the_kill_switch_rule_matches_what_wipehook_logs() {
     let t = template();
-    let q = evaluate(t["resources"][1]["properties"]["query"].as_str().unwrap(), &sample);
+    let q = evaluate(
+        t["resources"][1]["properties"]["query"].as_str().unwrap(),
+        &sample,
+    );
     assert!(q.contains("table(\"ContainerAppConsoleLogs_CL\")"), "{q}");
     assert!(q.contains("column_ifexists(\"Log_s\""), "{q}");
     // The phrases the rule looks for are in the messages wipehook logs, with
@@ -240,10 +318,16 @@ fn the_kill_switch_rule_matches_what_wipehook_logs() {
         .collect::<String>();
     for phrase in ["kill switch engaged", "kill switch lifted"] {
         assert!(q.contains(&format!("Line has \"{phrase}\"")), "{phrase}");
-        assert!(src.contains(&format!("\"{phrase}")), "wipehook logs '{phrase}...'");
+        assert!(
+            src.contains(&format!("\"{phrase}")),
+            "wipehook logs '{phrase}...'"
+        );
     }
     for field in ["by", "reason", "kill_switch"] {
         assert!(q.contains(&format!("Entry.{field}")), "{field}");
-        assert!(src.contains(&format!("{field} =")), "wipehook logs the field {field}");
+        assert!(
+            src.contains(&format!("{field} =")),
+            "wipehook logs the field {field}"
+        );
     }
 }
