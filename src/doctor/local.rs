@@ -32,12 +32,21 @@ pub fn valid(config: &Config) -> Check {
     let c = Check::new("config.valid", "the configuration loads and validates")
         .checked("every key parsed and validated (Config::new)");
     let saw = format!(
-        "{} tenant(s); cloud {}; store {}; inbound: {} audience(s), {} allowed caller(s)",
+        "{} tenant(s); cloud {}; store {}; inbound: {} audience(s), {} allowed caller(s){}",
         config.tenants.len(),
         config.cloud.name,
         s.store.url,
         s.inbound.audiences.len(),
-        s.inbound.allowed_callers.len()
+        config
+            .tenants
+            .iter()
+            .map(|t| t.allowed_callers.len())
+            .sum::<usize>(),
+        if s.guard.kill_switch {
+            "; guard.kill_switch = true: no wipe is sent"
+        } else {
+            ""
+        }
     );
     if config.tenants.is_empty() {
         return c.fail(
