@@ -23,6 +23,25 @@ pub struct GraphClient {
     http: reqwest::Client,
     base: String,
     metrics: Metrics,
+    /// A tenant Graph throttled (429 with `Retry-After`): its account-step
+    /// writes wait until then, like Exchange's pause.
+    paused: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+}
+
+/// What `confirmCompromised` came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmed {
+    Done,
+    /// The tenant has no Entra ID P2 (Identity Protection): a clear skip.
+    NoLicence(String),
+}
+
+/// A person's account, as the sign-in block needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountState {
+    pub enabled: bool,
+    /// Synchronised from on-premises AD: sync re-enables a cloud-only disable.
+    pub on_premises_synced: bool,
 }
 
 impl GraphClient {
@@ -31,6 +50,189 @@ impl GraphClient {
             http,
             base: graph_url.trim_end_matches('/').to_string(),
             metrics,
+            paused: Default::default(),
+        }
+    }
+
+    fn user_url(&self, object_id: &str, tail: &str) -> Result<String, CallError> {
+        let id = uuid::Uuid::parse_str(object_id)
+            .map_err(|_| CallError::permanent(format!("'{object_id}' is not an object id")))?;
+        Ok(format!("{}/v1.0/users/{}{tail}", self.base, id.hyphenated()))
+    }
+
+    /// Wait out the tenant's Graph pause, if any.
+    async fn honour_pause(&self, tokens: &TokenProvider) {
+        let until = self
+            .paused
+            .lock()
+            .expect("graph pause lock")
+            .get(tokens.tenant())
+            .copied();
+        if let Some(u) = until {
+            let now = Instant::now();
+            if u > now {
+                tokio::time::sleep(u - now).await;
+            }
+        }
+    }
+
+    /// One account-step write: 2xx is done; 429 pauses the tenant for its
+    /// `Retry-After` and is retried; 403 names the permission.
+    async fn write(
+        &self,
+        tokens: &TokenProvider,
+        method: reqwest::Method,
+        url: &str,
+        body: &Value,
+        op: &'static str,
+        permission: &str,
+    ) -> Result<(u16, String), CallError> {
+        self.honour_pause(tokens).await;
+        let token = tokens.token(Resource::Graph).await?;
+        let started = Instant::now();
+        let resp = self
+            .http
+            .request(method, url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError::from_reqwest("Graph account step", e))?;
+        let status = resp.status().as_u16();
+        self.metrics
+            .upstream_latency("graph", op, status, started.elapsed());
+        let ra = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            200..=299 => Ok((status, text)),
+            401 => {
+                tokens.invalidate();
+                Err(CallError::transient("Graph answered 401"))
+            }
+            429 => {
+                let wait = ra.unwrap_or(std::time::Duration::from_secs(5));
+                self.paused
+                    .lock()
+                    .expect("graph pause lock")
+                    .insert(tokens.tenant().to_string(), Instant::now() + wait);
+                self.metrics.retry("graph", "throttled");
+                Err(CallError::Transient {
+                    reason: "Graph answered 429 (throttled)".into(),
+                    retry_after: Some(wait),
+                })
+            }
+            500..=599 => Err(CallError::Transient {
+                reason: format!("Graph answered {status}"),
+                retry_after: ra,
+            }),
+            403 => Err(CallError::Permanent {
+                reason: format!(
+                    "Graph answered 403: {} (does wipehook's identity have {permission}?)",
+                    graph_message(&text)
+                ),
+            }),
+            _ => Err(CallError::Permanent {
+                reason: format!("Graph answered {status}: {}", graph_message(&text)),
+            }),
+        }
+    }
+
+    /// `POST /v1.0/users/{id}/revokeSignInSessions` (User.RevokeSessions.All).
+    pub async fn revoke_sessions(
+        &self,
+        tokens: &TokenProvider,
+        object_id: &str,
+    ) -> Result<(), CallError> {
+        let url = self.user_url(object_id, "/revokeSignInSessions")?;
+        self.write(
+            tokens,
+            reqwest::Method::POST,
+            &url,
+            &serde_json::json!({}),
+            "revoke-sessions",
+            "User.RevokeSessions.All",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /v1.0/users/{id}?$select=accountEnabled,onPremisesSyncEnabled`.
+    pub async fn account_state(
+        &self,
+        tokens: &TokenProvider,
+        object_id: &str,
+    ) -> Result<Option<AccountState>, CallError> {
+        let url = self.user_url(object_id, "")?;
+        let v = self
+            .get(
+                tokens,
+                &url,
+                &[("$select", "id,accountEnabled,onPremisesSyncEnabled")],
+                "get-account",
+            )
+            .await?;
+        Ok(v.map(|v| AccountState {
+            enabled: v
+                .get("accountEnabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            on_premises_synced: v
+                .get("onPremisesSyncEnabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        }))
+    }
+
+    /// `PATCH /v1.0/users/{id}` `{"accountEnabled": ...}` (User.EnableDisableAccount.All).
+    pub async fn set_account_enabled(
+        &self,
+        tokens: &TokenProvider,
+        object_id: &str,
+        enabled: bool,
+    ) -> Result<(), CallError> {
+        let url = self.user_url(object_id, "")?;
+        self.write(
+            tokens,
+            reqwest::Method::PATCH,
+            &url,
+            &serde_json::json!({"accountEnabled": enabled}),
+            "set-account-enabled",
+            "User.EnableDisableAccount.All",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /v1.0/identityProtection/riskyUsers/confirmCompromised`
+    /// (IdentityRiskyUser.ReadWrite.All; Entra ID P2). A tenant without P2
+    /// is a clear skip, not a failure.
+    pub async fn confirm_compromised(
+        &self,
+        tokens: &TokenProvider,
+        object_id: &str,
+    ) -> Result<Confirmed, CallError> {
+        let id = uuid::Uuid::parse_str(object_id)
+            .map_err(|_| CallError::permanent(format!("'{object_id}' is not an object id")))?;
+        let url = format!(
+            "{}/v1.0/identityProtection/riskyUsers/confirmCompromised",
+            self.base
+        );
+        match self
+            .write(
+                tokens,
+                reqwest::Method::POST,
+                &url,
+                &serde_json::json!({"userIds": [id.hyphenated().to_string()]}),
+                "confirm-compromised",
+                "IdentityRiskyUser.ReadWrite.All",
+            )
+            .await
+        {
+            Ok(_) => Ok(Confirmed::Done),
+            Err(CallError::Permanent { reason }) if no_p2(&reason) => {
+                Ok(Confirmed::NoLicence(reason))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -245,6 +447,21 @@ impl GraphClient {
             ))),
         }
     }
+}
+
+/// Graph's error message (`error.message`), else the body's start.
+fn graph_message(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(String::from))
+        .unwrap_or_else(|| text.chars().take(200).collect())
+}
+
+/// Identity Protection refuses a tenant without Entra ID P2 (the message
+/// names the licence; the exact wording is unverified, so several are read).
+fn no_p2(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("p2") || r.contains("premium") || r.contains("licen")
 }
 
 /// An app role an app registration or service principal defines.

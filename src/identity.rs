@@ -153,6 +153,11 @@ impl TokenProvider {
     }
 
     /// After a 401: drop cached tokens by building the credential anew.
+    /// The tenant this provider gets tokens in.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     pub fn invalidate(&self) {
         match build(&self.tenant, &self.settings, &self.cloud, &self.http) {
             Ok(c) => {

@@ -357,6 +357,8 @@ pub async fn accept(
         trigger_scope: scope(&trigger),
         provider_incident_id: trigger.provider_incident_id.clone(),
         comments_baseline: trigger.comments_count,
+        first_activity_at: trigger.first_activity_at,
+        attack_disruption: trigger.attack_disruption(),
     };
     let accepted = shared.store.accept(&new).await?;
     let has_work = accepted.created && !new.jobs.is_empty();

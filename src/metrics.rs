@@ -49,6 +49,7 @@ struct Inner {
     canary_ok: Family<Labels, Gauge>,
     guard_held: Family<Labels, Counter>,
     kill_switch: Gauge,
+    account_steps: Family<Labels, Counter>,
     canary_last_success: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -146,6 +147,12 @@ impl Metrics {
             "Users held before a send by the guard, by cause: tenant (policy.max_wipes_per_hour), service (guard.max_wipes_per_hour), kill_switch",
             guard_held.clone(),
         );
+        let account_steps = Family::<Labels, Counter>::default();
+        r.register(
+            "account_steps",
+            "Account steps through Microsoft Graph, by step (revoke_sessions, block_sign_in, confirm_compromised) and result (done, skipped, failed, undone)",
+            account_steps.clone(),
+        );
         let kill_switch = Gauge::default();
         r.register(
             "kill_switch_engaged",
@@ -157,6 +164,7 @@ impl Metrics {
                 canary_ok,
                 guard_held,
                 kill_switch,
+                account_steps,
                 canary_last_success,
                 registry: r,
                 runs_accepted,
@@ -191,6 +199,12 @@ impl Metrics {
     }
     pub fn delivery_deduplicated(&self) {
         self.inner.deliveries_deduplicated.inc();
+    }
+    pub fn account_step(&self, step: &str, result: &str) {
+        self.inner
+            .account_steps
+            .get_or_create(&Self::l(&[("step", step), ("result", result)]))
+            .inc();
     }
     pub fn guard_held(&self, cause: &str) {
         self.inner

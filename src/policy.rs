@@ -3,7 +3,7 @@
 
 use crate::config::{FoundLater, PolicySettings};
 use crate::domain::{
-    Claims, ClientType, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget, Severity,
+    Claims, ClientType, DeviceClass, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget, Severity,
     SkipCause, TargetState, Upn,
 };
 
@@ -270,6 +270,62 @@ pub fn device(p: &PolicySettings, d: &MobileDevice) -> DeviceDecision {
     DeviceDecision::Wipe { notes }
 }
 
+/// What a device is, and why, before anything is done to it. In order: an
+/// EAS client below 16.1 (it cannot connect at all), a suspected attacker
+/// device (first synced at or after the incident's first activity minus
+/// `policy.attacker_device_margin`), a stale one (no sync for
+/// `policy.stale_after`: its wipe will probably never land), an Outlook
+/// partnership (one for all the user's Outlook devices), else normal.
+pub fn triage(
+    p: &PolicySettings,
+    d: &MobileDevice,
+    first_activity_ms: Option<i64>,
+    now_ms: i64,
+) -> (DeviceClass, String) {
+    let when = |ms: i64| crate::report::rfc3339(ms);
+    if d.client_type == ClientType::Eas
+        && d.eas_version.is_none_or(|v| v < EasVersion::ACCOUNT_ONLY_MIN)
+    {
+        return (
+            DeviceClass::EasBelow16_1,
+            "EAS below 16.1: Exchange Online refuses it since 1 March 2026, so it cannot connect at all".into(),
+        );
+    }
+    let margin = p.attacker_device_margin.as_millis() as i64;
+    if let (Some(first), Some(activity)) = (d.first_sync_ms, first_activity_ms)
+        && first >= activity - margin
+    {
+        return (
+            DeviceClass::SuspectedAttacker,
+            format!(
+                "first synced {} (the incident's first activity {}, minus {}): suspected attacker device; its wipe is requested and it is blocked at once",
+                when(first),
+                when(activity),
+                crate::config::format_duration(p.attacker_device_margin)
+            ),
+        );
+    }
+    if let Some(last) = d.last_sync_ms
+        && now_ms - last > p.stale_after.as_millis() as i64
+    {
+        return (
+            DeviceClass::Stale,
+            format!(
+                "no sync since {} (policy.stale_after = {}): the wipe will probably never land",
+                when(last),
+                crate::config::format_duration(p.stale_after)
+            ),
+        );
+    }
+    if matches!(d.client_type, ClientType::Outlook | ClientType::Rest) {
+        return (
+            DeviceClass::OutlookRest,
+            "Outlook for iOS/Android: one partnership covers all the user's Outlook devices".into(),
+        );
+    }
+    (DeviceClass::Normal, "an active device".into())
+}
+
 fn looks_native_android(d: &MobileDevice) -> bool {
     let s = format!("{} {} {}", d.device_type, d.user_agent, d.os).to_ascii_lowercase();
     s.contains("android") || s.contains("samsung") || s.contains("sm-")
@@ -303,6 +359,9 @@ mod tests {
             client_type: ClientType::parse(ct),
             client_version: v.into(),
             eas_version: EasVersion::parse(v),
+            first_sync_ms: None,
+            last_sync_ms: None,
+            class: None,
         }
     }
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::domain::{
-    DeviceOutcome, Mode, RunId, RunOutcome, RunStatus, SkipCause, TargetState, TriggerKind,
+    AccountStep, DeviceClass, DeviceOutcome, Mode, StepState, RunId, RunOutcome, RunStatus, SkipCause, TargetState, TriggerKind,
     UserOutcome, Verification, WipeState,
 };
 use crate::store::{DeviceRecord, RunRecord, Store, TargetRecord, Unresolved};
@@ -32,6 +32,9 @@ pub struct RunReport {
     pub approved: Option<Actor>,
     /// Every approval recorded so far (a large run needs two distinct approvers).
     pub approvals: Vec<Actor>,
+    /// Defender's automatic attack disruption acted on the incident (its tag
+    /// or title suffix): the account may already be disabled.
+    pub attack_disruption: bool,
     pub cancelled: Option<Actor>,
     /// Held: when the hold expires unapproved.
     pub hold_expires_at: Option<String>,
@@ -130,6 +133,8 @@ pub struct UserResult {
     /// otherwise).
     pub needs: Vec<String>,
     pub devices: Vec<DeviceResult>,
+    /// The account steps taken (or not) for this user, in order.
+    pub account_steps: Vec<StepResult>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -156,6 +161,20 @@ pub struct DeviceResult {
     pub prior_state: Option<WipeState>,
     /// Skipped: why (`old_eas`, `unknown_eas_version`, `unknown_client`, `client_type_excluded`).
     pub skip_cause: Option<SkipCause>,
+    /// What the device is (triage), and why.
+    pub triage: Option<DeviceClass>,
+    pub triage_reason: Option<String>,
+    /// A suspected attacker device: when wipehook blocked it.
+    pub blocked_at: Option<String>,
+}
+
+/// One account step of a user in this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    pub step: AccountStep,
+    pub state: StepState,
+    pub reason: Option<String>,
+    pub at: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -189,6 +208,12 @@ impl RunReport {
                 if d.notes.iter().any(|n| n.starts_with("not cancelled")) {
                     f.push(format!("not_cancelled:{}", d.guid));
                 }
+                if d.blocked_at.is_some() {
+                    f.push(format!("blocked:{}", d.guid));
+                }
+            }
+            for s in &u.account_steps {
+                f.push(format!("step:{}:{}:{}", u.upn, s.step, s.state));
             }
         }
         if self.approved.is_some() {
@@ -247,8 +272,20 @@ pub async fn load(store: &Store, run_id: &RunId) -> Result<Option<RunReport>> {
             at: rfc3339(a.at),
         })
         .collect();
+    let attack_disruption = run.attack_disruption;
     let mut report = build(run, targets, devices, unresolved, errors);
     report.approvals = approvals;
+    report.attack_disruption = attack_disruption;
+    for s in store.user_steps(run_id).await? {
+        if let Some(u) = report.users.iter_mut().find(|u| u.upn == s.upn.as_str()) {
+            u.account_steps.push(StepResult {
+                step: s.step,
+                state: s.state,
+                reason: s.reason,
+                at: rfc3339(s.at),
+            });
+        }
+    }
     Ok(Some(report))
 }
 
@@ -290,6 +327,7 @@ fn build(
             outcome,
             needs,
             devices: devs,
+            account_steps: vec![],
         });
     }
     for d in &devices {
@@ -337,6 +375,7 @@ fn build(
             at: rfc3339(a.at),
         }),
         approvals: vec![],
+        attack_disruption: false,
         cancelled: run.cancelled.map(|a| Actor {
             by: a.by,
             at: rfc3339(a.at),
@@ -558,5 +597,8 @@ fn device_result(d: &DeviceRecord) -> DeviceResult {
         prior_requested_at: d.prior.as_ref().map(|p| rfc3339(p.at)),
         prior_state: d.prior.as_ref().and_then(|p| p.state),
         skip_cause: d.skip_cause,
+        triage: d.triage,
+        triage_reason: d.triage_reason.clone(),
+        blocked_at: d.blocked_at.map(rfc3339),
     }
 }

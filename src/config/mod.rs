@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::Mode;
-use crate::domain::{Severity, TenantId, Upn, WorkspaceRef};
+use crate::domain::{AccountStep, ContainmentOrder, Severity, TenantId, Upn, WorkspaceRef};
 pub use cloud::{Cloud, CloudSettings, cloud_instance_names, clouds_of_host};
 use duration::{dur, opt_dur};
 pub use duration::{format_duration, parse_duration};
@@ -335,6 +335,23 @@ pub struct PolicySettings {
     /// 10 minutes late).
     #[serde(with = "dur")]
     pub entity_sync_wait: Duration,
+    /// Account steps through Microsoft Graph, in this order, for every user
+    /// whose devices were decided (empty: none).
+    pub account_steps: Vec<AccountStep>,
+    /// `wipe_first` (account steps when every active phone acknowledged, or
+    /// at `account_steps_after`) or `contain_first` (account steps at once,
+    /// then the wipes).
+    pub containment_order: ContainmentOrder,
+    #[serde(with = "dur")]
+    pub account_steps_after: Duration,
+    /// A device not synced for this long is stale: its wipe will probably
+    /// never land, and it does not hold the account steps back.
+    #[serde(with = "dur")]
+    pub stale_after: Duration,
+    /// A device first synced at or after the incident's first activity minus
+    /// this margin is a suspected attacker device (wiped and blocked).
+    #[serde(with = "dur")]
+    pub attacker_device_margin: Duration,
 }
 
 /// What to do with users found after the trigger.
@@ -362,6 +379,11 @@ impl Default for PolicySettings {
             verify_interval: Duration::from_secs(60),
             users_found_later: FoundLater::Hold,
             entity_sync_wait: Duration::from_secs(600),
+            account_steps: vec![],
+            containment_order: ContainmentOrder::WipeFirst,
+            account_steps_after: Duration::from_secs(15 * 60),
+            stale_after: Duration::from_secs(30 * 86400),
+            attacker_device_margin: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -384,6 +406,14 @@ pub struct PolicyOverrides {
     #[serde(default, with = "opt_dur")]
     pub verify_deadline: Option<Duration>,
     pub users_found_later: Option<FoundLater>,
+    pub account_steps: Option<Vec<AccountStep>>,
+    pub containment_order: Option<ContainmentOrder>,
+    #[serde(default, with = "opt_dur")]
+    pub account_steps_after: Option<Duration>,
+    #[serde(default, with = "opt_dur")]
+    pub stale_after: Option<Duration>,
+    #[serde(default, with = "opt_dur")]
+    pub attacker_device_margin: Option<Duration>,
 }
 
 impl PolicySettings {
@@ -430,6 +460,21 @@ impl PolicySettings {
         }
         if let Some(v) = o.users_found_later {
             p.users_found_later = v;
+        }
+        if let Some(v) = &o.account_steps {
+            p.account_steps = v.clone();
+        }
+        if let Some(v) = o.containment_order {
+            p.containment_order = v;
+        }
+        if let Some(v) = o.account_steps_after {
+            p.account_steps_after = v;
+        }
+        if let Some(v) = o.stale_after {
+            p.stale_after = v;
+        }
+        if let Some(v) = o.attacker_device_margin {
+            p.attacker_device_margin = v;
         }
         p
     }
@@ -515,6 +560,13 @@ impl Config {
             return Err("worker.backoff_scale must be a number >= 0".into());
         }
         for p in std::iter::once(&settings.policy).chain(tenants.iter().map(|t| &t.policy)) {
+            let mut seen = vec![];
+            for s in &p.account_steps {
+                if seen.contains(s) {
+                    return Err(format!("policy.account_steps: '{s}' is listed twice"));
+                }
+                seen.push(*s);
+            }
             for c in &p.client_types {
                 if !["eas", "outlook", "rest"].contains(&c.to_ascii_lowercase().as_str()) {
                     return Err(format!(

@@ -70,6 +70,12 @@ pub struct MobileDevice {
     pub client_type: ClientType,
     pub client_version: String,
     pub eas_version: Option<EasVersion>,
+    /// `FirstSyncTime` (Unix ms), when Exchange gave it.
+    pub first_sync_ms: Option<i64>,
+    /// `LastSuccessSync` from the statistics (Unix ms), when read.
+    pub last_sync_ms: Option<i64>,
+    /// The triage (`policy::triage`), set before any decision.
+    pub class: Option<(super::DeviceClass, String)>,
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ pub enum Job {
     Cancel,
     /// A hold not approved in time.
     Expire,
+    /// Block this target's suspected attacker devices (after their wipe requests).
+    Block { upn: Upn },
+    /// Take the configured account steps for this target's person.
+    Account { upn: Upn },
 }
 
 impl Job {
@@ -32,13 +36,18 @@ impl Job {
             Job::Verify { .. } => TaskKind::Verify,
             Job::Cancel => TaskKind::Cancel,
             Job::Expire => TaskKind::Expire,
+            Job::Block { .. } => TaskKind::Block,
+            Job::Account { .. } => TaskKind::Account,
         }
     }
 
     /// The stored argument. One task per (run, kind, argument).
     pub fn arg(&self) -> String {
         match self {
-            Job::Contain { upn } | Job::Verify { upn } => upn.to_string(),
+            Job::Contain { upn }
+            | Job::Verify { upn }
+            | Job::Block { upn }
+            | Job::Account { upn } => upn.to_string(),
             Job::Resolve { object_id } => object_id.clone(),
             Job::Entities | Job::Comment | Job::Cancel | Job::Expire => String::new(),
         }
@@ -63,6 +72,8 @@ impl Job {
             TaskKind::Comment => Job::Comment,
             TaskKind::Cancel => Job::Cancel,
             TaskKind::Expire => Job::Expire,
+            TaskKind::Block => Job::Block { upn: arg.parse()? },
+            TaskKind::Account => Job::Account { upn: arg.parse()? },
         })
     }
 }
@@ -76,7 +87,9 @@ mod tests {
         let upn = Upn::parse("a@contoso.com").unwrap();
         for j in [
             Job::Contain { upn: upn.clone() },
-            Job::Verify { upn },
+            Job::Verify { upn: upn.clone() },
+            Job::Block { upn: upn.clone() },
+            Job::Account { upn },
             Job::Resolve {
                 object_id: "5e8a6ad4-0000-4000-8000-000000000001".into(),
             },

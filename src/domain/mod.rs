@@ -17,7 +17,7 @@ pub use ids::{
 pub use job::Job;
 pub use person::{Claims, DirectoryUser};
 pub use state::{
-    AuditAction, BudgetState, DeviceOutcome, Mode, RecordState, RunOutcome, RunStatus, Severity,
+    AccountStep, AuditAction, BudgetState, ContainmentOrder, DeviceClass, StepState, DeviceOutcome, Mode, RecordState, RunOutcome, RunStatus, Severity,
     SkipCause, TargetState, TaskKind, TaskState, TriggerKind, UserOutcome, Verification, WipeState,
 };
 pub use target::{Found, NewTarget, TriggerScope};

@@ -81,6 +81,62 @@ text_enum! {
 }
 
 text_enum! {
+    /// What a device is, decided before acting on it (recorded with its reason).
+    pub enum DeviceClass {
+        /// First synced at or after the incident's first activity (minus a
+        /// margin): the attacker may have paired it. Wiped and blocked.
+        SuspectedAttacker = "suspected_attacker",
+        /// No sync for `policy.stale_after`: the wipe will probably never land.
+        Stale = "stale",
+        /// EAS below 16.1: cannot connect to Exchange Online at all.
+        EasBelow16_1 = "eas_below_16_1",
+        /// Outlook for iOS/Android: one partnership covers all the user's Outlook devices.
+        OutlookRest = "outlook_rest",
+        Normal = "normal",
+    }
+}
+
+text_enum! {
+    /// A step on the account, through Microsoft Graph.
+    pub enum AccountStep {
+        /// `POST /users/{id}/revokeSignInSessions`.
+        RevokeSessions = "revoke_sessions",
+        /// `PATCH /users/{id}` `accountEnabled: false`.
+        BlockSignIn = "block_sign_in",
+        /// `POST /identityProtection/riskyUsers/confirmCompromised` (Entra ID P2).
+        ConfirmCompromised = "confirm_compromised",
+    }
+}
+
+text_enum! {
+    /// What became of an account step in a run.
+    pub enum StepState {
+        /// Dry run: would have been taken.
+        WouldDo = "would_do",
+        Done = "done",
+        /// Another run took it already: not repeated (force repeats it).
+        AlreadyDone = "already_done",
+        /// Not taken, with the reason (already disabled, no P2 licence).
+        Skipped = "skipped",
+        Failed = "failed",
+        /// Undone by the run's cancel (only a sign-in block wipehook set).
+        Undone = "undone",
+    }
+}
+
+text_enum! {
+    /// The order of the wipe and the account steps, per tenant.
+    pub enum ContainmentOrder {
+        /// Wipes first; the account steps when every active phone
+        /// acknowledged, or at `policy.account_steps_after`.
+        WipeFirst = "wipe_first",
+        /// Account steps at once, then the wipes (phones that have not synced
+        /// may never receive them).
+        ContainFirst = "contain_first",
+    }
+}
+
+text_enum! {
     /// What the audit trail records: who approved, who was refused, who threw
     /// or lifted the kill switch, who cancelled.
     pub enum AuditAction {
@@ -172,6 +228,8 @@ text_enum! {
         Verify = "verify",
         Cancel = "cancel",
         Expire = "expire",
+        Block = "block",
+        Account = "account",
     }
 }
 
@@ -351,6 +409,10 @@ mod tests {
         check(WipeState::ALL);
         check(BudgetState::ALL);
         check(AuditAction::ALL);
+        check(DeviceClass::ALL);
+        check(AccountStep::ALL);
+        check(StepState::ALL);
+        check(ContainmentOrder::ALL);
         check(TaskKind::ALL);
         check(TaskState::ALL);
         check(Mode::ALL);

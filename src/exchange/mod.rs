@@ -46,11 +46,34 @@ enum Command {
     GetRoleAssignments {
         assignee: uuid::Uuid,
     },
+    /// `Set-CASMailbox -Identity <mailbox> -ActiveSyncBlockedDeviceIDs
+    /// @{Add=<id>}` (or `@{Remove=<id>}`): adds to (removes from) the list,
+    /// never replaces it.
+    BlockDevice {
+        mailbox: Upn,
+        device_id: DeviceId,
+        remove: bool,
+    },
     /// `Get-ManagementRoleEntry -Identity "<role>\<cmdlet>"`: one entry.
     GetRoleEntry {
         role: RoleName,
         cmdlet: &'static str,
     },
+}
+
+/// An EAS `DeviceId` to block: letters and digits only (never empty, no
+/// wildcard), so the block names exactly one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn parse(raw: &str) -> Result<DeviceId, String> {
+        let r = raw.trim();
+        if r.is_empty() || r.len() > 128 || !r.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!("'{raw}' is not an ActiveSync device id"));
+        }
+        Ok(DeviceId(r.to_string()))
+    }
 }
 
 /// An Exchange management role's name as Exchange reported it: never
@@ -79,6 +102,7 @@ impl Command {
             Command::GetStatistics { .. } => "Get-MobileDeviceStatistics",
             Command::GetRoleAssignments { .. } => "Get-ManagementRoleAssignment",
             Command::GetRoleEntry { .. } => "Get-ManagementRoleEntry",
+            Command::BlockDevice { .. } => "Set-CASMailbox",
         }
     }
     fn parameters(&self) -> Value {
@@ -103,6 +127,17 @@ impl Command {
             Command::GetRoleAssignments { assignee } => {
                 json!({"RoleAssignee": assignee.hyphenated().to_string()})
             }
+            Command::BlockDevice {
+                mailbox,
+                device_id,
+                remove,
+            } => {
+                let op = if *remove { "remove" } else { "add" };
+                json!({
+                    "Identity": mailbox.as_str(),
+                    "ActiveSyncBlockedDeviceIDs": {"@odata.type": "#Exchange.GenericHashTable", op: device_id.0},
+                })
+            }
             Command::GetRoleEntry { role, cmdlet } => {
                 json!({"Identity": format!("{}\\{cmdlet}", role.as_str())})
             }
@@ -119,9 +154,9 @@ impl Command {
     }
     fn anchor(&self, tenant: &TenantId) -> String {
         match self {
-            Command::GetMobileDevice { mailbox } | Command::GetStatistics { mailbox } => {
-                format!("UPN:{}", mailbox.as_str())
-            }
+            Command::GetMobileDevice { mailbox }
+            | Command::GetStatistics { mailbox }
+            | Command::BlockDevice { mailbox, .. } => format!("UPN:{}", mailbox.as_str()),
             _ => format!("APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant}"),
         }
     }
@@ -148,6 +183,10 @@ mod field {
     pub const STATUS: &str = "Status";
     pub const ACK_ACCOUNT_ONLY: &str = "AccountOnlyDeviceWipeAckTime";
     pub const ACK_FULL: &str = "DeviceWipeAckTime";
+    pub const FIRST_SYNC: &str = "FirstSyncTime";
+    /// Statistics only; not in `STATISTICS_FIELDS`: a device that never
+    /// synced has none, and whether Exchange keeps the empty key is unverified.
+    pub const LAST_SUCCESS_SYNC: &str = "LastSuccessSync";
 }
 
 /// A value wipehook reads from a row: the names Exchange may give it (any
@@ -166,6 +205,10 @@ pub const DEVICE_FIELDS: &[Field] = &[
     Field {
         names: &[field::GUID],
         required: true,
+    },
+    Field {
+        names: &[field::FIRST_SYNC],
+        required: false,
     },
     Field {
         names: &[field::IDENTITY],
@@ -317,6 +360,8 @@ pub struct DeviceStatistics {
     pub status: String,
     /// When the device acknowledged an (account-only) wipe.
     pub wipe_acked_at: Option<i64>,
+    /// Its last successful sync (Unix ms), when Exchange gave one.
+    pub last_sync_ms: Option<i64>,
 }
 
 impl DeviceStatistics {
@@ -627,6 +672,29 @@ impl ExchangeClient {
                 },
             },
         )
+    }
+
+    /// Block (or unblock) one ActiveSync device id for one mailbox
+    /// (`Set-CASMailbox ... -ActiveSyncBlockedDeviceIDs @{Add|Remove=...}`).
+    pub async fn block_device(
+        &self,
+        tokens: &TokenProvider,
+        tenant: &TenantId,
+        mailbox: &Upn,
+        device_id: &DeviceId,
+        remove: bool,
+    ) -> Result<Vec<String>, CallError> {
+        self.invoke(
+            tokens,
+            tenant,
+            &Command::BlockDevice {
+                mailbox: mailbox.clone(),
+                device_id: device_id.clone(),
+                remove,
+            },
+        )
+        .await
+        .map(|a| a.warnings)
     }
 
     /// `Get-MobileDeviceStatistics -Mailbox <upn>`.
@@ -1005,6 +1073,10 @@ fn parse_statistics(o: &Map<String, Value>) -> DeviceStatistics {
         device_id,
         status: s(STATUS),
         wipe_acked_at: ack,
+        last_sync_ms: o
+            .get(LAST_SUCCESS_SYNC)
+            .and_then(Value::as_str)
+            .and_then(parse_time),
     }
 }
 
@@ -1039,6 +1111,12 @@ fn parse_devices(rows: &[Value], upn: &Upn) -> Result<Vec<MobileDevice>, CallErr
             } else {
                 client_version
             },
+            first_sync_ms: o
+                .get(FIRST_SYNC)
+                .and_then(Value::as_str)
+                .and_then(parse_time),
+            last_sync_ms: None,
+            class: None,
         });
     }
     if let Some(d) = devices
@@ -1175,7 +1253,12 @@ mod tests {
                 r.remove(*n);
             }
             let p = FieldProbe::of(&[Value::Object(r)], DEVICE_FIELDS);
-            assert_eq!(p.missing, vec![f.names.join(" or ")]);
+            if f.required {
+                assert_eq!(p.missing, vec![f.names.join(" or ")]);
+            } else {
+                assert!(p.missing.is_empty(), "an optional field only warns");
+                assert_eq!(p.absent_optional.len(), 1);
+            }
         }
         let mut stats = serde_json::Map::new();
         for f in STATISTICS_FIELDS {

@@ -8,8 +8,11 @@
 use std::fmt::Write;
 
 use super::arm::MAX_COMMENT_CHARS;
-use crate::domain::{DeviceOutcome, Mode, RunOutcome, SkipCause, UserOutcome, Verification};
-use crate::report::{DeviceResult, RunReport, UserResult};
+use crate::domain::{
+    AccountStep, DeviceClass, DeviceOutcome, Mode, RunOutcome, SkipCause, StepState, UserOutcome,
+    Verification,
+};
+use crate::report::{DeviceResult, RunReport, StepResult, UserResult};
 
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -365,6 +368,42 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> St
         }
         h.push_str("</ul>");
     }
+    // Beyond the wipe: the account steps, a phase of their own.
+    let stepped: Vec<&UserResult> = r.users.iter().filter(|u| !u.account_steps.is_empty()).collect();
+    if !stepped.is_empty() {
+        h.push_str("<p><b>Account</b></p><ul>");
+        for u in stepped.iter().take(layout.detail_upto.max(20)) {
+            let (name, upn) = person(u);
+            let steps: Vec<String> = u.account_steps.iter().map(step_line).collect();
+            let _ = write!(
+                h,
+                "<li>{} {}: {}</li>",
+                escape(name.as_deref().unwrap_or("")),
+                escape(&upn),
+                escape(&steps.join("; "))
+            );
+        }
+        if stepped.len() > layout.detail_upto.max(20) {
+            let _ = write!(
+                h,
+                "<li>and {} more (wipehook runs show {run_id})</li>",
+                stepped.len() - layout.detail_upto.max(20)
+            );
+        }
+        h.push_str("</ul>");
+        let cut_off = stepped.iter().any(|u| {
+            u.account_steps.iter().any(|s| {
+                s.state == StepState::Done
+                    && matches!(s.step, AccountStep::RevokeSessions | AccountStep::BlockSignIn)
+            }) && u.devices.iter().any(waiting_for)
+        });
+        if cut_off {
+            h.push_str("<p>The account was cut off while phones still waited for their wipe: a phone that has not synced may never receive it.</p>");
+        }
+    }
+    if r.attack_disruption && (first || r.settled()) {
+        h.push_str("<p>Defender's attack disruption acted on this incident: the account may already be disabled. wipehook never re-enables what it did not disable.</p>");
+    }
     // What a user's own line already says is not said again.
     let errors: Vec<&String> = r
         .errors
@@ -606,6 +645,20 @@ pub fn device_line(d: &DeviceResult) -> String {
         DeviceOutcome::Cancelled => "wipe cancelled before the phone received it".into(),
     };
     let mut line = format!("{model} ({client}): {what}");
+    match d.triage {
+        Some(DeviceClass::SuspectedAttacker) => {
+            line.push_str("; suspected attacker device (first synced after the incident began)");
+            if d.blocked_at.is_some() {
+                line.push_str(", blocked");
+            } else if d.outcome == DeviceOutcome::WouldRequest {
+                line.push_str(", would be blocked");
+            }
+        }
+        Some(DeviceClass::Stale) => {
+            line.push_str("; stale: no recent sync, the wipe will probably never land")
+        }
+        _ => {}
+    }
     // Every note the run made about the phone (a client's known limits,
     // Exchange's warnings, a cancel with nothing pending) is on the record.
     // (A phone that was not wiped keeps only what concerns it.)
@@ -619,6 +672,37 @@ pub fn device_line(d: &DeviceResult) -> String {
         .filter(|n| sent || n.starts_with("not cancelled"))
     {
         let _ = write!(line, "; {n}");
+    }
+    line
+}
+
+/// One account step in the words of the record.
+fn step_line(s: &StepResult) -> String {
+    let what = match s.step {
+        AccountStep::RevokeSessions => "sign-in sessions",
+        AccountStep::BlockSignIn => "sign-in block",
+        AccountStep::ConfirmCompromised => "confirmed compromised",
+    };
+    let state = match s.state {
+        StepState::Done => match s.step {
+            AccountStep::RevokeSessions => format!("revoked {}", human_time(&s.at)),
+            AccountStep::BlockSignIn => format!("blocked {}", human_time(&s.at)),
+            AccountStep::ConfirmCompromised => format!("done {}", human_time(&s.at)),
+        },
+        StepState::WouldDo => "dry run: would be done".into(),
+        StepState::AlreadyDone => "already done by an earlier run".into(),
+        StepState::Undone => "undone by the cancel".into(),
+        StepState::Skipped | StepState::Failed => {
+            let word = if s.state == StepState::Skipped { "skipped" } else { "failed" };
+            format!("{word}: {}", s.reason.as_deref().unwrap_or(""))
+        }
+    };
+    let mut line = format!("{what} {state}");
+    if s.step == AccountStep::BlockSignIn
+        && s.state == StepState::Done
+        && s.reason.as_deref().is_some_and(|r| r.contains("on-premises"))
+    {
+        line.push_str(" (synchronised from on-premises AD: disable it there too)");
     }
     line
 }
@@ -674,6 +758,14 @@ fn changes(r: &RunReport, new_facts: &[String]) -> Vec<String> {
                 out.push(format!(
                     "{who}: {model}: not cancelled: nothing pending (already acknowledged or never requested)"
                 ));
+            }
+            if has(&format!("blocked:{}", d.guid)) {
+                out.push(format!("{who}: {model}: suspected attacker device blocked"));
+            }
+        }
+        for s in &u.account_steps {
+            if has(&format!("step:{}:{}:{}", u.upn, s.step, s.state)) {
+                out.push(format!("{who}: {}", step_line(s)));
             }
         }
         if has(&format!("user:{}:{}", u.upn, u.outcome))

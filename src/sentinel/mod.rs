@@ -32,6 +32,23 @@ pub struct Trigger {
     pub provider_incident_id: Option<String>,
     /// `additionalData.commentsCount`: comments the incident had.
     pub comments_count: Option<i64>,
+    /// `firstActivityTimeUtc`, Unix ms: the earliest activity of its alerts.
+    pub first_activity_at: Option<i64>,
+}
+
+impl Trigger {
+    /// Defender's automatic attack disruption acted on the incident: the
+    /// *Attack Disruption* tag, or "(attack disruption)" at the end of the
+    /// title (as the API shows it).
+    pub fn attack_disruption(&self) -> bool {
+        self.labels
+            .iter()
+            .any(|l| l.trim().eq_ignore_ascii_case("attack disruption"))
+            || self
+                .title
+                .as_deref()
+                .is_some_and(|t| t.trim_end().to_ascii_lowercase().ends_with("(attack disruption)"))
+    }
 }
 
 /// One alert of an incident, as the incident's alert list gives it.
@@ -146,6 +163,7 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
             created_at: None,
             provider_incident_id: None,
             comments_count: None,
+            first_activity_at: None,
         });
     }
     if let Some(object) = get(root, &["object"]).and_then(Value::as_object) {
@@ -186,6 +204,7 @@ pub fn parse_trigger(body: &Value) -> Result<Trigger, TriggerError> {
                 })
                 .unwrap_or_default(),
             created_at: get_str(props, &["createdTimeUtc"]).and_then(parse_time),
+            first_activity_at: get_str(props, &["firstActivityTimeUtc"]).and_then(parse_time),
             provider_incident_id: get(props, &["providerIncidentId"])
                 .and_then(|v| match v {
                     Value::String(s) => Some(s.trim().to_string()),

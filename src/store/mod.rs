@@ -9,6 +9,7 @@
 //! databases by `tests/api/store_contract.rs`.
 
 mod guard;
+mod steps;
 mod housekeeping;
 mod ledger;
 mod queue;
@@ -28,6 +29,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub use guard::{Approval, AuditEntry, BudgetLimits, KillSwitch, Reservation};
 pub use housekeeping::StoreStats;
+pub use steps::{StepClaim, UserStep};
 pub use ledger::{LedgerRow, WipeClaim};
 pub use queue::{Task, TaskSummary};
 pub use records::RecordRow;
@@ -50,6 +52,7 @@ macro_rules! backend {
         include!("sql/records.rs");
         include!("sql/housekeeping.rs");
         include!("sql/guard.rs");
+        include!("sql/steps.rs");
     };
 }
 
@@ -71,6 +74,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_trigger_scope.sql")),
     (4, include_str!("migrations/0004_record.sql")),
     (5, include_str!("migrations/0005_guard.sql")),
+    (7, include_str!("migrations/0007_account_steps.sql")),
 ];
 
 /// The schema version this build migrates a store to.

@@ -43,6 +43,11 @@ pub struct NewRun {
     pub provider_incident_id: Option<String>,
     /// Comments the incident had at the trigger (`additionalData.commentsCount`).
     pub comments_baseline: Option<i64>,
+    /// The incident's first activity (Unix ms): suspected attacker devices
+    /// first synced after it.
+    pub first_activity_at: Option<i64>,
+    /// Defender's attack disruption acted on the incident.
+    pub attack_disruption: bool,
 }
 
 /// An entity that yielded no user, and why.
@@ -93,6 +98,8 @@ pub struct RunRecord {
     pub hold_until: Option<i64>,
     pub provider_incident_id: Option<String>,
     pub comments_baseline: Option<i64>,
+    pub first_activity_at: Option<i64>,
+    pub attack_disruption: bool,
 }
 
 impl Store {

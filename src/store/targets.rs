@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::{Store, Unresolved, dispatch};
 use crate::domain::{
-    Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, MobileDevice, RunId, SkipCause,
+    Claims, ClientType, DeviceClass, DeviceGuid, DeviceOutcome, DirectoryUser, MobileDevice, RunId, SkipCause,
     TargetState, TenantId, Upn, Verification, WipeState,
 };
 
@@ -73,6 +73,11 @@ pub struct DeviceRecord {
     pub skip_cause: Option<SkipCause>,
     /// Followed until then (Unix ms): the verification deadline.
     pub verify_until: Option<i64>,
+    /// What the device is (triage), and why.
+    pub triage: Option<DeviceClass>,
+    pub triage_reason: Option<String>,
+    /// A suspected attacker device: when wipehook blocked it (Unix ms).
+    pub blocked_at: Option<i64>,
 }
 
 impl DeviceRecord {
@@ -104,6 +109,9 @@ impl DeviceRecord {
             prior: None,
             skip_cause: None,
             verify_until: None,
+            triage: d.class.as_ref().map(|(c, _)| *c),
+            triage_reason: d.class.as_ref().map(|(_, r)| r.clone()),
+            blocked_at: None,
         }
     }
 }

@@ -148,7 +148,7 @@ async fn a_plain_http_500_is_retried_and_a_cmdlet_error_is_not() {
     sim.add_user("wes@contoso.com", "90000000-0000-4000-8000-000000000003");
     let g = sim.add_device("wes@contoso.com", DeviceSpec::iphone());
     // Two plain 500s on the device list, then it answers.
-    sim.fail_next_exchange(2, Fault::PlainStatus(500));
+    sim.fail_next_cmdlet("Get-MobileDevice", 2, Fault::PlainStatus(500));
     let r = app
         .contain(
             &app.h

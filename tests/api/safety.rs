@@ -124,11 +124,12 @@ async fn protected_and_foreign_users_are_never_wiped() {
             .contains("allowed_domains")
     );
     assert_eq!(r["summary"]["wipes_requested"], 1);
-    let touched: Vec<String> = sim
+    let mut touched: Vec<String> = sim
         .exchange_calls()
         .iter()
         .filter_map(|c| c.parameters["Mailbox"].as_str().map(String::from))
         .collect();
+    touched.dedup();
     assert_eq!(
         touched,
         vec!["ok@contoso.com"],

@@ -82,6 +82,8 @@ fn new_run(key: &str, targets: &[(&str, TargetState)], jobs: Vec<Job>) -> NewRun
         trigger: TriggerKind::Incident,
         caller: "oid test".into(),
         caller_oid: "test-oid".into(),
+        first_activity_at: None,
+        attack_disruption: false,
         mode: Mode::Enforce,
         force: false,
         status: RunStatus::Queued,
@@ -126,6 +128,9 @@ fn device(run: &RunId, target: &str, guid: &str) -> DeviceRecord {
         client_type: wipehook::domain::ClientType::Eas,
         client_version: "16.1".into(),
         eas_version: wipehook::domain::EasVersion::parse("16.1"),
+        first_sync_ms: None,
+        last_sync_ms: None,
+        class: Some((wipehook::domain::DeviceClass::Normal, "an active device".into())),
     };
     DeviceRecord::decided(
         run,
@@ -718,6 +723,14 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
             "DROP TABLE guard",
             "DROP TABLE approvals",
             "DROP TABLE audit",
+            "ALTER TABLE devices DROP COLUMN triage",
+            "ALTER TABLE devices DROP COLUMN triage_reason",
+            "ALTER TABLE devices DROP COLUMN blocked_at",
+            "ALTER TABLE runs DROP COLUMN first_activity_at",
+            "ALTER TABLE runs DROP COLUMN attack_disruption",
+            "DROP TABLE account_ledger",
+            "DROP TABLE user_steps",
+            "DROP TABLE device_blocks",
         ],
     )
     .await;

@@ -28,6 +28,17 @@ pub(crate) const USER_READ_ALL: (&str, &str) =
     ("df021288-bdef-4463-88db-98f22de89214", "User.Read.All");
 /// The Defender incident mirror's permission (the id is unverified, see
 /// wipehook's `doctor::outbound::MIRROR_ROLE`).
+/// The account-step permissions (ids as the sim publishes them).
+pub(crate) const USER_REVOKE_SESSIONS_ALL: (&str, &str) =
+    ("77f3a031-c388-4f99-b373-dc68676a979e", "User.RevokeSessions.All");
+pub(crate) const USER_ENABLE_DISABLE_ACCOUNT_ALL: (&str, &str) = (
+    "3011c876-62b7-4ada-afa2-506cbbecc68c",
+    "User.EnableDisableAccount.All",
+);
+pub(crate) const IDENTITY_RISKY_USER_READWRITE_ALL: (&str, &str) = (
+    "656f6061-f9fe-4807-9708-6a2e0934df76",
+    "IdentityRiskyUser.ReadWrite.All",
+);
 pub(crate) const SECURITY_INCIDENT_READWRITE_ALL: (&str, &str) = (
     "34bf0e97-1971-4929-b999-9e2442d941d7",
     "SecurityIncident.ReadWrite.All",
@@ -209,6 +220,15 @@ impl Directory {
                     SECURITY_INCIDENT_READWRITE_ALL.0,
                     SECURITY_INCIDENT_READWRITE_ALL.1,
                 ),
+                AppRole::application(USER_REVOKE_SESSIONS_ALL.0, USER_REVOKE_SESSIONS_ALL.1),
+                AppRole::application(
+                    USER_ENABLE_DISABLE_ACCOUNT_ALL.0,
+                    USER_ENABLE_DISABLE_ACCOUNT_ALL.1,
+                ),
+                AppRole::application(
+                    IDENTITY_RISKY_USER_READWRITE_ALL.0,
+                    IDENTITY_RISKY_USER_READWRITE_ALL.1,
+                ),
             ],
             assignment_required: false,
         };
@@ -236,6 +256,10 @@ impl Directory {
                     (
                         "Get-MobileDeviceStatistics".into(),
                         params(&["Identity", "Mailbox"]),
+                    ),
+                    (
+                        "Set-CASMailbox".into(),
+                        params(&["Identity", "ActiveSyncBlockedDeviceIDs"]),
                     ),
                 ],
             },
@@ -276,6 +300,9 @@ impl Directory {
                 (&graph_id, USER_READ_ALL.0),
                 (&graph_id, APPLICATION_READ_ALL.0),
                 (&graph_id, SECURITY_INCIDENT_READWRITE_ALL.0),
+                (&graph_id, USER_REVOKE_SESSIONS_ALL.0),
+                (&graph_id, USER_ENABLE_DISABLE_ACCOUNT_ALL.0),
+                (&graph_id, IDENTITY_RISKY_USER_READWRITE_ALL.0),
             ] {
                 d.grant(&oid, resource, role);
             }

@@ -406,6 +406,7 @@ fn execute(
         "get-mobiledevice" => get_mobile_device(&ctx),
         "get-mobiledevicestatistics" => get_statistics(&ctx),
         "clear-mobiledevice" => clear_mobile_device(&ctx),
+        "set-casmailbox" => set_cas_mailbox(&ctx),
         "get-managementroleassignment" => get_role_assignments(&ctx),
         "get-managementroleentry" => get_role_entries(&ctx),
         _ => command_not_found(c, cmdlet),
@@ -989,6 +990,57 @@ fn eas_at_least_16_1(v: &str) -> bool {
     let major = it.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
     let minor = it.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
     (major, minor) >= (16, 1)
+}
+
+/// `Set-CASMailbox -Identity <mailbox> -ActiveSyncBlockedDeviceIDs <value>`:
+/// a GenericHashTable with `add` / `remove` changes the list; a plain value
+/// (string or array) REPLACES it, as Exchange does (the dangerous default).
+fn set_cas_mailbox(ctx: &Ctx) -> HttpResponse {
+    let Some(id) = ctx.str_param("Identity").filter(|s| !s.trim().is_empty()) else {
+        return bad_param(
+            ctx.c,
+            "Cannot process command because of one or more missing mandatory parameters: Identity.",
+        );
+    };
+    let mut st = ctx.data.st();
+    let Some(upn) = st.resolve_mailbox(&id) else {
+        drop(st);
+        return not_found_object(ctx.c, &id);
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).map(String::from).collect(),
+            _ => vec![],
+        }
+    };
+    let change = ctx.param("ActiveSyncBlockedDeviceIDs").cloned();
+    let Some(user) = st.users.iter_mut().find(|u| u.upn == upn) else {
+        drop(st);
+        return not_found_object(ctx.c, &id);
+    };
+    match change {
+        Some(Value::Object(o)) => {
+            let get = |k: &str| {
+                o.iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| strings(v))
+                    .unwrap_or_default()
+            };
+            for a in get("add") {
+                if !user.blocked_device_ids.iter().any(|b| b.eq_ignore_ascii_case(&a)) {
+                    user.blocked_device_ids.push(a);
+                }
+            }
+            let remove = get("remove");
+            user.blocked_device_ids
+                .retain(|b| !remove.iter().any(|r| r.eq_ignore_ascii_case(b)));
+        }
+        Some(v) => user.blocked_device_ids = strings(&v),
+        None => {}
+    }
+    drop(st);
+    ctx.page(Vec::new(), Vec::new())
 }
 
 fn clear_mobile_device(ctx: &Ctx) -> HttpResponse {

@@ -32,6 +32,17 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
 
 /// Graph application permissions that allow a kind of read.
 const READ_USERS: [&str; 3] = ["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"];
+const REVOKE: [&str; 3] = [
+    "User.RevokeSessions.All",
+    "User.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
+const ENABLE_DISABLE: [&str; 3] = [
+    "User.EnableDisableAccount.All",
+    "User.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
+const RISKY_USERS: [&str; 1] = ["IdentityRiskyUser.ReadWrite.All"];
 const READ_APPS: [&str; 3] = [
     "Application.Read.All",
     "Application.ReadWrite.All",
@@ -116,6 +127,8 @@ fn user_json(u: &User, select: Option<&str>) -> Value {
         "mobilePhone": null,
         "officeLocation": null,
         "preferredLanguage": null,
+        "accountEnabled": u.enabled,
+        "onPremisesSyncEnabled": if u.on_premises_synced { json!(true) } else { Value::Null },
     });
     match select {
         Some(fields) => {
@@ -168,6 +181,111 @@ async fn user_by_id(req: &HttpRequest, data: &Shared, id: String) -> HttpRespons
     let mut body = user_json(&u, q.get("$select").map(String::as_str));
     body["@odata.context"] = json!("https://graph.microsoft.com/v1.0/$metadata#users/$entity");
     HttpResponse::Ok().json(body)
+}
+
+fn user_missing(id: &str) -> HttpResponse {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+/// `POST /v1.0/users/{id}/revokeSignInSessions` -> `200 {"value": true}`.
+pub(crate) async fn revoke_sessions(
+    req: HttpRequest,
+    data: Shared,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let resp = async {
+        if let Some(r) = preamble(&req, &data, &REVOKE).await {
+            return r;
+        }
+        let id = path.into_inner();
+        let mut st = data.st();
+        match st.users.iter_mut().find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id)) {
+            Some(u) => {
+                u.sessions_revoked_at = Some(OffsetDateTime::now_utc());
+                HttpResponse::Ok().json(json!({
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Edm.Boolean",
+                    "value": true
+                }))
+            }
+            None => user_missing(&id),
+        }
+    }
+    .await;
+    log(&data, &req, resp)
+}
+
+/// `PATCH /v1.0/users/{id}` with `accountEnabled` -> `204`.
+pub(crate) async fn patch_user(
+    req: HttpRequest,
+    data: Shared,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let resp = async {
+        if let Some(r) = preamble(&req, &data, &ENABLE_DISABLE).await {
+            return r;
+        }
+        let id = path.into_inner();
+        let Some(enabled) = body.get("accountEnabled").and_then(Value::as_bool) else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "Request_BadRequest",
+                "The sim only updates accountEnabled.",
+            );
+        };
+        let mut st = data.st();
+        match st.users.iter_mut().find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id)) {
+            Some(u) => {
+                u.enabled = enabled;
+                HttpResponse::NoContent().finish()
+            }
+            None => user_missing(&id),
+        }
+    }
+    .await;
+    log(&data, &req, resp)
+}
+
+/// `POST /v1.0/identityProtection/riskyUsers/confirmCompromised`
+/// `{"userIds": [...]}` -> `204`; a tenant without Entra ID P2 is refused
+/// (403; the exact error Graph gives is unverified: the sim names the licence).
+pub(crate) async fn confirm_compromised(
+    req: HttpRequest,
+    data: Shared,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let resp = async {
+        if let Some(r) = preamble(&req, &data, &RISKY_USERS).await {
+            return r;
+        }
+        let mut st = data.st();
+        if !st.p2 {
+            return graph_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Your tenant is not licensed for this feature: Microsoft Entra ID P2 is required.",
+            );
+        }
+        let ids: Vec<String> = body
+            .get("userIds")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(u) = st.users.iter_mut().find(|u| u.object_id.eq_ignore_ascii_case(&id)) {
+                u.confirmed_compromised = true;
+            }
+        }
+        HttpResponse::NoContent().finish()
+    }
+    .await;
+    log(&data, &req, resp)
 }
 
 /// `GET /v1.0/users?$filter=proxyAddresses/any(p:p eq 'smtp:x')` (the only

@@ -101,6 +101,15 @@ fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/v1.0/users", web::get().to(graph::list_users))
         .route("/v1.0/users/{id}", web::get().to(graph::get_user))
+        .route("/v1.0/users/{id}", web::patch().to(graph::patch_user))
+        .route(
+            "/v1.0/users/{id}/revokeSignInSessions",
+            web::post().to(graph::revoke_sessions),
+        )
+        .route(
+            "/v1.0/identityProtection/riskyUsers/confirmCompromised",
+            web::post().to(graph::confirm_compromised),
+        )
         .route("/v1.0/{tail:.*}", web::route().to(graph::directory))
         .route(
             "/adminapi/beta/{tenant}/InvokeCommand",
@@ -462,9 +471,56 @@ impl SimTenant {
             f(d);
         }
     }
-    /// The phone connects: a pending wipe is sent and acknowledged now.
+    /// The phone connects: a pending wipe is sent and acknowledged now,
+    /// unless Exchange refuses the phone (its device id is blocked for the
+    /// mailbox, or the account's sessions were revoked or the account
+    /// disabled: Continuous Access Evaluation, applied at once here).
     pub fn sync_device(&self, guid: &str) {
         self.st().sync_device(guid);
+    }
+    /// Syncs Exchange refused so far.
+    pub fn refused_syncs(&self) -> usize {
+        self.st().refused_syncs
+    }
+    /// The account as Graph would show it: (accountEnabled, sessions
+    /// revoked, confirmed compromised).
+    pub fn account(&self, upn: &str) -> Option<(bool, bool, bool)> {
+        self.st()
+            .users
+            .iter()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+            .map(|u| (u.enabled, u.sessions_revoked_at.is_some(), u.confirmed_compromised))
+    }
+    /// Set `accountEnabled` (an administrator, or Defender's attack disruption).
+    pub fn set_account_enabled(&self, upn: &str, enabled: bool) {
+        if let Some(u) = self.st().users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)) {
+            u.enabled = enabled;
+        }
+    }
+    /// The account is synchronised from on-premises AD.
+    pub fn set_on_premises_synced(&self, upn: &str) {
+        if let Some(u) = self.st().users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)) {
+            u.on_premises_synced = true;
+        }
+    }
+    /// Whether the tenant has Entra ID P2 (default: yes).
+    pub fn set_p2(&self, p2: bool) {
+        self.st().p2 = p2;
+    }
+    /// `CASMailbox.ActiveSyncBlockedDeviceIDs` of a mailbox.
+    pub fn blocked_device_ids(&self, upn: &str) -> Vec<String> {
+        self.st()
+            .users
+            .iter()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+            .map(|u| u.blocked_device_ids.clone())
+            .unwrap_or_default()
+    }
+    /// Set `ActiveSyncBlockedDeviceIDs` directly (an administrator's own blocks).
+    pub fn set_blocked_device_ids(&self, upn: &str, ids: &[&str]) {
+        if let Some(u) = self.st().users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)) {
+            u.blocked_device_ids = ids.iter().map(|s| s.to_string()).collect();
+        }
     }
     pub fn token_requests(&self) -> Vec<TokenRequest> {
         self.st().token_requests.clone()

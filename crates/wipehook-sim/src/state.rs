@@ -24,6 +24,16 @@ pub(crate) struct User {
     /// Further SMTP addresses (lower case).
     pub proxies: Vec<String>,
     pub recipient_type: String,
+    /// `accountEnabled`.
+    pub enabled: bool,
+    /// `onPremisesSyncEnabled`.
+    pub on_premises_synced: bool,
+    /// When `revokeSignInSessions` was last called.
+    pub sessions_revoked_at: Option<OffsetDateTime>,
+    /// Confirmed compromised in Identity Protection.
+    pub confirmed_compromised: bool,
+    /// `CASMailbox.ActiveSyncBlockedDeviceIDs`.
+    pub blocked_device_ids: Vec<String>,
 }
 
 impl User {
@@ -49,6 +59,11 @@ impl User {
             alias: local,
             proxies: Vec::new(),
             recipient_type: "UserMailbox".into(),
+            enabled: true,
+            on_premises_synced: false,
+            sessions_revoked_at: None,
+            confirmed_compromised: false,
+            blocked_device_ids: Vec::new(),
         }
     }
     /// Every SMTP address of the mailbox.
@@ -113,6 +128,10 @@ pub(crate) struct State {
     /// Other tenants the simulated Entra publishes keys for (MSSP tests):
     /// identity only, no directory, mailboxes or workspace of their own.
     pub foreign_tenants: Vec<String>,
+    /// Syncs Exchange refused (blocked device, revoked or disabled account).
+    pub refused_syncs: usize,
+    /// The tenant has Entra ID P2 (Identity Protection): confirmCompromised works.
+    pub p2: bool,
     /// Directory users, each with its mailbox.
     pub users: Vec<User>,
     pub devices: Vec<SimDevice>,
@@ -155,6 +174,8 @@ impl State {
             jwks_fetches: 0,
             rotated: false,
             foreign_tenants: vec![],
+            refused_syncs: 0,
+            p2: true,
             users: Vec::new(),
             devices: Vec::new(),
             incidents: Vec::new(),
@@ -292,17 +313,38 @@ impl State {
 
     pub fn sync_device(&mut self, guid: &str) {
         let now = OffsetDateTime::now_utc();
-        if let Some(d) = self
+        let Some(i) = self
             .devices
-            .iter_mut()
-            .find(|d| d.guid.eq_ignore_ascii_case(guid.trim()))
-        {
-            if d.wipe_requested_at.is_some() && d.wipe_acked_at.is_none() {
-                d.wipe_sent_at = Some(now);
-                d.wipe_acked_at = Some(now);
-            }
-            d.last_success_sync = Some(now);
+            .iter()
+            .position(|d| d.guid.eq_ignore_ascii_case(guid.trim()))
+        else {
+            return;
+        };
+        // Exchange refuses the phone (nothing is sent, no sync): its device
+        // id is blocked for the mailbox, or the account's tokens are refused
+        // after a Continuous Access Evaluation critical event (sessions
+        // revoked, account disabled). CAE propagation takes up to 15 minutes
+        // in Entra; the sim applies it at once.
+        let (upn, device_id) = (self.devices[i].upn.clone(), self.devices[i].device_id.clone());
+        let refused = self.users.iter().any(|u| {
+            u.upn == upn
+                && (!u.enabled
+                    || u.sessions_revoked_at.is_some()
+                    || u
+                        .blocked_device_ids
+                        .iter()
+                        .any(|b| b.eq_ignore_ascii_case(&device_id)))
+        });
+        if refused {
+            self.refused_syncs += 1;
+            return;
         }
+        let d = &mut self.devices[i];
+        if d.wipe_requested_at.is_some() && d.wipe_acked_at.is_none() {
+            d.wipe_sent_at = Some(now);
+            d.wipe_acked_at = Some(now);
+        }
+        d.last_success_sync = Some(now);
     }
 
     pub fn add_incident(&mut self, name: &str, entities: serde_json::Value) {

@@ -1,7 +1,7 @@
 // Runs: intake (with the delivery key), reads, approval, cancellation,
 // expiry, and the run's end (`finalize_if_done`, under the run's lock).
 
-const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid";
+const RUN_COLUMNS: &str = "id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, approved_by, approved_at, cancelled_by, cancelled_at, comment_id, created_at, finished_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid, first_activity_at, attack_disruption";
 
 fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     let actor = |by: &str, at: &str| -> Result<Option<Actor>> {
@@ -22,6 +22,8 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
         trigger: parsed(r, "trigger_kind")?,
         caller: r.try_get("caller")?,
         caller_oid: r.try_get("caller_oid")?,
+        first_activity_at: r.try_get("first_activity_at")?,
+        attack_disruption: r.try_get::<Option<i64>, _>("attack_disruption")?.unwrap_or(0) != 0,
         mode: parsed(r, "mode")?,
         force: r.try_get::<i64, _>("force")? != 0,
         status: parsed(r, "status")?,
@@ -78,8 +80,8 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
         });
     }
     sqlx::query(
-        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18, $19)",
+        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid, first_activity_at, attack_disruption)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(new.id.as_str())
     .bind(new.tenant.as_str())
@@ -100,6 +102,8 @@ async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> 
     .bind(new.provider_incident_id.as_deref().map(|p| truncate(p, 100)))
     .bind(new.comments_baseline)
     .bind(&new.caller_oid)
+    .bind(new.first_activity_at)
+    .bind(new.attack_disruption as i64)
     .execute(&mut **tx)
     .await?;
     for (i, t) in new.targets.iter().enumerate() {
@@ -271,12 +275,16 @@ pub async fn request_cancel(
 pub async fn undoable(c: &mut Conn, run: &RunId) -> Result<bool> {
     let row = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM devices WHERE run_id = $1 AND outcome = $2 AND acked_at IS NULL)
-              + (SELECT COUNT(*) FROM targets WHERE run_id = $1 AND state IN ($3, $4)) AS n",
+              + (SELECT COUNT(*) FROM targets WHERE run_id = $1 AND state IN ($3, $4))
+              + (SELECT COUNT(*) FROM devices WHERE run_id = $1 AND blocked_at IS NOT NULL)
+              + (SELECT COUNT(*) FROM user_steps WHERE run_id = $1 AND step = $5 AND state = $6) AS n",
     )
     .bind(run.as_str())
     .bind(DeviceOutcome::Requested.as_str())
     .bind(TargetState::Held.as_str())
     .bind(TargetState::Pending.as_str())
+    .bind(AccountStep::BlockSignIn.as_str())
+    .bind(StepState::Done.as_str())
     .fetch_one(&mut *c)
     .await?;
     Ok(row.try_get::<i64, _>("n")? > 0)

@@ -264,6 +264,9 @@ fn device_from_row(r: &DbRow) -> Result<DeviceRecord> {
         prior,
         skip_cause: parsed_opt(r, "skip_cause")?,
         verify_until: r.try_get("verify_until")?,
+        triage: parsed_opt(r, "triage")?,
+        triage_reason: r.try_get("triage_reason")?,
+        blocked_at: r.try_get("blocked_at")?,
     })
 }
 
@@ -305,12 +308,13 @@ pub async fn put_device(c: &mut Conn, d: &DeviceRecord) -> Result<()> {
 async fn put_device_tx(tx: &mut Tx<'_>, d: &DeviceRecord) -> Result<()> {
     let flags = (!d.notes.is_empty()).then(|| d.notes.join("\n"));
     sqlx::query(
-        "INSERT INTO devices (run_id, upn, guid, device_id, device_type, model, os, client_type, client_version, outcome, reason, flags, requested_at, acked_at, verify, prior_run_id, prior_at, updated_at, prior_state, skip_cause, verify_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+        "INSERT INTO devices (run_id, upn, guid, device_id, device_type, model, os, client_type, client_version, outcome, reason, flags, requested_at, acked_at, verify, prior_run_id, prior_at, updated_at, prior_state, skip_cause, verify_until, triage, triage_reason, blocked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
          ON CONFLICT (run_id, guid) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, flags = excluded.flags,
              requested_at = excluded.requested_at, acked_at = excluded.acked_at, verify = excluded.verify,
              prior_run_id = excluded.prior_run_id, prior_at = excluded.prior_at, updated_at = excluded.updated_at,
-             prior_state = excluded.prior_state, skip_cause = excluded.skip_cause, verify_until = excluded.verify_until",
+             prior_state = excluded.prior_state, skip_cause = excluded.skip_cause, verify_until = excluded.verify_until,
+             triage = excluded.triage, triage_reason = excluded.triage_reason, blocked_at = excluded.blocked_at",
     )
     .bind(d.run_id.as_str())
     .bind(d.upn.as_str())
@@ -333,6 +337,9 @@ async fn put_device_tx(tx: &mut Tx<'_>, d: &DeviceRecord) -> Result<()> {
     .bind(d.prior.as_ref().and_then(|p| p.state).map(|s| s.as_str()))
     .bind(d.skip_cause.map(|c| c.as_str()))
     .bind(d.verify_until)
+    .bind(d.triage.map(|t| t.as_str()))
+    .bind(&d.triage_reason)
+    .bind(d.blocked_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

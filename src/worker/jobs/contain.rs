@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{Cx, Done, OnPermanent, RetryRule, store_err};
 use crate::domain::{
-    DeviceGuid, DeviceOutcome, DirectoryUser, Job, MobileDevice, Mode, TargetState, Upn,
-    Verification, WipeState,
+    ContainmentOrder, DeviceClass, DeviceGuid, DeviceOutcome, DirectoryUser, Job, MobileDevice,
+    Mode, TargetState, Upn, Verification, WipeState,
 };
 use crate::policy::{self, DeviceDecision, TargetDecision};
 use crate::state::WorkerState;
@@ -69,13 +69,15 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     if let Some((state, why)) = judge(cx, &target, &person) {
         return decide(cx, upn, state, why).await;
     }
-    let devices = cx
-        .state
-        .exchange
-        .mobile_devices(&cx.t.tokens, &cx.t.tenant.id, &person.upn)
-        .await?;
+    // contain_first: the account steps at once, before any wipe.
+    if cx.policy().containment_order == ContainmentOrder::ContainFirst {
+        super::account::take(cx, upn).await?;
+    }
+    let devices = list_and_triage(cx, &person.upn).await?;
     if devices.is_empty() {
-        return decide(cx, upn, TargetState::Done, "no mobile device".into()).await;
+        decide(cx, upn, TargetState::Done, "no mobile device".into()).await?;
+        super::account::schedule_after_wipes(cx, upn).await?;
+        return Ok(Done::Complete);
     }
     let decisions: Vec<(&MobileDevice, DeviceDecision)> = devices
         .iter()
@@ -103,7 +105,71 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
         return decide(cx, upn, TargetState::Held, why).await;
     }
     let sent = send(cx, upn, claimed.to_send).await?;
-    record(cx, upn, sent, claimed.busy_elsewhere).await
+    let done = record(cx, upn, sent, claimed.busy_elsewhere).await?;
+    after_wipes(cx, upn, dry).await?;
+    Ok(done)
+}
+
+/// The user's devices, each with its triage (what it is, and why), read
+/// with the statistics (last sync) in parallel. The statistics are best
+/// effort: without them no device is called stale.
+async fn list_and_triage(cx: &Cx<'_>, mailbox: &Upn) -> Result<Vec<MobileDevice>, CallError> {
+    let exchange = &cx.state.exchange;
+    let (devices, stats) = tokio::join!(
+        exchange.mobile_devices(&cx.t.tokens, &cx.t.tenant.id, mailbox),
+        exchange.statistics(&cx.t.tokens, &cx.t.tenant.id, mailbox)
+    );
+    let mut devices = devices?;
+    let stats = stats.unwrap_or_else(|e| {
+        tracing::warn!(reason = %e.reason(), "no statistics for the triage: no device is called stale");
+        vec![]
+    });
+    let now = now_ms();
+    for d in &mut devices {
+        d.last_sync_ms = stats
+            .iter()
+            .find(|s| s.guid.as_ref() == Some(&d.guid) || (!d.device_id.is_empty() && s.device_id == d.device_id))
+            .and_then(|s| s.last_sync_ms);
+        d.class = Some(policy::triage(cx.policy(), d, cx.run.first_activity_at, now));
+    }
+    Ok(devices)
+}
+
+/// After the user's wipes were requested: block its suspected attacker
+/// devices (a durable task of its own), and schedule the account steps
+/// (`wipe_first`).
+async fn after_wipes(cx: &Cx<'_>, upn: &Upn, dry: bool) -> Result<(), CallError> {
+    let still = cx
+        .store()
+        .target(&cx.run.id, upn)
+        .await
+        .map_err(store_err)?
+        .is_some_and(|t| t.state == TargetState::Done);
+    if !still {
+        return Ok(());
+    }
+    if !dry
+        && cx
+            .store()
+            .devices_of(&cx.run.id, upn)
+            .await
+            .map_err(store_err)?
+            .iter()
+            .any(|d| {
+                d.triage == Some(DeviceClass::SuspectedAttacker)
+                    && d.blocked_at.is_none()
+                    && matches!(
+                        d.outcome,
+                        DeviceOutcome::Requested | DeviceOutcome::AlreadyRequested
+                    )
+            })
+    {
+        cx.store()
+            .enqueue(&cx.run.id, &cx.run.tenant, &Job::Block { upn: upn.clone() }, now_ms())
+            .await
+            .map_err(store_err)?;
+    }
+    super::account::schedule_after_wipes(cx, upn).await
 }
 
 async fn decide(

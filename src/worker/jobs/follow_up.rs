@@ -103,6 +103,11 @@ pub async fn verify(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     }
     if changed {
         cx.record_later().await?;
+        // wipe_first: every active phone acknowledged (or passed its
+        // deadline): the account steps need not wait any longer.
+        if !super::account::active_unacknowledged(cx, upn).await? {
+            super::account::schedule_after_wipes(cx, upn).await?;
+        }
     }
     match waiting.iter().min() {
         None => Ok(Done::Complete),
@@ -199,6 +204,9 @@ pub async fn cancel(cx: &Cx<'_>) -> Result<Done, CallError> {
             tracing::info!(device = %d.guid, "wipe request cancelled");
         }
     }
+    // Beyond the wipe: the blocks this run added, a sign-in block it set.
+    super::block::undo(cx).await?;
+    super::account::undo(cx).await?;
     cx.record_later().await?;
     Ok(Done::Complete)
 }

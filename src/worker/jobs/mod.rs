@@ -2,6 +2,8 @@
 //! (`run`), and says what is recorded when it fails for good (`given_up`).
 //! The runner (`worker/mod.rs`) knows nothing of what a job does.
 
+mod account;
+mod block;
 mod comment;
 mod contain;
 mod discover;
@@ -61,6 +63,8 @@ pub fn retry_policy(job: &Job, w: &WorkerSettings) -> Retry {
         Job::Resolve { .. } | Job::Entities => discover::RETRY,
         Job::Verify { .. } | Job::Cancel | Job::Expire => follow_up::RETRY,
         Job::Comment => comment::RETRY,
+        Job::Block { .. } => block::RETRY,
+        Job::Account { .. } => account::RETRY,
     };
     Retry {
         max_attempts: rule.bounded.then_some(w.max_attempts),
@@ -152,5 +156,7 @@ pub async fn run(
         Job::Verify { upn } => follow_up::verify(&cx, upn).await,
         Job::Cancel => follow_up::cancel(&cx).await,
         Job::Expire => follow_up::expire(&cx).await,
+        Job::Block { upn } => block::run(&cx, upn).await,
+        Job::Account { upn } => account::run(&cx, upn).await,
     }
 }

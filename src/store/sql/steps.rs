@@ -1,0 +1,206 @@
+// Account steps and device blocks. The ledger (`account_ledger`) has one
+// row per (tenant, person, step) across runs: a later run sees that a step
+// was taken and does not repeat it (unless forced); `user_steps` is each
+// run's view. `device_blocks` holds the blocks wipehook added, so a cancel
+// removes only those.
+
+const LEDGER_DONE: &str = "done";
+const LEDGER_UNDONE: &str = "undone";
+const BLOCKED: &str = "blocked";
+const UNBLOCKED: &str = "unblocked";
+
+pub async fn step_taken(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    step: AccountStep,
+    run: &RunId,
+) -> Result<StepClaim> {
+    let row = sqlx::query(
+        "SELECT run_id, at FROM account_ledger WHERE tenant_id = $1 AND object_id = $2 AND step = $3 AND state = $4 AND run_id <> $5",
+    )
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(step.as_str())
+    .bind(LEDGER_DONE)
+    .bind(run.as_str())
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(match row {
+        Some(r) => StepClaim::DoneBy {
+            run_id: parsed(&r, "run_id")?,
+            at: r.try_get("at")?,
+        },
+        None => StepClaim::Free,
+    })
+}
+
+async fn put_user_step_tx(tx: &mut Tx<'_>, run: &RunId, s: &UserStep) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_steps (run_id, upn, step, state, reason, at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (run_id, upn, step) DO UPDATE SET state = excluded.state, reason = excluded.reason, at = excluded.at",
+    )
+    .bind(run.as_str())
+    .bind(s.upn.as_str())
+    .bind(s.step.as_str())
+    .bind(s.state.as_str())
+    .bind(s.reason.as_deref().map(|r| truncate(r, 1000)))
+    .bind(s.at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn step_done(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    s: &UserStep,
+    run: &RunId,
+) -> Result<()> {
+    let mut tx = c.begin().await?;
+    sqlx::query(
+        "INSERT INTO account_ledger (tenant_id, object_id, step, run_id, state, at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id, object_id, step) DO UPDATE SET run_id = excluded.run_id, state = excluded.state, at = excluded.at",
+    )
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(s.step.as_str())
+    .bind(run.as_str())
+    .bind(LEDGER_DONE)
+    .bind(s.at)
+    .execute(&mut *tx)
+    .await?;
+    put_user_step_tx(&mut tx, run, s).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn put_user_step(c: &mut Conn, run: &RunId, s: &UserStep) -> Result<()> {
+    let mut tx = c.begin().await?;
+    put_user_step_tx(&mut tx, run, s).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn step_undone(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    s: &UserStep,
+    run: &RunId,
+) -> Result<()> {
+    let mut tx = c.begin().await?;
+    sqlx::query(
+        "UPDATE account_ledger SET state = $1, at = $2 WHERE tenant_id = $3 AND object_id = $4 AND step = $5 AND run_id = $6",
+    )
+    .bind(LEDGER_UNDONE)
+    .bind(s.at)
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(s.step.as_str())
+    .bind(run.as_str())
+    .execute(&mut *tx)
+    .await?;
+    put_user_step_tx(&mut tx, run, s).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn user_steps(c: &mut Conn, run: &RunId) -> Result<Vec<UserStep>> {
+    let rows = sqlx::query(
+        "SELECT upn, step, state, reason, at FROM user_steps WHERE run_id = $1 ORDER BY upn, at, step",
+    )
+    .bind(run.as_str())
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UserStep {
+                upn: parsed(r, "upn")?,
+                step: parsed(r, "step")?,
+                state: parsed(r, "state")?,
+                reason: r.try_get("reason")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn device_blocked(
+    c: &mut Conn,
+    tenant: &TenantId,
+    run: &RunId,
+    mailbox: &Upn,
+    guid: &DeviceGuid,
+    device_id: &str,
+) -> Result<()> {
+    let now = now_ms();
+    let mut tx = c.begin().await?;
+    sqlx::query(
+        "INSERT INTO device_blocks (tenant_id, upn, device_id, run_id, state, at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id, upn, device_id) DO UPDATE SET run_id = excluded.run_id, state = excluded.state, at = excluded.at",
+    )
+    .bind(tenant.as_str())
+    .bind(mailbox.as_str())
+    .bind(device_id)
+    .bind(run.as_str())
+    .bind(BLOCKED)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE devices SET blocked_at = $1, updated_at = $1 WHERE run_id = $2 AND guid = $3")
+        .bind(now)
+        .bind(run.as_str())
+        .bind(guid.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn blocks_of(c: &mut Conn, tenant: &TenantId, run: &RunId) -> Result<Vec<(Upn, String)>> {
+    let rows = sqlx::query(
+        "SELECT upn, device_id FROM device_blocks WHERE tenant_id = $1 AND run_id = $2 AND state = $3 ORDER BY upn, device_id",
+    )
+    .bind(tenant.as_str())
+    .bind(run.as_str())
+    .bind(BLOCKED)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((parsed(r, "upn")?, r.try_get("device_id")?)))
+        .collect()
+}
+
+pub async fn device_unblocked(
+    c: &mut Conn,
+    tenant: &TenantId,
+    run: &RunId,
+    mailbox: &Upn,
+    device_id: &str,
+) -> Result<()> {
+    let now = now_ms();
+    let mut tx = c.begin().await?;
+    sqlx::query(
+        "UPDATE device_blocks SET state = $1, at = $2 WHERE tenant_id = $3 AND upn = $4 AND device_id = $5 AND run_id = $6",
+    )
+    .bind(UNBLOCKED)
+    .bind(now)
+    .bind(tenant.as_str())
+    .bind(mailbox.as_str())
+    .bind(device_id)
+    .bind(run.as_str())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE devices SET blocked_at = NULL, updated_at = $1 WHERE run_id = $2 AND device_id = $3",
+    )
+    .bind(now)
+    .bind(run.as_str())
+    .bind(device_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Containment beyond the wipe: the account steps through Microsoft Graph
+//! (revoke sign-in sessions, block sign-in, confirm compromised), in the
+//! tenant's order, for a user whose devices were decided; and their undo by
+//! a cancel (only a sign-in block wipehook set). Each step is recorded once
+//! per run (`user_steps`) and once per person across runs (`account_ledger`):
+//! a crash or a duplicate delivery never doubles a step, a later run does not
+//! repeat one unless forced.
+
+use std::time::Duration;
+
+use super::{Cx, Done, OnPermanent, RetryRule, store_err};
+use crate::domain::{AccountStep, DeviceClass, DeviceOutcome, Mode, StepState, TargetState, Upn};
+use crate::graph::Confirmed;
+use crate::store::{StepClaim, UserStep, now_ms};
+use crate::upstream::CallError;
+
+/// Up to `worker.max_attempts` with backoff up to 2 minutes (Graph's
+/// `Retry-After` first).
+pub const RETRY: RetryRule = RetryRule {
+    bounded: true,
+    backoff_cap: Duration::from_secs(120),
+    on_permanent: OnPermanent::Dead,
+};
+
+/// The `Account` task: take the configured steps now.
+pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
+    let took = take(cx, upn).await?;
+    if took {
+        cx.record_later().await?;
+    }
+    Ok(Done::Complete)
+}
+
+/// Take every configured step not yet recorded for this user in this run.
+/// `true` when anything was recorded. Also called by the contain job itself
+/// in `contain_first` order, before any wipe.
+pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {
+    let steps = cx.policy().account_steps.clone();
+    if steps.is_empty() {
+        return Ok(false);
+    }
+    let fresh = cx.store().run(&cx.run.id).await.map_err(store_err)?;
+    if fresh.as_ref().is_none_or(|r| r.cancelled.is_some()) {
+        return Ok(false);
+    }
+    let Some(target) = cx
+        .store()
+        .target(&cx.run.id, upn)
+        .await
+        .map_err(store_err)?
+    else {
+        return Ok(false);
+    };
+    // Only a user wipehook acts on: pending (contain_first, judged already)
+    // or done. Held, protected, refused, cancelled users get no step.
+    if !matches!(target.state, TargetState::Pending | TargetState::Done) {
+        return Ok(false);
+    }
+    let recorded = cx
+        .store()
+        .user_steps(&cx.run.id)
+        .await
+        .map_err(store_err)?;
+    let dry = cx.run.mode == Mode::DryRun || cx.policy().mode == Mode::DryRun;
+    let object_id = target.person.as_ref().and_then(|p| p.object_id.clone());
+    let mut any = false;
+    for step in steps {
+        if recorded.iter().any(|s| &s.upn == upn && s.step == step) {
+            continue; // taken (or decided) by an earlier attempt
+        }
+        let mut rec = UserStep {
+            upn: upn.clone(),
+            step,
+            state: StepState::Skipped,
+            reason: None,
+            at: now_ms(),
+        };
+        if dry {
+            rec.state = StepState::WouldDo;
+            rec.reason = Some(format!("dry run: {} was not done", describe(step)));
+            cx.store()
+                .put_user_step(&cx.run.id, &rec)
+                .await
+                .map_err(store_err)?;
+            any = true;
+            continue;
+        }
+        let Some(oid) = object_id.as_deref() else {
+            rec.state = StepState::Failed;
+            rec.reason = Some("the person's object id is not known; nothing was done".into());
+            cx.store()
+                .put_user_step(&cx.run.id, &rec)
+                .await
+                .map_err(store_err)?;
+            any = true;
+            continue;
+        };
+        if !cx.run.force
+            && let StepClaim::DoneBy { run_id, at } = cx
+                .store()
+                .step_taken(&cx.run.tenant, oid, step, &cx.run.id)
+                .await
+                .map_err(store_err)?
+        {
+            rec.state = StepState::AlreadyDone;
+            rec.reason = Some(format!(
+                "already done by run {run_id} at {}; not repeated (use force to repeat)",
+                crate::report::rfc3339(at)
+            ));
+            cx.store()
+                .put_user_step(&cx.run.id, &rec)
+                .await
+                .map_err(store_err)?;
+            any = true;
+            continue;
+        }
+        match perform(cx, step, oid).await {
+            Ok(Taken::Done(note)) => {
+                rec.state = StepState::Done;
+                rec.reason = note;
+                rec.at = now_ms();
+                cx.store()
+                    .step_done(&cx.run.tenant, oid, &rec, &cx.run.id)
+                    .await
+                    .map_err(store_err)?;
+                cx.state.metrics.account_step(step.as_str(), "done");
+                tracing::info!(upn = %upn, step = step.as_str(), "account step done");
+            }
+            Ok(Taken::Skipped(why)) => {
+                rec.state = StepState::Skipped;
+                rec.reason = Some(why);
+                cx.store()
+                    .put_user_step(&cx.run.id, &rec)
+                    .await
+                    .map_err(store_err)?;
+                cx.state.metrics.account_step(step.as_str(), "skipped");
+            }
+            Err(CallError::Permanent { reason }) => {
+                rec.state = StepState::Failed;
+                rec.reason = Some(reason);
+                cx.store()
+                    .put_user_step(&cx.run.id, &rec)
+                    .await
+                    .map_err(store_err)?;
+                cx.state.metrics.account_step(step.as_str(), "failed");
+            }
+            Err(e) => {
+                if any {
+                    cx.record_later().await?;
+                }
+                return Err(e);
+            }
+        }
+        any = true;
+    }
+    Ok(any)
+}
+
+enum Taken {
+    Done(Option<String>),
+    Skipped(String),
+}
+
+fn describe(step: AccountStep) -> &'static str {
+    match step {
+        AccountStep::RevokeSessions => "revoking the sign-in sessions",
+        AccountStep::BlockSignIn => "blocking sign-in",
+        AccountStep::ConfirmCompromised => "confirming the user compromised",
+    }
+}
+
+async fn perform(cx: &Cx<'_>, step: AccountStep, oid: &str) -> Result<Taken, CallError> {
+    let graph = &cx.state.graph;
+    let tokens = &cx.t.tokens;
+    match step {
+        AccountStep::RevokeSessions => {
+            graph.revoke_sessions(tokens, oid).await?;
+            Ok(Taken::Done(Some(
+                "refresh tokens and session cookies revoked; Exchange refuses the account's access tokens within minutes (Continuous Access Evaluation, up to 15). Revoked sessions cannot be restored".into(),
+            )))
+        }
+        AccountStep::BlockSignIn => {
+            let Some(state) = graph.account_state(tokens, oid).await? else {
+                return Err(CallError::permanent(format!(
+                    "no user with object id {oid} in Microsoft Graph"
+                )));
+            };
+            if !state.enabled {
+                let by = if cx.run.attack_disruption {
+                    "Defender's attack disruption acted on this incident"
+                } else {
+                    "an administrator or another tool"
+                };
+                return Ok(Taken::Skipped(format!(
+                    "sign-in was already blocked ({by}); wipehook did not block it and will never re-enable it"
+                )));
+            }
+            graph.set_account_enabled(tokens, oid, false).await?;
+            Ok(Taken::Done(Some(if state.on_premises_synced {
+                "sign-in blocked (accountEnabled = false). This account is synchronised from on-premises Active Directory: disable it there too, or the next sync enables it again".into()
+            } else {
+                "sign-in blocked (accountEnabled = false)".into()
+            })))
+        }
+        AccountStep::ConfirmCompromised => match graph.confirm_compromised(tokens, oid).await? {
+            Confirmed::Done => Ok(Taken::Done(Some(
+                "confirmed compromised in Entra ID Protection (user risk high)".into(),
+            ))),
+            Confirmed::NoLicence(why) => Ok(Taken::Skipped(format!(
+                "not done: confirming compromise needs Entra ID P2 (Identity Protection): {why}"
+            ))),
+        },
+    }
+}
+
+/// When the `Account` task of a `wipe_first` user is due: at once when no
+/// active phone waits for its wipe (stale and EAS below 16.1 devices do not
+/// hold the steps back), else at `policy.account_steps_after`; the verify
+/// job moves it earlier when every active phone acknowledged.
+pub async fn schedule_after_wipes(cx: &Cx<'_>, upn: &Upn) -> Result<(), CallError> {
+    if cx.policy().account_steps.is_empty()
+        || cx.policy().containment_order == crate::domain::ContainmentOrder::ContainFirst
+    {
+        return Ok(());
+    }
+    let waiting = active_unacknowledged(cx, upn).await?;
+    let at = if waiting {
+        now_ms() + cx.policy().account_steps_after.as_millis() as i64
+    } else {
+        now_ms()
+    };
+    cx.store()
+        .enqueue(
+            &cx.run.id,
+            &cx.run.tenant,
+            &crate::domain::Job::Account { upn: upn.clone() },
+            at,
+        )
+        .await
+        .map_err(store_err)
+}
+
+/// Does an active (not stale) phone of this user still wait for its wipe?
+pub async fn active_unacknowledged(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {
+    Ok(cx
+        .store()
+        .devices_of(&cx.run.id, upn)
+        .await
+        .map_err(store_err)?
+        .iter()
+        .any(|d| {
+            d.outcome == DeviceOutcome::Requested
+                && d.acked_at.is_none()
+                && d.verification == Some(crate::domain::Verification::Pending)
+                && !matches!(
+                    d.triage,
+                    Some(DeviceClass::Stale) | Some(DeviceClass::EasBelow16_1)
+                )
+        }))
+}
+
+/// The cancel's part: re-enable an account wipehook disabled in this run
+/// (and only that); revoked sessions and a confirmed compromise cannot be
+/// undone, and the record says so.
+pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
+    let steps = cx
+        .store()
+        .user_steps(&cx.run.id)
+        .await
+        .map_err(store_err)?;
+    for s in steps.into_iter().filter(|s| s.state == StepState::Done) {
+        let target = cx
+            .store()
+            .target(&cx.run.id, &s.upn)
+            .await
+            .map_err(store_err)?;
+        let Some(oid) = target.and_then(|t| t.person.and_then(|p| p.object_id)) else {
+            continue;
+        };
+        let mut rec = s.clone();
+        match s.step {
+            AccountStep::BlockSignIn => {
+                cx.state
+                    .graph
+                    .set_account_enabled(&cx.t.tokens, &oid, true)
+                    .await?;
+                rec.state = StepState::Undone;
+                rec.reason = Some("sign-in enabled again by the cancel (wipehook had blocked it)".into());
+                rec.at = now_ms();
+                cx.store()
+                    .step_undone(&cx.run.tenant, &oid, &rec, &cx.run.id)
+                    .await
+                    .map_err(store_err)?;
+                cx.state.metrics.account_step(s.step.as_str(), "undone");
+            }
+            AccountStep::RevokeSessions | AccountStep::ConfirmCompromised => {
+                let note = if s.step == AccountStep::RevokeSessions {
+                    "revoked sessions cannot be restored: the user signs in again"
+                } else {
+                    "a confirmed compromise is not undone by wipehook: dismiss the user's risk in Entra ID Protection if it was wrong"
+                };
+                if !s.reason.as_deref().unwrap_or("").contains(note) {
+                    rec.reason = Some(format!("{}. Cancelled: {note}", s.reason.unwrap_or_default()));
+                    cx.store()
+                        .put_user_step(&cx.run.id, &rec)
+                        .await
+                        .map_err(store_err)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
