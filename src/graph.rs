@@ -57,7 +57,11 @@ impl GraphClient {
     fn user_url(&self, object_id: &str, tail: &str) -> Result<String, CallError> {
         let id = uuid::Uuid::parse_str(object_id)
             .map_err(|_| CallError::permanent(format!("'{object_id}' is not an object id")))?;
-        Ok(format!("{}/v1.0/users/{}{tail}", self.base, id.hyphenated()))
+        Ok(format!(
+            "{}/v1.0/users/{}{tail}",
+            self.base,
+            id.hyphenated()
+        ))
     }
 
     /// Wait out the tenant's Graph pause, if any.

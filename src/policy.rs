@@ -3,8 +3,8 @@
 
 use crate::config::{FoundLater, PolicySettings};
 use crate::domain::{
-    Claims, ClientType, DeviceClass, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget, Severity,
-    SkipCause, TargetState, Upn,
+    Claims, ClientType, DeviceClass, DirectoryUser, EasVersion, Found, MobileDevice, NewTarget,
+    Severity, SkipCause, TargetState, Upn,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +284,8 @@ pub fn triage(
 ) -> (DeviceClass, String) {
     let when = |ms: i64| crate::report::rfc3339(ms);
     if d.client_type == ClientType::Eas
-        && d.eas_version.is_none_or(|v| v < EasVersion::ACCOUNT_ONLY_MIN)
+        && d.eas_version
+            .is_none_or(|v| v < EasVersion::ACCOUNT_ONLY_MIN)
     {
         return (
             DeviceClass::EasBelow16_1,

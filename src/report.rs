@@ -7,8 +7,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::domain::{
-    AccountStep, DeviceClass, DeviceOutcome, Mode, StepState, RunId, RunOutcome, RunStatus, SkipCause, TargetState, TriggerKind,
-    UserOutcome, Verification, WipeState,
+    AccountStep, DeviceClass, DeviceOutcome, Mode, RunId, RunOutcome, RunStatus, SkipCause,
+    StepState, TargetState, TriggerKind, UserOutcome, Verification, WipeState,
 };
 use crate::store::{DeviceRecord, RunRecord, Store, TargetRecord, Unresolved};
 

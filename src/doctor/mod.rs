@@ -297,6 +297,7 @@ async fn tenant_checks(
     checks.extend(probes::exchange(&u).await);
     checks.extend(probes::sentinel(&u).await);
     checks.push(outbound::graph_security(tenant, &tokens).await);
+    checks.push(outbound::graph_account_steps(tenant, &tokens).await);
     checks.push(inbound::clock(config, tenant, discovery.as_ref()));
     checks
 }

@@ -4,7 +4,7 @@
 use super::Check;
 use crate::auth::InboundAuth;
 use crate::config::{Config, CredentialSettings, Tenant};
-use crate::domain::TenantId;
+use crate::domain::{AccountStep, TenantId};
 use crate::exchange::ExchangeClient;
 use crate::graph::GraphClient;
 use crate::identity::{Resource, TokenClaims, TokenProvider};
@@ -202,6 +202,80 @@ pub const MIRROR_ROLE: (&str, &str) = (
     "SecurityIncident.ReadWrite.All",
     "34bf0e97-1971-4929-b999-9e2442d941d7",
 );
+
+/// The Graph application permission each account step needs (ids as
+/// Graph publishes them; from memory of Graph's permission table, not
+/// checked against a source here: the fix line names the permission too, and
+/// the check itself compares names). Each also accepts the broader
+/// permissions Graph documents (User.ReadWrite.All, Directory.ReadWrite.All).
+pub fn step_role(step: AccountStep) -> (&'static str, &'static str) {
+    match step {
+        AccountStep::RevokeSessions => (
+            "User.RevokeSessions.All",
+            "77f3a031-c388-4f99-b373-dc68676a979e",
+        ),
+        AccountStep::BlockSignIn => (
+            "User.EnableDisableAccount.All",
+            "3011c876-62b7-4ada-afa2-506cbbecc68c",
+        ),
+        AccountStep::ConfirmCompromised => (
+            "IdentityRiskyUser.ReadWrite.All",
+            "656f6061-f9fe-4807-9708-6a2e0934df76",
+        ),
+    }
+}
+
+/// The Graph permissions of the tenant's account steps (`policy.account_steps`).
+pub async fn graph_account_steps(tenant: &Tenant, tokens: &TokenProvider) -> Check {
+    let c = Check::new(
+        "graph.account_steps",
+        "the Graph permissions of the configured account steps",
+    )
+    .tenant(&tenant.id);
+    let steps = &tenant.policy.account_steps;
+    if steps.is_empty() {
+        return c
+            .checked("the tenant's policy.account_steps")
+            .skip("no account step is configured: only the wipe (and the block of suspected attacker devices) is done");
+    }
+    let wanted: Vec<(&str, &str)> = steps.iter().map(|s| step_role(*s)).collect();
+    let c = c.checked(format!(
+        "the roles of a Graph token: {}",
+        wanted.iter().map(|w| w.0).collect::<Vec<_>>().join(", ")
+    ));
+    match tokens.claims(Resource::Graph).await {
+        Err(e) => c.fail(e.reason().to_string(), credential_fix(tenant)),
+        Ok(claims) => {
+            let broad = ["User.ReadWrite.All", "Directory.ReadWrite.All"];
+            let missing: Vec<&(&str, &str)> = wanted
+                .iter()
+                .filter(|(name, _)| {
+                    !claims.roles.iter().any(|r| {
+                        r == name
+                            || (!name.starts_with("IdentityRiskyUser")
+                                && broad.contains(&r.as_str()))
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                c.pass("every permission present".to_string())
+            } else {
+                c.fail(
+                    format!(
+                        "the Graph token lacks {} (roles: {})",
+                        missing.iter().map(|m| m.0).collect::<Vec<_>>().join(", "),
+                        claims.roles.join(", ")
+                    ),
+                    missing
+                        .iter()
+                        .map(|(name, id)| grant_line(&claims.oid, GRAPH_APP, id, name))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            }
+        }
+    }
+}
 
 /// Graph security, for a tenant with the Defender incident mirror
 /// (`defender_mirror = true`): the Graph token carries SecurityIncident.ReadWrite.All.

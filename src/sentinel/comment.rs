@@ -368,8 +368,32 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> St
         }
         h.push_str("</ul>");
     }
+    // Suspected attacker devices, each with what became of it (wiped, blocked).
+    let suspects: Vec<(&UserResult, &DeviceResult)> = r
+        .users
+        .iter()
+        .flat_map(|u| u.devices.iter().map(move |d| (u, d)))
+        .filter(|(_, d)| d.triage == Some(DeviceClass::SuspectedAttacker))
+        .collect();
+    if (first || r.settled()) && !suspects.is_empty() {
+        h.push_str(
+            "<p><b>Suspected attacker devices</b> (first synced after the incident began)</p><ul>",
+        );
+        for (u, d) in suspects.iter().take(20) {
+            let (_, upn) = person(u);
+            let _ = write!(h, "<li>{}: {}</li>", escape(&upn), escape(&device_line(d)));
+        }
+        if suspects.len() > 20 {
+            let _ = write!(h, "<li>and {} more</li>", suspects.len() - 20);
+        }
+        h.push_str("</ul>");
+    }
     // Beyond the wipe: the account steps, a phase of their own.
-    let stepped: Vec<&UserResult> = r.users.iter().filter(|u| !u.account_steps.is_empty()).collect();
+    let stepped: Vec<&UserResult> = r
+        .users
+        .iter()
+        .filter(|u| !u.account_steps.is_empty())
+        .collect();
     if !stepped.is_empty() {
         h.push_str("<p><b>Account</b></p><ul>");
         for u in stepped.iter().take(layout.detail_upto.max(20)) {
@@ -394,7 +418,10 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> St
         let cut_off = stepped.iter().any(|u| {
             u.account_steps.iter().any(|s| {
                 s.state == StepState::Done
-                    && matches!(s.step, AccountStep::RevokeSessions | AccountStep::BlockSignIn)
+                    && matches!(
+                        s.step,
+                        AccountStep::RevokeSessions | AccountStep::BlockSignIn
+                    )
             }) && u.devices.iter().any(waiting_for)
         });
         if cut_off {
@@ -693,14 +720,20 @@ fn step_line(s: &StepResult) -> String {
         StepState::AlreadyDone => "already done by an earlier run".into(),
         StepState::Undone => "undone by the cancel".into(),
         StepState::Skipped | StepState::Failed => {
-            let word = if s.state == StepState::Skipped { "skipped" } else { "failed" };
+            let word = if s.state == StepState::Skipped {
+                "skipped"
+            } else {
+                "failed"
+            };
             format!("{word}: {}", s.reason.as_deref().unwrap_or(""))
         }
     };
     let mut line = format!("{what} {state}");
     if s.step == AccountStep::BlockSignIn
         && s.state == StepState::Done
-        && s.reason.as_deref().is_some_and(|r| r.contains("on-premises"))
+        && s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("on-premises"))
     {
         line.push_str(" (synchronised from on-premises AD: disable it there too)");
     }

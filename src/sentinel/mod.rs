@@ -44,10 +44,11 @@ impl Trigger {
         self.labels
             .iter()
             .any(|l| l.trim().eq_ignore_ascii_case("attack disruption"))
-            || self
-                .title
-                .as_deref()
-                .is_some_and(|t| t.trim_end().to_ascii_lowercase().ends_with("(attack disruption)"))
+            || self.title.as_deref().is_some_and(|t| {
+                t.trim_end()
+                    .to_ascii_lowercase()
+                    .ends_with("(attack disruption)")
+            })
     }
 }
 

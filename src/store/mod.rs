@@ -9,12 +9,12 @@
 //! databases by `tests/api/store_contract.rs`.
 
 mod guard;
-mod steps;
 mod housekeeping;
 mod ledger;
 mod queue;
 mod records;
 mod runs;
+mod steps;
 mod targets;
 
 use std::str::FromStr;
@@ -29,11 +29,11 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub use guard::{Approval, AuditEntry, BudgetLimits, KillSwitch, Reservation};
 pub use housekeeping::StoreStats;
-pub use steps::{StepClaim, UserStep};
 pub use ledger::{LedgerRow, WipeClaim};
 pub use queue::{Task, TaskSummary};
 pub use records::RecordRow;
 pub use runs::{Accepted, Actor, NewRun, RunRecord, Unresolved};
+pub use steps::{StepClaim, UserStep};
 pub use targets::{DeviceRecord, NewTarget, Person, PriorWipe, TargetRecord};
 
 use crate::config::StoreSettings;

@@ -23,7 +23,10 @@ pub struct UserStep {
 pub enum StepClaim {
     Free,
     /// Done by another run, not undone since.
-    DoneBy { run_id: RunId, at: i64 },
+    DoneBy {
+        run_id: RunId,
+        at: i64,
+    },
 }
 
 impl Store {

@@ -5,8 +5,8 @@ use anyhow::Result;
 
 use super::{Store, Unresolved, dispatch};
 use crate::domain::{
-    Claims, ClientType, DeviceClass, DeviceGuid, DeviceOutcome, DirectoryUser, MobileDevice, RunId, SkipCause,
-    TargetState, TenantId, Upn, Verification, WipeState,
+    Claims, ClientType, DeviceClass, DeviceGuid, DeviceOutcome, DirectoryUser, MobileDevice, RunId,
+    SkipCause, TargetState, TenantId, Upn, Verification, WipeState,
 };
 
 pub use crate::domain::NewTarget;

@@ -96,7 +96,10 @@ async fn a_correct_tenant_passes_every_check_and_nothing_is_written() {
     let (code, report) = doctor(&app, &app.settings);
     assert_eq!(code, 0, "{report:#}");
     for c in report["checks"].as_array().unwrap() {
-        let ok = c["status"] == "pass" || (c["id"] == "graph.security" && c["status"] == "skip");
+        let ok = c["status"] == "pass"
+            || (["graph.security", "graph.account_steps"]
+                .contains(&c["id"].as_str().unwrap_or(""))
+                && c["status"] == "skip");
         assert!(ok, "not a pass: {c:#}");
     }
     for id in [
@@ -572,6 +575,36 @@ async fn the_canary_flips_when_exchange_renames_a_field_and_back_when_restored()
     );
     // The canary only ever read.
     assert_read_only(&app);
+}
+
+/// Account steps configured: graph.account_steps checks each step's Graph
+/// permission, and names the grant of the one missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_steps_need_their_graph_permissions() {
+    use wipehook::domain::AccountStep;
+    let all = |s: &mut wipehook::config::Settings| {
+        s.policy.account_steps = vec![
+            AccountStep::RevokeSessions,
+            AccountStep::BlockSignIn,
+            AccountStep::ConfirmCompromised,
+        ]
+    };
+    let app = app_with(|_| {}).await;
+    let mut s = app.settings.clone();
+    all(&mut s);
+    let (code, r) = doctor(&app, &s);
+    assert_eq!(code, 0, "{r:#}");
+    check(&r, "graph.account_steps", "pass");
+    let (_app, r) = broken(all, |sim| {
+        sim.revoke_app_role("User.EnableDisableAccount.All")
+    })
+    .await;
+    let c = check(&r, "graph.account_steps", "fail");
+    assert!(
+        fix(c).contains("User.EnableDisableAccount.All")
+            && !fix(c).contains("User.RevokeSessions.All"),
+        "{c:#}"
+    );
 }
 
 /// A tenant with the Defender mirror: graph.security checks the Graph

@@ -6,6 +6,7 @@ mod browser;
 mod helpers;
 
 mod auth;
+mod beyond;
 mod defender_paths;
 mod doctor;
 mod exactly_once;

@@ -521,7 +521,7 @@ fn the_validator_rejects_what_the_document_forbids() {
         "done": true, "tenant_id": "11111111-2222-4333-8444-555555555555", "trigger": "incident",
         "mode": "enforce", "force": false, "caller": "oid x",
         "incident": {"arm_id": "/subscriptions/x", "number": 7, "title": null, "severity": "High"},
-        "created_at": "2026-01-01T00:00:00Z", "finished_at": null, "approved": null, "approvals": [],
+        "created_at": "2026-01-01T00:00:00Z", "finished_at": null, "approved": null, "approvals": [], "attack_disruption": false,
         "cancelled": {"by": "oid y", "at": "2026-01-01T00:01:00Z"},
         "summary": {"users": 1, "devices": 1, "wipes_requested": 1, "would_request": 0,
             "acknowledged": 0, "already_requested": 0, "skipped": 0, "failed": 0, "cancelled": 0,
@@ -536,7 +536,9 @@ fn the_validator_rejects_what_the_document_forbids() {
                 "reason": null, "notes": [], "requested_at": "2026-01-01T00:00:01Z",
                 "acknowledged_at": null, "verification": "pending",
                 "verify_until": "2026-01-02T00:00:01Z", "prior_run_id": null,
-                "prior_requested_at": null, "prior_state": null, "skip_cause": null}]}],
+                "prior_requested_at": null, "prior_state": null, "skip_cause": null,
+                "triage": "normal", "triage_reason": "an active device", "blocked_at": null}],
+            "account_steps": []}],
         "unresolved": [], "errors": []
     });
     spec.assert_valid(&schema, &good, "a good report");

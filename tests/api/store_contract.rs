@@ -130,7 +130,10 @@ fn device(run: &RunId, target: &str, guid: &str) -> DeviceRecord {
         eas_version: wipehook::domain::EasVersion::parse("16.1"),
         first_sync_ms: None,
         last_sync_ms: None,
-        class: Some((wipehook::domain::DeviceClass::Normal, "an active device".into())),
+        class: Some((
+            wipehook::domain::DeviceClass::Normal,
+            "an active device".into(),
+        )),
     };
     DeviceRecord::decided(
         run,

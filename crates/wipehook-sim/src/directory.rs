@@ -29,8 +29,10 @@ pub(crate) const USER_READ_ALL: (&str, &str) =
 /// The Defender incident mirror's permission (the id is unverified, see
 /// wipehook's `doctor::outbound::MIRROR_ROLE`).
 /// The account-step permissions (ids as the sim publishes them).
-pub(crate) const USER_REVOKE_SESSIONS_ALL: (&str, &str) =
-    ("77f3a031-c388-4f99-b373-dc68676a979e", "User.RevokeSessions.All");
+pub(crate) const USER_REVOKE_SESSIONS_ALL: (&str, &str) = (
+    "77f3a031-c388-4f99-b373-dc68676a979e",
+    "User.RevokeSessions.All",
+);
 pub(crate) const USER_ENABLE_DISABLE_ACCOUNT_ALL: (&str, &str) = (
     "3011c876-62b7-4ada-afa2-506cbbecc68c",
     "User.EnableDisableAccount.All",

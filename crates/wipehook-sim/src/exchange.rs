@@ -1010,7 +1010,11 @@ fn set_cas_mailbox(ctx: &Ctx) -> HttpResponse {
     let strings = |v: &Value| -> Vec<String> {
         match v {
             Value::String(s) => vec![s.clone()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).map(String::from).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
             _ => vec![],
         }
     };
@@ -1028,7 +1032,11 @@ fn set_cas_mailbox(ctx: &Ctx) -> HttpResponse {
                     .unwrap_or_default()
             };
             for a in get("add") {
-                if !user.blocked_device_ids.iter().any(|b| b.eq_ignore_ascii_case(&a)) {
+                if !user
+                    .blocked_device_ids
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(&a))
+                {
                     user.blocked_device_ids.push(a);
                 }
             }

@@ -205,7 +205,11 @@ pub(crate) async fn revoke_sessions(
         }
         let id = path.into_inner();
         let mut st = data.st();
-        match st.users.iter_mut().find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id)) {
+        match st
+            .users
+            .iter_mut()
+            .find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id))
+        {
             Some(u) => {
                 u.sessions_revoked_at = Some(OffsetDateTime::now_utc());
                 HttpResponse::Ok().json(json!({
@@ -240,7 +244,11 @@ pub(crate) async fn patch_user(
             );
         };
         let mut st = data.st();
-        match st.users.iter_mut().find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id)) {
+        match st
+            .users
+            .iter_mut()
+            .find(|u| u.object_id.eq_ignore_ascii_case(&id) || u.upn.eq_ignore_ascii_case(&id))
+        {
             Some(u) => {
                 u.enabled = enabled;
                 HttpResponse::NoContent().finish()
@@ -275,10 +283,19 @@ pub(crate) async fn confirm_compromised(
         let ids: Vec<String> = body
             .get("userIds")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         for id in ids {
-            if let Some(u) = st.users.iter_mut().find(|u| u.object_id.eq_ignore_ascii_case(&id)) {
+            if let Some(u) = st
+                .users
+                .iter_mut()
+                .find(|u| u.object_id.eq_ignore_ascii_case(&id))
+            {
                 u.confirmed_compromised = true;
             }
         }

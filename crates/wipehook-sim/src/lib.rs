@@ -489,17 +489,33 @@ impl SimTenant {
             .users
             .iter()
             .find(|u| u.upn.eq_ignore_ascii_case(upn))
-            .map(|u| (u.enabled, u.sessions_revoked_at.is_some(), u.confirmed_compromised))
+            .map(|u| {
+                (
+                    u.enabled,
+                    u.sessions_revoked_at.is_some(),
+                    u.confirmed_compromised,
+                )
+            })
     }
     /// Set `accountEnabled` (an administrator, or Defender's attack disruption).
     pub fn set_account_enabled(&self, upn: &str, enabled: bool) {
-        if let Some(u) = self.st().users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)) {
+        if let Some(u) = self
+            .st()
+            .users
+            .iter_mut()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+        {
             u.enabled = enabled;
         }
     }
     /// The account is synchronised from on-premises AD.
     pub fn set_on_premises_synced(&self, upn: &str) {
-        if let Some(u) = self.st().users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)) {
+        if let Some(u) = self
+            .st()
+            .users
+            .iter_mut()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+        {
             u.on_premises_synced = true;
         }
     }
@@ -518,7 +534,12 @@ impl SimTenant {
     }
     /// Set `ActiveSyncBlockedDeviceIDs` directly (an administrator's own blocks).
     pub fn set_blocked_device_ids(&self, upn: &str, ids: &[&str]) {
-        if let Some(u) = self.st().users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)) {
+        if let Some(u) = self
+            .st()
+            .users
+            .iter_mut()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
+        {
             u.blocked_device_ids = ids.iter().map(|s| s.to_string()).collect();
         }
     }

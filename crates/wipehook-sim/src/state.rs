@@ -325,13 +325,15 @@ impl State {
         // after a Continuous Access Evaluation critical event (sessions
         // revoked, account disabled). CAE propagation takes up to 15 minutes
         // in Entra; the sim applies it at once.
-        let (upn, device_id) = (self.devices[i].upn.clone(), self.devices[i].device_id.clone());
+        let (upn, device_id) = (
+            self.devices[i].upn.clone(),
+            self.devices[i].device_id.clone(),
+        );
         let refused = self.users.iter().any(|u| {
             u.upn == upn
                 && (!u.enabled
                     || u.sessions_revoked_at.is_some()
-                    || u
-                        .blocked_device_ids
+                    || u.blocked_device_ids
                         .iter()
                         .any(|b| b.eq_ignore_ascii_case(&device_id)))
         });

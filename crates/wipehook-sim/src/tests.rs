@@ -1095,7 +1095,10 @@ async fn directory_reads_and_token_roles_follow_the_assignments() {
         json!([
             "User.Read.All",
             "Application.Read.All",
-            "SecurityIncident.ReadWrite.All"
+            "SecurityIncident.ReadWrite.All",
+            "User.RevokeSessions.All",
+            "User.EnableDisableAccount.All",
+            "IdentityRiskyUser.ReadWrite.All"
         ])
     );
 
@@ -1158,7 +1161,13 @@ async fn directory_reads_and_token_roles_follow_the_assignments() {
     let graph = token(&sim, "https://graph.microsoft.com/.default").await;
     assert_eq!(
         claims_of(&graph)["roles"],
-        json!(["User.Read.All", "SecurityIncident.ReadWrite.All"])
+        json!([
+            "User.Read.All",
+            "SecurityIncident.ReadWrite.All",
+            "User.RevokeSessions.All",
+            "User.EnableDisableAccount.All",
+            "IdentityRiskyUser.ReadWrite.All"
+        ])
     );
     let (s, v, _) = get_json(format!("{base}/v1.0/servicePrincipals/{mi}"), &graph).await;
     assert_eq!(
@@ -1299,7 +1308,7 @@ async fn exchange_rbac_reads_enforcement_and_renamed_fields() {
         ),
     )
     .await;
-    assert_eq!((s, v["value"].as_array().unwrap().len()), (200, 3));
+    assert_eq!((s, v["value"].as_array().unwrap().len()), (200, 4));
 
     // A cmdlet taken out of the role is no longer run.
     sim.remove_exchange_role_entry("Clear-MobileDevice");

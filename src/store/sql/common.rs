@@ -14,13 +14,13 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::{
     Accepted, Actor, Approval, AuditEntry, BudgetLimits, DeviceRecord, KillSwitch, LedgerRow,
-    NewRun, NewTarget, Person, PriorWipe, RecordRow, Reservation, RunRecord, StepClaim,
-    StoreStats, TargetRecord, Task, TaskSummary, Unresolved, UserStep, WipeClaim, now_ms, truncate,
+    NewRun, NewTarget, Person, PriorWipe, RecordRow, Reservation, RunRecord, StepClaim, StoreStats,
+    TargetRecord, Task, TaskSummary, Unresolved, UserStep, WipeClaim, now_ms, truncate,
 };
 use crate::domain::{
-    AccountStep, BudgetState, Claims, StepState, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job,
-    RecordState, RunId, RunOutcome, RunStatus, TargetState, TaskId, TaskKind, TaskState, TenantId,
-    TriggerScope, Upn, Verification, WipeState,
+    AccountStep, BudgetState, Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser,
+    IncidentRef, Job, RecordState, RunId, RunOutcome, RunStatus, StepState, TargetState, TaskId,
+    TaskKind, TaskState, TenantId, TriggerScope, Upn, Verification, WipeState,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;

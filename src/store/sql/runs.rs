@@ -23,7 +23,10 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
         caller: r.try_get("caller")?,
         caller_oid: r.try_get("caller_oid")?,
         first_activity_at: r.try_get("first_activity_at")?,
-        attack_disruption: r.try_get::<Option<i64>, _>("attack_disruption")?.unwrap_or(0) != 0,
+        attack_disruption: r
+            .try_get::<Option<i64>, _>("attack_disruption")?
+            .unwrap_or(0)
+            != 0,
         mode: parsed(r, "mode")?,
         force: r.try_get::<i64, _>("force")? != 0,
         status: parsed(r, "status")?,

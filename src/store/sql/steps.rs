@@ -149,12 +149,14 @@ pub async fn device_blocked(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE devices SET blocked_at = $1, updated_at = $1 WHERE run_id = $2 AND guid = $3")
-        .bind(now)
-        .bind(run.as_str())
-        .bind(guid.as_str())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE devices SET blocked_at = $1, updated_at = $1 WHERE run_id = $2 AND guid = $3",
+    )
+    .bind(now)
+    .bind(run.as_str())
+    .bind(guid.as_str())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -56,11 +56,7 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {
     if !matches!(target.state, TargetState::Pending | TargetState::Done) {
         return Ok(false);
     }
-    let recorded = cx
-        .store()
-        .user_steps(&cx.run.id)
-        .await
-        .map_err(store_err)?;
+    let recorded = cx.store().user_steps(&cx.run.id).await.map_err(store_err)?;
     let dry = cx.run.mode == Mode::DryRun || cx.policy().mode == Mode::DryRun;
     let object_id = target.person.as_ref().and_then(|p| p.object_id.clone());
     let mut any = false;
@@ -263,11 +259,7 @@ pub async fn active_unacknowledged(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallE
 /// (and only that); revoked sessions and a confirmed compromise cannot be
 /// undone, and the record says so.
 pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
-    let steps = cx
-        .store()
-        .user_steps(&cx.run.id)
-        .await
-        .map_err(store_err)?;
+    let steps = cx.store().user_steps(&cx.run.id).await.map_err(store_err)?;
     for s in steps.into_iter().filter(|s| s.state == StepState::Done) {
         let target = cx
             .store()
@@ -285,7 +277,8 @@ pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
                     .set_account_enabled(&cx.t.tokens, &oid, true)
                     .await?;
                 rec.state = StepState::Undone;
-                rec.reason = Some("sign-in enabled again by the cancel (wipehook had blocked it)".into());
+                rec.reason =
+                    Some("sign-in enabled again by the cancel (wipehook had blocked it)".into());
                 rec.at = now_ms();
                 cx.store()
                     .step_undone(&cx.run.tenant, &oid, &rec, &cx.run.id)
@@ -300,7 +293,10 @@ pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
                     "a confirmed compromise is not undone by wipehook: dismiss the user's risk in Entra ID Protection if it was wrong"
                 };
                 if !s.reason.as_deref().unwrap_or("").contains(note) {
-                    rec.reason = Some(format!("{}. Cancelled: {note}", s.reason.unwrap_or_default()));
+                    rec.reason = Some(format!(
+                        "{}. Cancelled: {note}",
+                        s.reason.unwrap_or_default()
+                    ));
                     cx.store()
                         .put_user_step(&cx.run.id, &rec)
                         .await

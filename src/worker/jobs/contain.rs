@@ -128,9 +128,17 @@ async fn list_and_triage(cx: &Cx<'_>, mailbox: &Upn) -> Result<Vec<MobileDevice>
     for d in &mut devices {
         d.last_sync_ms = stats
             .iter()
-            .find(|s| s.guid.as_ref() == Some(&d.guid) || (!d.device_id.is_empty() && s.device_id == d.device_id))
+            .find(|s| {
+                s.guid.as_ref() == Some(&d.guid)
+                    || (!d.device_id.is_empty() && s.device_id == d.device_id)
+            })
             .and_then(|s| s.last_sync_ms);
-        d.class = Some(policy::triage(cx.policy(), d, cx.run.first_activity_at, now));
+        d.class = Some(policy::triage(
+            cx.policy(),
+            d,
+            cx.run.first_activity_at,
+            now,
+        ));
     }
     Ok(devices)
 }
@@ -165,7 +173,12 @@ async fn after_wipes(cx: &Cx<'_>, upn: &Upn, dry: bool) -> Result<(), CallError>
             })
     {
         cx.store()
-            .enqueue(&cx.run.id, &cx.run.tenant, &Job::Block { upn: upn.clone() }, now_ms())
+            .enqueue(
+                &cx.run.id,
+                &cx.run.tenant,
+                &Job::Block { upn: upn.clone() },
+                now_ms(),
+            )
             .await
             .map_err(store_err)?;
     }
