@@ -168,7 +168,8 @@ async fn a_plain_http_500_is_retried_and_a_cmdlet_error_is_not() {
     sim.add_user("xia@contoso.com", "90000000-0000-4000-8000-000000000004");
     sim.add_device("xia@contoso.com", DeviceSpec::iphone());
     let before = sim.exchange_calls().len();
-    sim.fail_next_exchange(
+    sim.fail_next_cmdlet(
+        "Get-MobileDevice",
         1,
         Fault::CmdletError {
             status: 500,

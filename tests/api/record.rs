@@ -598,6 +598,15 @@ async fn the_record_is_mirrored_to_the_defender_incident_where_configured() {
     app.wait_note(&id, "the final truth", |t| t.starts_with("<p><b>CONTAINED"))
         .await;
     app.drain().await;
+    // The Defender copy follows the Sentinel comment in the same task.
+    app.eventually("both notes mirrored", || {
+        sim.defender_view(&id)
+            .iter()
+            .filter(|c| c.source == "graph")
+            .count()
+            >= 2
+    })
+    .await;
     let view = sim.defender_view(&id);
     let from = |s: &str| {
         view.iter()
