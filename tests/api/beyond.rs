@@ -505,3 +505,34 @@ async fn a_synced_account_is_named_and_graph_throttling_is_honoured() {
     assert!(s["reason"].as_str().unwrap().contains("on-premises"));
     assert_eq!(sim.account(upn).unwrap().0, false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_stops_the_account_steps_too() {
+    // contain_first: the user is held with the reason, nothing taken.
+    let app = app_with(|s| s.policy.containment_order = ContainmentOrder::ContainFirst).await;
+    let sim = &app.h.sim;
+    let upn = "ks16@contoso.com";
+    sim.add_user(upn, "a1600000-0000-4000-8000-00000000000c");
+    sim.add_device(upn, DeviceSpec::iphone());
+    let r = app
+        .post(
+            "/api/v1/kill-switch",
+            Some(&app.h.approver_token()),
+            &json!({"engaged": true, "reason": "drill"}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app
+        .contain(&incident(&app, "inc-ks16", 1612, &[upn], 60))
+        .await;
+    assert_eq!(user(&r, upn)["state"], "held", "{r}");
+    assert!(
+        user(&r, upn)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("kill switch")
+    );
+    assert!(graph_writes(&app).is_empty(), "no account step");
+    assert!(app.successful_clears().is_empty());
+    assert_eq!(sim.account(upn), Some((true, false, false)));
+}

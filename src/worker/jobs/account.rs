@@ -22,26 +22,49 @@ pub const RETRY: RetryRule = RetryRule {
     on_permanent: OnPermanent::Dead,
 };
 
-/// The `Account` task: take the configured steps now.
+/// What `take` came to.
+pub enum Took {
+    /// Nothing to take (none configured, or all recorded already).
+    Nothing,
+    /// Steps were recorded.
+    Recorded,
+    /// The kill switch is engaged: nothing was taken.
+    Stopped(String),
+}
+
+/// The `Account` task: take the configured steps now. While the kill
+/// switch is engaged they wait (looked at again every 30 s), never lost.
 pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
-    let took = take(cx, upn).await?;
-    if took {
-        cx.record_later().await?;
+    match take(cx, upn).await? {
+        Took::Recorded => cx.record_later().await?,
+        Took::Stopped(_) => return Ok(Done::Reschedule(now_ms() + 30_000)),
+        Took::Nothing => {}
     }
     Ok(Done::Complete)
 }
 
 /// Take every configured step not yet recorded for this user in this run.
-/// `true` when anything was recorded. Also called by the contain job itself
-/// in `contain_first` order, before any wipe.
-pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {
+/// Also called by the contain job itself in `contain_first` order, before
+/// any wipe.
+pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
     let steps = cx.policy().account_steps.clone();
     if steps.is_empty() {
-        return Ok(false);
+        return Ok(Took::Nothing);
     }
     let fresh = cx.store().run(&cx.run.id).await.map_err(store_err)?;
     if fresh.as_ref().is_none_or(|r| r.cancelled.is_some()) {
-        return Ok(false);
+        return Ok(Took::Nothing);
+    }
+    let dry = cx.run.mode == Mode::DryRun || cx.policy().mode == Mode::DryRun;
+    // The kill switch stops every destructive step, the account's too.
+    if !dry {
+        let ks = crate::control::kill_switch(cx.state)
+            .await
+            .map_err(store_err)?;
+        if ks.engaged || cx.state.brake.engaged() {
+            cx.state.metrics.guard_held("kill_switch");
+            return Ok(Took::Stopped(super::contain::kill_switch_reason(&ks)));
+        }
     }
     let Some(target) = cx
         .store()
@@ -49,15 +72,14 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {
         .await
         .map_err(store_err)?
     else {
-        return Ok(false);
+        return Ok(Took::Nothing);
     };
     // Only a user wipehook acts on: pending (contain_first, judged already)
     // or done. Held, protected, refused, cancelled users get no step.
     if !matches!(target.state, TargetState::Pending | TargetState::Done) {
-        return Ok(false);
+        return Ok(Took::Nothing);
     }
     let recorded = cx.store().user_steps(&cx.run.id).await.map_err(store_err)?;
-    let dry = cx.run.mode == Mode::DryRun || cx.policy().mode == Mode::DryRun;
     let object_id = target.person.as_ref().and_then(|p| p.object_id.clone());
     let mut any = false;
     for step in steps {
@@ -149,7 +171,7 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {
         }
         any = true;
     }
-    Ok(any)
+    Ok(if any { Took::Recorded } else { Took::Nothing })
 }
 
 enum Taken {

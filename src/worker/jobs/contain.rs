@@ -69,12 +69,11 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     if let Some((state, why)) = judge(cx, &target, &person) {
         return decide(cx, upn, state, why).await;
     }
-    // contain_first: the account steps at once, before any wipe.
-    if cx.policy().containment_order == ContainmentOrder::ContainFirst {
-        super::account::take(cx, upn).await?;
-    }
     let devices = list_and_triage(cx, &person.upn).await?;
     if devices.is_empty() {
+        if let Some(why) = contain_first(cx, upn).await? {
+            return decide(cx, upn, TargetState::Held, why).await;
+        }
         decide(cx, upn, TargetState::Done, "no mobile device".into()).await?;
         super::account::schedule_after_wipes(cx, upn).await?;
         return Ok(Done::Complete);
@@ -104,10 +103,31 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
         tracing::warn!(upn = %upn, reason = %why, "wipes held by the guard");
         return decide(cx, upn, TargetState::Held, why).await;
     }
+    // contain_first: the account steps at once, after the guard passed and
+    // before any wipe is sent.
+    if let Some(why) = contain_first(cx, upn).await? {
+        cx.store()
+            .release_claims(&cx.run.tenant, &cx.run.id, upn)
+            .await
+            .map_err(store_err)?;
+        return decide(cx, upn, TargetState::Held, why).await;
+    }
     let sent = send(cx, upn, claimed.to_send).await?;
     let done = record(cx, upn, sent, claimed.busy_elsewhere).await?;
     after_wipes(cx, upn, dry).await?;
     Ok(done)
+}
+
+/// `contain_first`: take the account steps now. `Some(reason)`: the kill
+/// switch stops them; the user is held with the reason (nothing taken).
+async fn contain_first(cx: &Cx<'_>, upn: &Upn) -> Result<Option<String>, CallError> {
+    if cx.policy().containment_order != ContainmentOrder::ContainFirst {
+        return Ok(None);
+    }
+    match super::account::take(cx, upn).await? {
+        super::account::Took::Stopped(why) => Ok(Some(why)),
+        _ => Ok(None),
+    }
 }
 
 /// The user's devices, each with its triage (what it is, and why), read
