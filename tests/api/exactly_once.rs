@@ -634,3 +634,81 @@ async fn two_processes_on_one_postgres_database_never_pass_the_budget() {
         let _ = p.child.wait();
     }
 }
+
+/// Issue 13: the kill switch thrown on one replica stops the other at once
+/// (its guard reads the stored switch under the guard row's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_thrown_on_one_replica_stops_the_other() {
+    let Some((h, settings)) = process_harness(StoreKind::Postgres).await else {
+        return;
+    };
+    let sim = &h.sim;
+    let users: Vec<String> = (0..3).map(|i| format!("ksr{i}@contoso.com")).collect();
+    for (i, u) in users.iter().enumerate() {
+        sim.add_user(u, &format!("f4000000-0000-4000-8000-0000000000{i:02}"));
+        sim.add_device(u, DeviceSpec::iphone());
+    }
+    let config = write_config(&h.dir, "ksr", &settings);
+    let a = start_process(&h.dir, "ksr-a", &config);
+    let b = start_process(&h.dir, "ksr-b", &config);
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/api/v1/kill-switch", a.base))
+        .bearer_auth(h.approver_token())
+        .json(&serde_json::json!({"engaged": true, "reason": "replica drill"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut runs = vec![];
+    for (i, u) in users.iter().enumerate() {
+        let body = h.incident_body(&format!("inc-ksr-{i}"), 80 + i as i64, "High", &[u]);
+        let r = client
+            .post(format!("{}/api/v1/sentinel/incidents", b.base))
+            .bearer_auth(h.run_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        runs.push(
+            r.json::<Value>().await.unwrap()["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let fake = TestAppRef { h: &h };
+    for id in &runs {
+        let r = fake.wait(&b.base, id).await;
+        assert_eq!(r["status"], "held", "{r}");
+        assert!(
+            r["users"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("replica drill"),
+            "{r}"
+        );
+    }
+    assert!(
+        !sim.exchange_calls()
+            .iter()
+            .any(|c| c.cmdlet == "Clear-MobileDevice"),
+        "no wipe on the other replica"
+    );
+    let ready: Value = client
+        .get(format!("{}/readyz", b.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["kill_switch"]["engaged"], true, "{ready}");
+    for mut p in [a, b] {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+}
