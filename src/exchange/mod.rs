@@ -728,10 +728,33 @@ impl ExchangeClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let ra = retry_after(resp.headers());
-                    let text = resp.text().await.unwrap_or_default();
-                    self.metrics
-                        .upstream_latency("exchange", cmdlet, status, started.elapsed());
-                    classify(status, ra, &text, cmd.reads())
+                    match resp.text().await {
+                        Ok(text) => {
+                            self.metrics.upstream_latency(
+                                "exchange",
+                                cmdlet,
+                                status,
+                                started.elapsed(),
+                            );
+                            classify(status, ra, &text, cmd.reads())
+                        }
+                        // The connection broke inside the answer: it is lost
+                        // (a write is then re-sent, as for a timeout), never
+                        // taken as an empty success.
+                        Err(e) => {
+                            self.metrics
+                                .upstream_latency("exchange", cmdlet, 0, started.elapsed());
+                            Reply::Retry(
+                                CallError::from_reqwest(
+                                    &format!("{cmdlet}: HTTP {status}, answer lost"),
+                                    e,
+                                )
+                                .reason()
+                                .to_string(),
+                                None,
+                            )
+                        }
+                    }
                 }
                 Err(e) => {
                     self.metrics

@@ -6,6 +6,7 @@ mod browser;
 mod helpers;
 
 mod auth;
+mod chaos;
 mod defender_paths;
 mod doctor;
 mod exactly_once;
