@@ -155,3 +155,209 @@ both_stores!(
     an_accepted_wipe_is_not_sent_again_after_a_kill,
     kill_between_two_wipes
 );
+
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+fn users_with_two_phones(
+    sim: &wipehook_sim::SimTenant,
+    tag: &str,
+    n: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut users = vec![];
+    let mut devices = vec![];
+    for i in 0..n {
+        let upn = format!("{tag}{i}@contoso.com");
+        sim.add_user(&upn, &format!("f3{i:06}-0000-4000-8000-{:012}", tag.len()));
+        devices.push(sim.add_device(&upn, DeviceSpec::iphone()));
+        devices.push(sim.add_device(&upn, DeviceSpec::outlook()));
+        users.push(upn);
+    }
+    (users, devices)
+}
+
+/// Issue 12, defect 3: a flaky Exchange (a third of the calls answered 503,
+/// 504, a dropped connection, a short-`Retry-After` 429 or a hang) is not a
+/// concurrency cap: the limit does not collapse, and while one phone's wipe
+/// hangs the other users' wipes go out.
+async fn flaky_exchange(store: StoreKind) {
+    let Some(app) = spawn_with(Default::default(), store, |s| {
+        s.worker.exchange_initial_concurrency = 4;
+        s.worker.exchange_max_concurrency = 8;
+        s.worker.backoff_scale = 0.1;
+    })
+    .await
+    else {
+        return;
+    };
+    let sim = &app.h.sim;
+    let (users, devices) = users_with_two_phones(sim, "flaky", 6);
+    sim.set_fault_seed(12);
+    // One phone's first wipe hangs for a long while.
+    let hung = devices[0].clone();
+    sim.add_fault_rule(
+        FaultRule::always(Service::Exchange, Fault::Hang { ms: 8_000 })
+            .call("Clear-MobileDevice")
+            .subject(&hung)
+            .limit(1),
+    );
+    // Three wipes refused with a short 429 (whatever else is in flight)...
+    sim.add_fault_rule(
+        FaultRule::always(
+            Service::Exchange,
+            Fault::Throttle429 {
+                retry_after_secs: 0.3,
+            },
+        )
+        .call("Clear-MobileDevice")
+        .limit(3),
+    );
+    // ... and a third of all calls failing at random.
+    sim.add_fault_rule(FaultRule::mix(
+        Service::Exchange,
+        0.3,
+        vec![
+            (1, Fault::Status(503)),
+            (1, Fault::PlainStatus(504)),
+            (1, Fault::Dropped),
+            (1, Fault::Hang { ms: 1_000 }),
+            (
+                1,
+                Fault::Throttle429 {
+                    retry_after_secs: 0.3,
+                },
+            ),
+        ],
+    ));
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let body = app.h.incident_body("inc-flaky", 51, "High", &refs);
+    sim.add_incident(
+        "inc-flaky",
+        body["object"]["properties"]["relatedEntities"].clone(),
+    );
+    let r = app.post_incident(&body).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    // Every other phone is wiped while the hung call is still in flight.
+    app.eventually("the other phones wiped while one hangs", || {
+        devices[1..]
+            .iter()
+            .all(|g| sim.device(g).is_some_and(|d| d.wipe_request_count > 0))
+    })
+    .await;
+    let hung_calls: Vec<u16> = sim
+        .exchange_calls()
+        .iter()
+        .filter(|c| c.cmdlet == "Clear-MobileDevice" && c.parameters["Identity"] == hung.as_str())
+        .map(|c| c.response_status)
+        .collect();
+    assert_eq!(
+        hung_calls.first(),
+        Some(&0),
+        "the hung wipe is still in flight"
+    );
+    let throttled = sim
+        .injected_faults()
+        .iter()
+        .filter(|f| matches!(f.fault, Fault::Throttle429 { .. }))
+        .count();
+    assert!(throttled >= 3, "{throttled} 429s");
+    let limit = metric(&app, "wipehook_exchange_concurrency_limit").await;
+    assert!(limit >= 3.0, "random 429s are not a cap: limit {limit}");
+    let result = app.wait_done(&location).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(
+        result["summary"]["wipes_requested"],
+        devices.len(),
+        "{result}"
+    );
+    for g in &devices {
+        assert!(sim.device(g).unwrap().wipe_request_count >= 1, "{g} wiped");
+    }
+    assert_safe(&sim.exchange_calls());
+}
+both_stores!(a_flaky_exchange_is_not_a_concurrency_cap, flaky_exchange);
+
+/// Issue 12, defect 2: ARM down for a while (5 s here, a minute at
+/// `worker.backoff_scale` 1 in proportion: discovery and the record back
+/// off at most 15 s, 1.5 s at the scale used here). Wipes go out during the
+/// outage; once ARM is back, the first record follows within a few backoff
+/// caps, the incident's late-found user joins the run and is contained, and
+/// the run ends; meanwhile the age of the unfinished work is visible.
+async fn arm_down(store: StoreKind) {
+    let Some(app) = spawn_with(Default::default(), store, |s| {
+        s.worker.backoff_scale = 0.1;
+        s.policy.users_found_later = wipehook::config::FoundLater::Contain;
+    })
+    .await
+    else {
+        return;
+    };
+    let sim = &app.h.sim;
+    let (users, devices) = users_with_two_phones(sim, "armdown", 2);
+    let (late, late_devices) = users_with_two_phones(sim, "armlate", 1);
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let body = app.h.incident_body("inc-armdown", 61, "High", &refs);
+    // The incident's own entity list names one more user.
+    let mut entities = body["object"]["properties"]["relatedEntities"].clone();
+    entities.as_array_mut().unwrap().push(serde_json::json!({
+        "kind": "Account",
+        "properties": {"accountName": "armlate0", "upnSuffix": "contoso.com",
+                       "userPrincipalName": late[0], "friendlyName": "armlate0"}
+    }));
+    sim.add_incident("inc-armdown", entities);
+    let down = sim.add_fault_rule(FaultRule::always(Service::Arm, Fault::Status(503)));
+    let r = app.post_incident(&body).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    app.eventually("the known users' phones wiped while ARM is down", || {
+        devices
+            .iter()
+            .all(|g| sim.device(g).is_some_and(|d| d.wipe_request_count > 0))
+    })
+    .await;
+    let incident = app.incident_id("inc-armdown");
+    assert!(sim.comments(&incident).is_empty(), "ARM is down");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waiting = metric(&app, "wipehook_oldest_unfinished_work_seconds").await;
+    assert!(
+        waiting >= 4.0,
+        "the re-read waiting on ARM shows: {waiting} s"
+    );
+    sim.remove_fault_rule(down);
+    let back = Instant::now();
+    app.wait_note(&incident, "the first record", |_| true).await;
+    let first = back.elapsed();
+    let result = app.wait_done(&location).await;
+    let ended = back.elapsed();
+    // Generous bounds: the backoff caps are 1.5 s at this scale.
+    assert!(
+        first < Duration::from_secs(10),
+        "first record {first:?} after ARM returned"
+    );
+    assert!(
+        ended < Duration::from_secs(15),
+        "run ended {ended:?} after ARM returned"
+    );
+    assert_eq!(result["status"], "completed", "{result}");
+    for g in devices.iter().chain(&late_devices) {
+        assert!(sim.device(g).unwrap().wipe_request_count >= 1, "{g} wiped");
+    }
+    assert_eq!(result["summary"]["wipes_requested"], 6, "{result}");
+    assert_safe(&sim.exchange_calls());
+}
+both_stores!(arm_down_wipes_at_once_and_records_when_it_returns, arm_down);
