@@ -139,7 +139,7 @@ fn authorize(data: &Inner, principal: &str, needs: Needs, action: &str) -> Optio
 
 async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpResponse {
     data.apply_latency().await;
-    let drawn = crate::faults::draw(&mut data.st(), Service::Arm, req.path(), "");
+    let drawn = crate::faults::draw(&mut data.st(), Service::Arm, req.path(), "", "");
     let mut fault = None;
     match drawn {
         Some(Fault::Hang { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,

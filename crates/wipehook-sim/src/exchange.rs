@@ -219,6 +219,7 @@ pub(crate) async fn invoke_command(
             anchor_mailbox: anchor,
             response_status: 0,
             at: std::time::SystemTime::now(),
+            answered_at: None,
         });
         let (remaining, reset) = st.rate_tick();
         let mut early = st.exchange_faults.pop_front().map(Early::Fault);
@@ -233,7 +234,24 @@ pub(crate) async fn invoke_command(
                 .find_map(|k| params.get(*k).and_then(Value::as_str))
                 .unwrap_or_default()
                 .to_string();
-            early = crate::faults::draw(&mut st, Service::Exchange, &cmdlet, &subject)
+            // A device is named by its GUID, random per simulated tenant; its
+            // draws are keyed by its mailbox and place instead, so a seed
+            // fixes each device's faults across runs.
+            let stable = st
+                .devices
+                .iter()
+                .find(|d| d.guid.eq_ignore_ascii_case(&subject))
+                .map(|d| {
+                    let nth = st
+                        .devices
+                        .iter()
+                        .filter(|o| o.upn == d.upn)
+                        .position(|o| o.guid == d.guid)
+                        .unwrap_or(0);
+                    format!("{}#{nth}", d.upn)
+                })
+                .unwrap_or_else(|| subject.clone());
+            early = crate::faults::draw(&mut st, Service::Exchange, &cmdlet, &subject, &stable)
                 .map(Early::Fault);
         }
         // A hang is served normally, late: it holds its place in flight.
@@ -276,6 +294,7 @@ pub(crate) async fn invoke_command(
         (idx, early, common, guard, hang)
     };
 
+    let dropped = matches!(early, Some(Early::Fault(Fault::Dropped)));
     let resp = match early {
         Some(Early::Fault(f)) => match f {
             Fault::Throttle429 { retry_after_secs } => {
@@ -343,7 +362,8 @@ pub(crate) async fn invoke_command(
     };
 
     if let Some(call) = data.st().exchange_calls.get_mut(idx) {
-        call.response_status = resp.status().as_u16();
+        call.response_status = if dropped { 444 } else { resp.status().as_u16() };
+        call.answered_at = Some(std::time::SystemTime::now());
     }
     resp
 }

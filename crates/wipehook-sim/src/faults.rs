@@ -33,8 +33,15 @@ fn unit(x: u64) -> f64 {
 }
 
 /// The fault a rule injects into this call, if any (the first rule that
-/// fires wins).
-pub(crate) fn draw(st: &mut State, service: Service, call: &str, subject: &str) -> Option<Fault> {
+/// fires wins). `subject` is matched against a rule's; `key` (the subject
+/// under a name stable across simulated tenants) seeds the draw.
+pub(crate) fn draw(
+    st: &mut State,
+    service: Service,
+    call: &str,
+    subject: &str,
+    key: &str,
+) -> Option<Fault> {
     let seed = st.fault_seed;
     for (pos, (id, rule, used)) in st.fault_rules.iter_mut().enumerate() {
         if rule.service != service
@@ -56,15 +63,15 @@ pub(crate) fn draw(st: &mut State, service: Service, call: &str, subject: &str) 
         {
             continue;
         }
-        let key = format!(
+        let slot = format!(
             "{pos}|{}|{}",
             call.to_ascii_lowercase(),
-            subject.to_ascii_lowercase()
+            key.to_ascii_lowercase()
         );
-        let n = st.fault_counts.entry(key.clone()).or_insert(0);
+        let n = st.fault_counts.entry(slot.clone()).or_insert(0);
         let this = *n;
         *n += 1;
-        if unit(hash(seed, &key, this, 1)) >= rule.rate {
+        if unit(hash(seed, &slot, this, 1)) >= rule.rate {
             continue;
         }
         let total: u64 = rule
@@ -73,7 +80,7 @@ pub(crate) fn draw(st: &mut State, service: Service, call: &str, subject: &str) 
             .map(|(w, _)| *w as u64)
             .sum::<u64>()
             .max(1);
-        let mut pick = hash(seed, &key, this, 2) % total;
+        let mut pick = hash(seed, &slot, this, 2) % total;
         let mut chosen = rule.faults[0].1.clone();
         for (w, f) in &rule.faults {
             if pick < *w as u64 {

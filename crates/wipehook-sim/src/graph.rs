@@ -41,7 +41,7 @@ const READ_APPS: [&str; 3] = [
 /// Injected faults, the bearer token and its app roles, for every Graph route.
 async fn preamble(req: &HttpRequest, data: &Shared, needs: &[&str]) -> Option<HttpResponse> {
     data.apply_latency().await;
-    let drawn = crate::faults::draw(&mut data.st(), Service::Graph, req.path(), "");
+    let drawn = crate::faults::draw(&mut data.st(), Service::Graph, req.path(), "", "");
     let mut fault = None;
     match drawn {
         Some(Fault::Hang { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,

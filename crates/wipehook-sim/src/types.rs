@@ -228,10 +228,13 @@ pub struct ExchangeCall {
     pub parameters: serde_json::Value,
     /// `X-AnchorMailbox` header.
     pub anchor_mailbox: Option<String>,
-    /// HTTP status the sim answered with.
+    /// HTTP status the sim answered with (0 while in flight; 444 when the
+    /// connection was dropped without an answer).
     pub response_status: u16,
     /// Arrival time.
     pub at: SystemTime,
+    /// When the answer was sent (`None` while in flight).
+    pub answered_at: Option<SystemTime>,
 }
 
 /// A comment currently on an incident.
