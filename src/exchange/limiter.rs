@@ -34,6 +34,10 @@ const NOISE_WINDOW: Duration = Duration::from_secs(30);
 /// A learned ceiling (slow probing above it) lasts this long without a new
 /// cap signal.
 const CEILING_TTL: Duration = Duration::from_secs(60);
+/// A call is slow (and gives its slot back) after this many times the
+/// tenant's usual latency, and never before `SLOW_FLOOR`.
+const SLOW_FACTOR: f64 = 8.0;
+const SLOW_FLOOR: Duration = Duration::from_secs(1);
 /// Unexplained 429s needed before a cap is learned from them.
 const SUSPECTS_FOR_A_CAP: usize = 3;
 
@@ -56,6 +60,8 @@ struct State {
     suspects: Vec<(usize, Instant)>,
     /// When the ceiling was last set.
     ceiling_at: Option<Instant>,
+    /// Moving average of successful calls' latency (seconds).
+    latency: Option<f64>,
 }
 
 impl State {
@@ -111,6 +117,7 @@ impl Limiter {
                 admitted: vec![None; max as usize],
                 suspects: Vec::new(),
                 ceiling_at: None,
+                latency: None,
             })),
         }
     }
@@ -132,6 +139,17 @@ impl Limiter {
     /// 429s taken as noise.
     pub fn noise(&self) -> u64 {
         self.inner.lock().map(|s| s.noise).unwrap_or(0)
+    }
+
+    /// After how long a call in flight is taken as hung and gives its slot
+    /// back: `SLOW_FACTOR` times the usual latency of this tenant's calls
+    /// (2 s before any is known), at least `SLOW_FLOOR`.
+    pub fn slow_after(&self) -> Duration {
+        let usual = self.inner.lock().ok().and_then(|s| s.latency);
+        match usual {
+            Some(l) => Duration::from_secs_f64(l * SLOW_FACTOR).max(SLOW_FLOOR),
+            None => 2 * SLOW_FLOOR,
+        }
     }
 
     pub async fn acquire(&self) -> Permit {
@@ -320,6 +338,23 @@ impl Permit {
         self.done = true;
         self.limiter.release(self.level, Outcome::Success);
     }
+    /// A success that took `took`: also teaches the limiter the usual latency.
+    pub fn success_after(self, took: Duration) {
+        if let Ok(mut s) = self.limiter.inner.lock() {
+            let t = took.as_secs_f64();
+            s.latency = Some(match s.latency {
+                Some(l) => 0.8 * l + 0.2 * t,
+                None => t,
+            });
+        }
+        self.success();
+    }
+    /// The call is hung: give its slot back now (its answer, when it comes,
+    /// teaches the limiter nothing).
+    pub fn detach(mut self) {
+        self.done = true;
+        self.limiter.release(self.level, Outcome::Neutral);
+    }
     /// Exchange refused the call with a 429: adapt, and tell the caller how
     /// long this call should wait before it is tried again (tenant pauses
     /// are applied by `acquire` itself).
@@ -467,6 +502,23 @@ mod tests {
             t.elapsed() >= Duration::from_millis(1900),
             "the tenant was paused for the Retry-After"
         );
+    }
+
+    /// A hung call gives its slot back: the next call starts.
+    #[tokio::test]
+    async fn a_detached_call_frees_its_slot() {
+        let l = Limiter::new(1, 1);
+        for _ in 0..5 {
+            l.acquire().await.success_after(Duration::from_millis(100));
+        }
+        assert_eq!(l.slow_after(), SLOW_FLOOR, "8 x 100 ms, at least the floor");
+        let hung = l.acquire().await;
+        assert_eq!(l.inflight(), 1);
+        hung.detach();
+        let next = tokio::time::timeout(Duration::from_secs(1), l.acquire())
+            .await
+            .expect("the slot was given back");
+        next.success();
     }
 
     #[tokio::test]

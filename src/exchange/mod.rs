@@ -736,24 +736,57 @@ impl ExchangeClient {
         // The wait before the next try, unless it would pass the deadline.
         let within = |wait: Duration| began.elapsed() + wait <= CALL_DEADLINE;
         loop {
-            let permit = limiter.acquire().await;
+            let mut permit = Some(limiter.acquire().await);
             let token = tokens.token(Resource::Exchange).await?;
             let started = Instant::now();
-            let sent = self
-                .http
-                .post(url)
-                .bearer_auth(token)
-                .header("Accept", "application/json")
-                .header("X-ResponseFormat", "json")
-                .header("X-CmdletName", cmdlet)
-                .header("X-ClientApplication", "wipehook")
-                .header("X-AnchorMailbox", cmd.anchor(tenant))
-                .header("Prefer", "odata.maxpagesize=1000")
-                .header("client-request-id", request_id)
-                .timeout(cmd.timeout())
-                .json(body)
-                .send()
-                .await;
+            let request = || {
+                self.http
+                    .post(url)
+                    .bearer_auth(&token)
+                    .header("Accept", "application/json")
+                    .header("X-ResponseFormat", "json")
+                    .header("X-CmdletName", cmdlet)
+                    .header("X-ClientApplication", "wipehook")
+                    .header("X-AnchorMailbox", cmd.anchor(tenant))
+                    .header("Prefer", "odata.maxpagesize=1000")
+                    .header("client-request-id", request_id)
+                    .timeout(cmd.timeout())
+                    .json(body)
+                    .send()
+            };
+            let send = request();
+            tokio::pin!(send);
+            // A call far slower than this tenant's usual is hung: it gives its
+            // slot back and keeps waiting for its answer (up to its timeout),
+            // so one hung call does not hold up the tenant's other calls. A
+            // read is also sent again, within the limit, and the first answer
+            // wins (reads repeat harmlessly; a wipe is never hedged).
+            let mut hedged = false;
+            let sent = tokio::select! {
+                r = &mut send => r,
+                _ = tokio::time::sleep(limiter.slow_after()) => {
+                    if let Some(p) = permit.take() {
+                        p.detach();
+                    }
+                    self.metrics.retry("exchange", "slow_call");
+                    if cmd.reads() {
+                        let hedge = async {
+                            let p = limiter.acquire().await;
+                            (p, request().await)
+                        };
+                        tokio::select! {
+                            r = &mut send => r,
+                            (p, r) = hedge => {
+                                permit = Some(p);
+                                hedged = true;
+                                r
+                            }
+                        }
+                    } else {
+                        send.await
+                    }
+                }
+            };
             let outcome = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -799,7 +832,11 @@ impl ExchangeClient {
             };
             match outcome {
                 Reply::Ok(map) => {
-                    permit.success();
+                    match permit {
+                        Some(p) if !hedged => p.success_after(started.elapsed()),
+                        Some(p) => p.success(),
+                        None => {}
+                    }
                     return Ok(map);
                 }
                 Reply::Throttled { reason, ra, capped } => {
@@ -811,10 +848,12 @@ impl ExchangeClient {
                             .mul_f64(self.backoff_scale)
                     });
                     let wait = wait.max(Duration::from_millis(10));
-                    let delay = if capped {
-                        permit.concurrency_capped(wait)
-                    } else {
-                        permit.throttled(wait)
+                    let delay = match permit {
+                        Some(p) if capped => p.concurrency_capped(wait),
+                        Some(p) => p.throttled(wait),
+                        // Refused after it was detached as slow: it waits, the
+                        // limiter learns nothing from it.
+                        None => wait,
                     };
                     throttles += 1;
                     if throttles > MAX_THROTTLE_RETRIES || !within(wait) {

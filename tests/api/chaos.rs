@@ -210,7 +210,7 @@ async fn flaky_exchange(store: StoreKind) {
     // One phone's first wipe hangs for a long while.
     let hung = devices[0].clone();
     sim.add_fault_rule(
-        FaultRule::always(Service::Exchange, Fault::Hang { ms: 8_000 })
+        FaultRule::always(Service::Exchange, Fault::Hang { ms: 12_000 })
             .call("Clear-MobileDevice")
             .subject(&hung)
             .limit(1),
