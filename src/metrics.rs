@@ -41,6 +41,7 @@ struct Inner {
     runs: Family<Labels, Gauge>,
     queue_depth: Gauge,
     oldest_pending: Gauge<f64, std::sync::atomic::AtomicU64>,
+    oldest_work: Gauge<f64, std::sync::atomic::AtomicU64>,
     held_runs: Gauge,
     dead_tasks: Gauge,
     exchange_limit: Family<Labels, Gauge>,
@@ -97,6 +98,12 @@ impl Metrics {
             "oldest_pending_work_seconds",
             "Age of the oldest task that is due and not yet done",
             oldest_pending.clone(),
+        );
+        let oldest_work = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register(
+            "oldest_unfinished_work_seconds",
+            "Age of the oldest unfinished contain, resolve or entities task, retries included (what keeps a run open)",
+            oldest_work.clone(),
         );
         let held_runs = Gauge::default();
         r.register(
@@ -175,6 +182,7 @@ impl Metrics {
                 runs,
                 queue_depth,
                 oldest_pending,
+                oldest_work,
                 held_runs,
                 dead_tasks,
                 exchange_limit,
@@ -293,6 +301,9 @@ impl Metrics {
             self.inner
                 .oldest_pending
                 .set(s.oldest_ready_ms.unwrap_or(0) as f64 / 1000.0);
+            self.inner
+                .oldest_work
+                .set(s.oldest_work_ms.unwrap_or(0) as f64 / 1000.0);
             self.inner.held_runs.set(s.held_runs);
             self.inner.dead_tasks.set(s.dead_tasks);
         }

@@ -35,6 +35,18 @@ impl Application {
     pub async fn build_on(config: Config, listener: TcpListener) -> Result<Application> {
         let port = listener.local_addr()?.port();
         let (api, worker_state) = crate::state::build(config).await?;
+        // SQLite: one process per store, so a lease still held belongs to a
+        // predecessor that died; take its work back now, not after the lease.
+        match worker_state.store.reclaim_predecessor_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                reclaimed = n,
+                "reclaimed the leases of a previous process on this SQLite store"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot reclaim leases; they will expire")
+            }
+        }
         let server = crate::routes::server(api.clone(), listener)?;
         let stop = Arc::new(Notify::new());
         let worker = tokio::spawn(crate::worker::run(worker_state.clone(), stop.clone()));

@@ -152,6 +152,22 @@ impl Command {
                 | Command::GetRoleEntry { .. }
         )
     }
+    /// How long one request of this kind may take before its answer is
+    /// taken as lost: every command names one mailbox or device, so a reply
+    /// slower than this is a hung call, and its slot goes back to the tenant.
+    /// A wipe whose answer was lost is sent again (safe: see ARCHITECTURE.md).
+    fn timeout(&self) -> Duration {
+        match self {
+            Command::GetMobileDevice { .. } | Command::GetStatistics { .. } => READ_TIMEOUT,
+            Command::ClearAccountOnly { .. }
+            | Command::CancelWipe { .. }
+            | Command::BlockDevice { .. } => WRITE_TIMEOUT,
+            // The doctor's RBAC reads list a role's entries: allowed longer.
+            Command::GetRoleAssignments { .. } | Command::GetRoleEntry { .. } => {
+                Duration::from_secs(60)
+            }
+        }
+    }
     fn anchor(&self, tenant: &TenantId) -> String {
         match self {
             Command::GetMobileDevice { mailbox }
@@ -425,6 +441,18 @@ const TRANSIENT_EXCEPTIONS: [&str; 5] = [
 ];
 const MAX_THROTTLE_RETRIES: u32 = 30;
 const MAX_OTHER_RETRIES: u32 = 5;
+/// Inside one call, our own backoff (no `Retry-After`) starts here and
+/// doubles up to `IN_CALL_BACKOFF_CAP`: a flaky Exchange is retried within
+/// seconds, and the queue's backoff takes over after `CALL_DEADLINE`.
+const IN_CALL_BACKOFF_BASE: Duration = Duration::from_millis(250);
+const IN_CALL_BACKOFF_CAP: Duration = Duration::from_secs(4);
+/// One call (a page, with its in-call retries) gives up retrying when the
+/// next wait would take it past this; the task is then retried by the queue.
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
+/// Per request: `Get-MobileDevice`, `Get-MobileDeviceStatistics`.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per request: `Clear-MobileDevice` (wipe, cancel).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl ExchangeClient {
     pub fn new(
@@ -783,8 +811,11 @@ impl ExchangeClient {
         let limiter = self.limiter(tenant);
         let cmdlet = cmd.cmdlet();
         let (mut throttles, mut others, mut unauthorized) = (0u32, 0u32, 0u32);
+        let began = Instant::now();
+        // The wait before the next try, unless it would pass the deadline.
+        let within = |wait: Duration| began.elapsed() + wait <= CALL_DEADLINE;
         loop {
-            let permit = limiter.acquire().await;
+            let mut permit = Some(limiter.acquire().await);
             if matches!(cmd, Command::ClearAccountOnly { .. }) && self.brake.engaged() {
                 drop(permit);
                 // Transient: the task runs again, and its guard then holds
@@ -795,28 +826,85 @@ impl ExchangeClient {
             }
             let token = tokens.token(Resource::Exchange).await?;
             let started = Instant::now();
-            let sent = self
-                .http
-                .post(url)
-                .bearer_auth(token)
-                .header("Accept", "application/json")
-                .header("X-ResponseFormat", "json")
-                .header("X-CmdletName", cmdlet)
-                .header("X-ClientApplication", "wipehook")
-                .header("X-AnchorMailbox", cmd.anchor(tenant))
-                .header("Prefer", "odata.maxpagesize=1000")
-                .header("client-request-id", request_id)
-                .json(body)
-                .send()
-                .await;
+            let request = || {
+                self.http
+                    .post(url)
+                    .bearer_auth(&token)
+                    .header("Accept", "application/json")
+                    .header("X-ResponseFormat", "json")
+                    .header("X-CmdletName", cmdlet)
+                    .header("X-ClientApplication", "wipehook")
+                    .header("X-AnchorMailbox", cmd.anchor(tenant))
+                    .header("Prefer", "odata.maxpagesize=1000")
+                    .header("client-request-id", request_id)
+                    .timeout(cmd.timeout())
+                    .json(body)
+                    .send()
+            };
+            let send = request();
+            tokio::pin!(send);
+            // A call far slower than this tenant's usual is hung: it gives its
+            // slot back and keeps waiting for its answer (up to its timeout),
+            // so one hung call does not hold up the tenant's other calls. A
+            // read is also sent again, within the limit, and the first answer
+            // wins (reads repeat harmlessly; a wipe is never hedged).
+            let mut hedged = false;
+            let sent = tokio::select! {
+                r = &mut send => r,
+                _ = tokio::time::sleep(limiter.slow_after()) => {
+                    if let Some(p) = permit.take() {
+                        p.detach();
+                    }
+                    self.metrics.retry("exchange", "slow_call");
+                    if cmd.reads() {
+                        let hedge = async {
+                            let p = limiter.acquire().await;
+                            (p, request().await)
+                        };
+                        tokio::select! {
+                            r = &mut send => r,
+                            (p, r) = hedge => {
+                                permit = Some(p);
+                                hedged = true;
+                                r
+                            }
+                        }
+                    } else {
+                        send.await
+                    }
+                }
+            };
             let outcome = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let ra = retry_after(resp.headers());
-                    let text = resp.text().await.unwrap_or_default();
-                    self.metrics
-                        .upstream_latency("exchange", cmdlet, status, started.elapsed());
-                    classify(status, ra, &text, cmd.reads())
+                    match resp.text().await {
+                        Ok(text) => {
+                            self.metrics.upstream_latency(
+                                "exchange",
+                                cmdlet,
+                                status,
+                                started.elapsed(),
+                            );
+                            classify(status, ra, &text, cmd.reads())
+                        }
+                        // The connection broke inside the answer: it is lost
+                        // (a write is then re-sent, as for a timeout), never
+                        // taken as an empty success.
+                        Err(e) => {
+                            self.metrics
+                                .upstream_latency("exchange", cmdlet, 0, started.elapsed());
+                            Reply::Retry(
+                                CallError::from_reqwest(
+                                    &format!("{cmdlet}: HTTP {status}, answer lost"),
+                                    e,
+                                )
+                                .reason()
+                                .to_string(),
+                                None,
+                            )
+                        }
+                    }
                 }
                 Err(e) => {
                     self.metrics
@@ -831,24 +919,31 @@ impl ExchangeClient {
             };
             match outcome {
                 Reply::Ok(map) => {
-                    permit.success();
+                    match permit {
+                        Some(p) if !hedged => p.success_after(started.elapsed()),
+                        Some(p) => p.success(),
+                        None => {}
+                    }
                     return Ok(map);
                 }
-                Reply::Throttled(reason, ra) => {
+                Reply::Throttled { reason, ra, capped } => {
                     self.metrics.retry("exchange", "throttled");
                     // Exchange's Retry-After is honoured as given; only our
                     // own backoff (no Retry-After) is scaled in tests.
                     let wait = ra.unwrap_or_else(|| {
-                        backoff(
-                            throttles,
-                            Duration::from_millis(500),
-                            Duration::from_secs(30),
-                        )
-                        .mul_f64(self.backoff_scale)
+                        backoff(throttles, IN_CALL_BACKOFF_BASE, IN_CALL_BACKOFF_CAP)
+                            .mul_f64(self.backoff_scale)
                     });
-                    let delay = permit.throttled(wait.max(Duration::from_millis(10)));
+                    let wait = wait.max(Duration::from_millis(10));
+                    let delay = match permit {
+                        Some(p) if capped => p.concurrency_capped(wait),
+                        Some(p) => p.throttled(wait),
+                        // Refused after it was detached as slow: it waits, the
+                        // limiter learns nothing from it.
+                        None => wait,
+                    };
                     throttles += 1;
-                    if throttles > MAX_THROTTLE_RETRIES {
+                    if throttles > MAX_THROTTLE_RETRIES || !within(wait) {
                         return Err(CallError::Transient {
                             reason: format!(
                                 "{cmdlet}: still throttled after {throttles} tries: {reason}"
@@ -880,9 +975,15 @@ impl ExchangeClient {
                         });
                     }
                     let wait = ra.unwrap_or_else(|| {
-                        backoff(others - 1, Duration::from_secs(2), Duration::from_secs(60))
+                        backoff(others - 1, IN_CALL_BACKOFF_BASE, IN_CALL_BACKOFF_CAP)
                             .mul_f64(self.backoff_scale)
                     });
+                    if !within(wait) {
+                        return Err(CallError::Transient {
+                            reason: format!("{cmdlet}: {reason}"),
+                            retry_after: ra,
+                        });
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 Reply::Fail(reason) => {
@@ -896,7 +997,13 @@ impl ExchangeClient {
 
 enum Reply {
     Ok(Map<String, Value>),
-    Throttled(String, Option<Duration>),
+    /// A 429, or (`capped`) Exchange's concurrency message: its tenant cap
+    /// was reached.
+    Throttled {
+        reason: String,
+        ra: Option<Duration>,
+        capped: bool,
+    },
     Unauthorized(String),
     Retry(String, Option<Duration>),
     Fail(String),
@@ -919,7 +1026,11 @@ fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply
     // Only an error answer can be the throttle message: a 2xx body carries
     // device fields a user controls (model, friendly name).
     if !(200..=299).contains(&status) && text.to_ascii_lowercase().contains(CONCURRENCY_MESSAGE) {
-        return Reply::Throttled(format!("tenant concurrency limit: {readable}"), ra);
+        return Reply::Throttled {
+            reason: format!("tenant concurrency limit: {readable}"),
+            ra,
+            capped: true,
+        };
     }
     match status {
         200..=299 => match json {
@@ -947,7 +1058,11 @@ fn classify(status: u16, ra: Option<Duration>, text: &str, reads: bool) -> Reply
             _ if reads => Reply::Retry(format!("HTTP {status} with a body that is not JSON"), None),
             _ => Reply::Ok(Map::new()),
         },
-        429 => Reply::Throttled(format!("HTTP 429 {readable}"), ra),
+        429 => Reply::Throttled {
+            reason: format!("HTTP 429 {readable}"),
+            ra,
+            capped: false,
+        },
         401 => Reply::Unauthorized(format!("HTTP 401 {readable}")),
         408 | 503 | 504 => Reply::Retry(format!("HTTP {status} {readable}"), ra),
         _ if TRANSIENT_EXCEPTIONS.iter().any(|e| text.contains(e)) => {
@@ -1303,7 +1418,7 @@ mod tests {
                 "You have reached the maximum number of concurrent requests per tenant. Please wait and try again",
                 true
             ),
-            Reply::Throttled(..)
+            Reply::Throttled { capped: true, .. }
         ));
         assert!(matches!(classify(503, None, "", true), Reply::Retry(..)));
         assert!(

@@ -13,6 +13,9 @@ pub struct StoreStats {
     pub runs_by_status: Vec<(RunStatus, i64)>,
     pub ready_tasks: i64,
     pub oldest_ready_ms: Option<i64>,
+    /// Age of the oldest unfinished work task (contain, resolve, entities),
+    /// retries and backoff included: how long a run has been held open.
+    pub oldest_work_ms: Option<i64>,
     pub held_runs: i64,
     pub dead_tasks: i64,
 }

@@ -71,6 +71,18 @@ impl Store {
         dispatch!(self, fail(task, error, retry_at, max, hold_expiry))
     }
 
+    /// At the start of a service on SQLite: every lease in the store is a
+    /// predecessor's (a SQLite store has one process, see ARCHITECTURE.md),
+    /// so its claimed tasks are claimable at once instead of after the lease.
+    /// PostgreSQL may be shared by live replicas: their leases expire as
+    /// usual, and this does nothing. Returns how many leases were reclaimed.
+    pub async fn reclaim_predecessor_leases(&self) -> Result<u64> {
+        match &self.inner {
+            super::Inner::Sqlite(m) => super::sqlite::reclaim_all(&mut *m.lock().await).await,
+            super::Inner::Postgres(_) => Ok(0),
+        }
+    }
+
     /// Give back every lease of this owner (graceful shutdown).
     pub async fn release_all(&self, owner: &str) -> Result<u64> {
         dispatch!(self, release_all(owner))

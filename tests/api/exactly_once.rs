@@ -164,7 +164,7 @@ both_stores!(
 
 // ------------------------------------------------------------ processes
 
-fn write_config(dir: &Path, name: &str, s: &Settings) -> std::path::PathBuf {
+pub(crate) fn write_config(dir: &Path, name: &str, s: &Settings) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, toml::to_string(s).expect("settings to TOML")).unwrap();
     p
@@ -178,12 +178,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Proc {
-    child: Child,
-    base: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
-fn start_process(dir: &Path, name: &str, config: &Path) -> Proc {
+pub(crate) fn start_process(dir: &Path, name: &str, config: &Path) -> Proc {
     let port = free_port();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_wipehook"))
@@ -203,7 +203,7 @@ fn start_process(dir: &Path, name: &str, config: &Path) -> Proc {
     }
 }
 
-async fn wait_healthy(p: &Proc) {
+pub(crate) async fn wait_healthy(p: &Proc) {
     let started = Instant::now();
     loop {
         if let Ok(r) = reqwest::get(format!("{}/healthz", p.base)).await
@@ -220,7 +220,9 @@ async fn wait_healthy(p: &Proc) {
 }
 
 /// A service-less harness: the simulated tenant and settings for processes.
-async fn process_harness(store: StoreKind) -> Option<(wipehook::harness::Harness, Settings)> {
+pub(crate) async fn process_harness(
+    store: StoreKind,
+) -> Option<(wipehook::harness::Harness, Settings)> {
     let h = wipehook::harness::Harness::start(SimOptions {
         latency: Duration::from_millis(120),
         ..Default::default()
@@ -349,11 +351,11 @@ both_stores!(
     sigkill_mid_run
 );
 
-struct TestAppRef<'a> {
-    h: &'a wipehook::harness::Harness,
+pub(crate) struct TestAppRef<'a> {
+    pub(crate) h: &'a wipehook::harness::Harness,
 }
 impl TestAppRef<'_> {
-    async fn wait(&self, base: &str, run_id: &str) -> Value {
+    pub(crate) async fn wait(&self, base: &str, run_id: &str) -> Value {
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {
@@ -558,7 +560,7 @@ async fn one_device_claimed_twice_in_a_run_or_across_runs_is_sent_once() {
     assert_eq!(claim(4, "jdoe@contoso.com", false).await, WipeClaim::Mine);
 }
 
-fn tid(s: &str) -> TenantId {
+pub(crate) fn tid(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()
 }
 

@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod beyond;
+mod chaos;
 mod defender_paths;
 mod doctor;
 mod exactly_once;

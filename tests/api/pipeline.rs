@@ -156,7 +156,11 @@ async fn happy_path(store: StoreKind) {
     assert_eq!(
         comments.len(),
         1,
-        "one note per phase: the phones have not answered"
+        "one note per phase: the phones have not answered: {:#?}",
+        comments
+            .iter()
+            .map(|c| c.message.clone())
+            .collect::<Vec<_>>()
     );
     let html = &comments[0].message;
     // The verdict first, in plain words: Dave's old phone cannot be wiped

@@ -412,6 +412,22 @@ async fn the_queue(kind: StoreKind) {
     let again = s.claim("other", lease).await.unwrap().expect("released");
     assert_eq!(again.job, Job::Cancel);
     assert_eq!(again.attempts, 1, "a released claim does not count");
+    // A dead predecessor's lease: SQLite takes it back at start-up (one
+    // process per store); PostgreSQL leaves it to expire.
+    let reclaimed = s.reclaim_predecessor_leases().await.unwrap();
+    let next = s.claim("successor", lease).await.unwrap();
+    match kind {
+        StoreKind::Sqlite => {
+            assert_eq!(reclaimed, 1);
+            let t = next.expect("reclaimed");
+            assert_eq!(t.job, Job::Cancel);
+            assert_eq!(t.attempts, 2, "the interrupted attempt counts");
+        }
+        StoreKind::Postgres => {
+            assert_eq!(reclaimed, 0);
+            assert!(next.is_none(), "the lease holds");
+        }
+    }
     // stats
     let st = s.stats().await.unwrap();
     assert_eq!(st.dead_tasks, 1);

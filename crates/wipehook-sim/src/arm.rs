@@ -9,7 +9,7 @@ use crate::entra;
 use crate::keys::AuthError;
 use crate::shared::{Inner, Shared};
 use crate::state::Comment;
-use crate::types::{HttpCall, SUBSCRIPTION_ID};
+use crate::types::{Fault, HttpCall, SUBSCRIPTION_ID, Service};
 
 /// Sentinel's documented per-comment limit (characters).
 pub const MAX_COMMENT_CHARS: usize = 30_000;
@@ -139,7 +139,18 @@ fn authorize(data: &Inner, principal: &str, needs: Needs, action: &str) -> Optio
 
 async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpResponse {
     data.apply_latency().await;
-    let fault = data.st().arm_faults.pop_front();
+    let drawn = crate::faults::draw(&mut data.st(), Service::Arm, req.path(), "", "");
+    let mut fault = None;
+    match drawn {
+        Some(Fault::Hang { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+        Some(Fault::Dropped) => return crate::faults::dropped(),
+        Some(Fault::Status(c) | Fault::PlainStatus(c)) => fault = Some(c),
+        Some(Fault::Throttle429 { .. } | Fault::ConcurrencyMessage) => fault = Some(429),
+        Some(Fault::Unauthorized401) => fault = Some(401),
+        Some(Fault::CmdletError { status, .. }) => fault = Some(status),
+        None => {}
+    }
+    let fault = fault.or_else(|| data.st().arm_faults.pop_front());
     if let Some(code) = fault {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let name = match code {

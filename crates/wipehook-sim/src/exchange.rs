@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::entra;
 use crate::keys::AuthError;
 use crate::shared::{Inner, Shared};
-use crate::types::{ExchangeCall, Fault, SimDevice};
+use crate::types::{ExchangeCall, Fault, Service, SimDevice};
 
 /// Retry-After (decimal seconds) sent when the concurrency cap throttles with a 429.
 pub const CAP_RETRY_AFTER: &str = "0.2";
@@ -210,7 +210,7 @@ pub(crate) async fn invoke_command(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
-    let (idx, early, common, guard) = {
+    let (idx, early, common, guard, hang) = {
         let mut st = data.st();
         let idx = st.exchange_calls.len();
         st.exchange_calls.push(ExchangeCall {
@@ -219,6 +219,7 @@ pub(crate) async fn invoke_command(
             anchor_mailbox: anchor,
             response_status: 0,
             at: std::time::SystemTime::now(),
+            answered_at: None,
         });
         let (remaining, reset) = st.rate_tick();
         let mut early = st.exchange_faults.pop_front().map(Early::Fault);
@@ -226,6 +227,38 @@ pub(crate) async fn invoke_command(
             && let Some(i) = st.cmdlet_faults.iter().position(|(c, _)| *c == cmdlet)
         {
             early = st.cmdlet_faults.remove(i).map(|(_, f)| Early::Fault(f));
+        }
+        if early.is_none() {
+            let subject = ["Identity", "Mailbox"]
+                .iter()
+                .find_map(|k| params.get(*k).and_then(Value::as_str))
+                .unwrap_or_default()
+                .to_string();
+            // A device is named by its GUID, random per simulated tenant; its
+            // draws are keyed by its mailbox and place instead, so a seed
+            // fixes each device's faults across runs.
+            let stable = st
+                .devices
+                .iter()
+                .find(|d| d.guid.eq_ignore_ascii_case(&subject))
+                .map(|d| {
+                    let nth = st
+                        .devices
+                        .iter()
+                        .filter(|o| o.upn == d.upn)
+                        .position(|o| o.guid == d.guid)
+                        .unwrap_or(0);
+                    format!("{}#{nth}", d.upn)
+                })
+                .unwrap_or_else(|| subject.clone());
+            early = crate::faults::draw(&mut st, Service::Exchange, &cmdlet, &subject, &stable)
+                .map(Early::Fault);
+        }
+        // A hang is served normally, late: it holds its place in flight.
+        let mut hang = None;
+        if let Some(Early::Fault(Fault::Hang { ms })) = early {
+            hang = Some(std::time::Duration::from_millis(ms));
+            early = None;
         }
         if matches!(
             early,
@@ -258,9 +291,10 @@ pub(crate) async fn invoke_command(
             reset,
             in_flight: st.exchange_in_flight,
         };
-        (idx, early, common, guard)
+        (idx, early, common, guard, hang)
     };
 
+    let dropped = matches!(early, Some(Early::Fault(Fault::Dropped)));
     let resp = match early {
         Some(Early::Fault(f)) => match f {
             Fault::Throttle429 { retry_after_secs } => {
@@ -292,6 +326,8 @@ pub(crate) async fn invoke_command(
                         status.canonical_reason().unwrap_or("Error")
                     ))
             }
+            Fault::Hang { .. } => unreachable!("a hang is served normally"),
+            Fault::Dropped => crate::faults::dropped(),
             Fault::CmdletError {
                 status,
                 exception,
@@ -307,6 +343,9 @@ pub(crate) async fn invoke_command(
         Some(Early::CapThrottle429) => throttle_429(&common, CAP_RETRY_AFTER),
         Some(Early::CapThrottleMessage) => concurrency_message(&common),
         None => {
+            if let Some(h) = hang {
+                tokio::time::sleep(h).await;
+            }
             data.apply_latency().await;
             let r = execute(
                 &req,
@@ -323,7 +362,8 @@ pub(crate) async fn invoke_command(
     };
 
     if let Some(call) = data.st().exchange_calls.get_mut(idx) {
-        call.response_status = resp.status().as_u16();
+        call.response_status = if dropped { 444 } else { resp.status().as_u16() };
+        call.answered_at = Some(std::time::SystemTime::now());
     }
     resp
 }

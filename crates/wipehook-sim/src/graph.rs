@@ -9,7 +9,7 @@ use crate::entra;
 use crate::keys::AuthError;
 use crate::shared::Shared;
 use crate::state::User;
-use crate::types::HttpCall;
+use crate::types::{Fault, HttpCall, Service};
 
 fn graph_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -52,7 +52,18 @@ const READ_APPS: [&str; 3] = [
 /// Injected faults, the bearer token and its app roles, for every Graph route.
 async fn preamble(req: &HttpRequest, data: &Shared, needs: &[&str]) -> Option<HttpResponse> {
     data.apply_latency().await;
-    if let Some(code) = data.st().graph_faults.pop_front() {
+    let drawn = crate::faults::draw(&mut data.st(), Service::Graph, req.path(), "", "");
+    let mut fault = None;
+    match drawn {
+        Some(Fault::Hang { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+        Some(Fault::Dropped) => return Some(crate::faults::dropped()),
+        Some(Fault::Status(c) | Fault::PlainStatus(c)) => fault = Some(c),
+        Some(Fault::Throttle429 { .. } | Fault::ConcurrencyMessage) => fault = Some(429),
+        Some(Fault::Unauthorized401) => fault = Some(401),
+        Some(Fault::CmdletError { status, .. }) => fault = Some(status),
+        None => {}
+    }
+    if let Some(code) = fault.or_else(|| data.st().graph_faults.pop_front()) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let name = match code {
             429 => "TooManyRequests",

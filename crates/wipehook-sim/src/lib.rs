@@ -23,6 +23,7 @@ mod arm;
 mod directory;
 mod entra;
 mod exchange;
+mod faults;
 mod graph;
 mod keys;
 mod shared;
@@ -45,8 +46,8 @@ use shared::{Inner, Shared};
 use state::State;
 pub use types::{
     DEFAULT_CLIENT_ID, DEFAULT_MANAGED_IDENTITY_CLIENT_ID, DEFAULT_TENANT_ID, DefenderComment,
-    DeviceSpec, ExchangeCall, Fault, HttpCall, PrincipalKind, SUBSCRIPTION_ID, SimComment,
-    SimDevice, SimOptions, TokenRequest,
+    DeviceSpec, ExchangeCall, Fault, FaultRule, HttpCall, InjectedFault, PrincipalKind,
+    SUBSCRIPTION_ID, Service, SimComment, SimDevice, SimOptions, TokenRequest,
 };
 
 struct StopGuard {
@@ -772,5 +773,31 @@ impl SimTenant {
     }
     pub fn set_latency(&self, d: Duration) {
         self.st().latency = d;
+    }
+
+    /// The seed of every [`FaultRule`]'s draws (0 until set). Setting it
+    /// restarts the draws: the same seed and rules give the same faults.
+    pub fn set_fault_seed(&self, seed: u64) {
+        let mut st = self.st();
+        st.fault_seed = seed;
+        st.fault_counts.clear();
+    }
+    /// Add a seeded fault rule; returns its id (for [`Self::remove_fault_rule`]).
+    pub fn add_fault_rule(&self, rule: FaultRule) -> usize {
+        let mut st = self.st();
+        st.next_fault_rule += 1;
+        let id = st.next_fault_rule;
+        st.fault_rules.push((id, rule, 0));
+        id
+    }
+    pub fn remove_fault_rule(&self, id: usize) {
+        self.st().fault_rules.retain(|(i, _, _)| *i != id);
+    }
+    pub fn clear_fault_rules(&self) {
+        self.st().fault_rules.clear();
+    }
+    /// Every fault the rules injected, in order.
+    pub fn injected_faults(&self) -> Vec<InjectedFault> {
+        self.st().fault_log.clone()
     }
 }

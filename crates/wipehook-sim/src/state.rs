@@ -144,6 +144,13 @@ pub(crate) struct State {
     pub cmdlet_faults: VecDeque<(String, Fault)>,
     pub arm_faults: VecDeque<u16>,
     pub graph_faults: VecDeque<u16>,
+    /// Seeded fault rules (`faults.rs`): (id, rule, faults injected so far).
+    pub fault_rules: Vec<(usize, crate::types::FaultRule, usize)>,
+    pub next_fault_rule: usize,
+    pub fault_seed: u64,
+    /// Calls each (rule, call kind, subject) has seen.
+    pub fault_counts: std::collections::HashMap<String, u64>,
+    pub fault_log: Vec<crate::types::InjectedFault>,
     /// Rate-Limit window: start (unix seconds) and calls in it.
     pub rate_window_start: i64,
     pub rate_window_calls: u64,
@@ -186,6 +193,11 @@ impl State {
             cmdlet_faults: VecDeque::new(),
             arm_faults: VecDeque::new(),
             graph_faults: VecDeque::new(),
+            fault_rules: Vec::new(),
+            next_fault_rule: 0,
+            fault_seed: 0,
+            fault_counts: Default::default(),
+            fault_log: Vec::new(),
             rate_window_start: 0,
             rate_window_calls: 0,
             dir: Directory::seeded(&crate::types::workspace_arm_id()),

@@ -1397,3 +1397,65 @@ async fn the_tenants_cloud_and_clock_are_in_the_openid_answer() {
         "{date}"
     );
 }
+
+#[tokio::test]
+async fn seeded_fault_rules_are_per_subject_and_reproducible() {
+    use crate::{FaultRule, Service};
+    let sim = sim().await;
+    sim.add_user(VICTIM, "11111111-0000-4000-8000-000000000001");
+    let tok = exo_token(&sim).await;
+    let body = cmd("Get-MobileDevice", json!({"Mailbox": VICTIM}));
+    let rule = FaultRule::mix(
+        Service::Exchange,
+        0.5,
+        vec![(1, Fault::Status(503)), (1, Fault::Status(504))],
+    )
+    .call("Get-MobileDevice");
+    let mut runs = vec![];
+    for _ in 0..2 {
+        sim.clear_fault_rules();
+        sim.set_fault_seed(42);
+        sim.add_fault_rule(rule.clone());
+        let mut statuses = vec![];
+        for _ in 0..20 {
+            statuses.push(exo(&sim, &tok, &body).await.0);
+        }
+        runs.push(statuses);
+    }
+    assert_eq!(runs[0], runs[1], "the same seed, the same faults");
+    let failed = runs[0].iter().filter(|s| **s != 200).count();
+    assert!((3..=17).contains(&failed), "about half fail: {:?}", runs[0]);
+    assert!(runs[0].iter().all(|s| [200, 503, 504].contains(s)));
+    // Another cmdlet is untouched.
+    let other = cmd("Get-MobileDeviceStatistics", json!({"Mailbox": VICTIM}));
+    for _ in 0..5 {
+        assert_eq!(exo(&sim, &tok, &other).await.0, 200);
+    }
+
+    // A dropped connection: no answer, nothing executed.
+    sim.clear_fault_rules();
+    let id = sim.add_fault_rule(FaultRule::always(Service::Exchange, Fault::Dropped).limit(1));
+    let r = client()
+        .post(exo_url(&sim))
+        .bearer_auth(&tok)
+        .json(&body)
+        .send()
+        .await;
+    let lost = match r {
+        Err(_) => true,
+        Ok(r) => r.text().await.is_err(),
+    };
+    assert!(lost, "the answer is lost");
+    sim.remove_fault_rule(id);
+    assert_eq!(exo(&sim, &tok, &body).await.0, 200, "the limit was one");
+
+    // A hang answers, late.
+    sim.add_fault_rule(FaultRule::always(Service::Exchange, Fault::Hang { ms: 300 }).limit(1));
+    let t = std::time::Instant::now();
+    assert_eq!(exo(&sim, &tok, &body).await.0, 200);
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(
+        sim.injected_faults().last().unwrap().fault,
+        Fault::Hang { ms: 300 }
+    );
+}

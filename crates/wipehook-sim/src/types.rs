@@ -72,6 +72,90 @@ pub enum Fault {
     },
     /// HTTP 401 with an empty body and a `WWW-Authenticate` header.
     Unauthorized401,
+    /// The call is held `ms` milliseconds, then served normally (a hung
+    /// backend; the client's timeout may give up first, while the call still
+    /// happens).
+    Hang { ms: u64 },
+    /// The connection is closed without an answer, and the call is not
+    /// executed (a front end that dropped it).
+    Dropped,
+}
+
+/// Which simulated service a [`FaultRule`] applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Exchange,
+    Arm,
+    Graph,
+}
+
+/// Seeded, reusable fault injection (see [`SimTenant::add_fault_rule`]): a
+/// rule matches calls of one service (and optionally one call kind and one
+/// subject) and fails a share of them. Whether the n-th call of a (rule, call
+/// kind, subject) fails is a function of the seed alone, so a device's faults
+/// are the same on every run whatever the order of calls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultRule {
+    pub service: Service,
+    /// Exchange: the cmdlet (`Clear-MobileDevice`); ARM and Graph: a part of
+    /// the path (`/entities`, `/comments/`). `None`: every call.
+    pub call: Option<String>,
+    /// Exchange only: the call's `Identity` or `Mailbox` parameter. `None`: any.
+    pub subject: Option<String>,
+    /// The share of matching calls that fail, 0.0 to 1.0.
+    pub rate: f64,
+    /// The faults, each with a weight.
+    pub faults: Vec<(u32, Fault)>,
+    /// At most this many faults from the rule (`None`: no limit).
+    pub limit: Option<usize>,
+}
+
+impl FaultRule {
+    /// Every call of `service` fails with `fault` (until the rule is removed).
+    pub fn always(service: Service, fault: Fault) -> FaultRule {
+        FaultRule {
+            service,
+            call: None,
+            subject: None,
+            rate: 1.0,
+            faults: vec![(1, fault)],
+            limit: None,
+        }
+    }
+    /// A share `rate` of the calls of `service` fail with one of `faults`.
+    pub fn mix(service: Service, rate: f64, faults: Vec<(u32, Fault)>) -> FaultRule {
+        FaultRule {
+            service,
+            call: None,
+            subject: None,
+            rate,
+            faults,
+            limit: None,
+        }
+    }
+    pub fn call(mut self, call: &str) -> FaultRule {
+        self.call = Some(call.to_string());
+        self
+    }
+    pub fn subject(mut self, subject: &str) -> FaultRule {
+        self.subject = Some(subject.to_string());
+        self
+    }
+    pub fn limit(mut self, n: usize) -> FaultRule {
+        self.limit = Some(n);
+        self
+    }
+}
+
+/// A fault a [`FaultRule`] injected, for tests and the benchmark to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectedFault {
+    pub rule: usize,
+    pub service: Service,
+    pub call: String,
+    pub subject: String,
+    pub fault: Fault,
+    pub at: SystemTime,
 }
 
 /// What kind of mobile device a mailbox has.
@@ -144,10 +228,13 @@ pub struct ExchangeCall {
     pub parameters: serde_json::Value,
     /// `X-AnchorMailbox` header.
     pub anchor_mailbox: Option<String>,
-    /// HTTP status the sim answered with.
+    /// HTTP status the sim answered with (0 while in flight; 444 when the
+    /// connection was dropped without an answer).
     pub response_status: u16,
     /// Arrival time.
     pub at: SystemTime,
+    /// When the answer was sent (`None` while in flight).
+    pub answered_at: Option<SystemTime>,
 }
 
 /// A comment currently on an incident.

@@ -60,6 +60,17 @@ pub async fn stats(c: &mut Conn) -> Result<StoreStats> {
     .await?;
     s.ready_tasks = row.try_get("n")?;
     s.oldest_ready_ms = row.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t);
+    let [a, b, w] = TaskKind::WORK;
+    let row = sqlx::query(
+        "SELECT MIN(created_at) AS oldest FROM tasks WHERE state = $1 AND kind IN ($2, $3, $4)",
+    )
+    .bind(TaskState::Ready.as_str())
+    .bind(a.as_str())
+    .bind(b.as_str())
+    .bind(w.as_str())
+    .fetch_one(&mut *c)
+    .await?;
+    s.oldest_work_ms = row.try_get::<Option<i64>, _>("oldest")?.map(|t| now - t);
     s.dead_tasks = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE state = $1")
         .bind(TaskState::Dead.as_str())
         .fetch_one(&mut *c)

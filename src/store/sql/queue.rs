@@ -189,6 +189,19 @@ pub async fn fail(
     Ok(dead)
 }
 
+/// Clear every lease (SQLite start-up only: the previous process is gone).
+/// The interrupted attempt stays counted.
+#[allow(dead_code)] // compiled for both backends, called for SQLite only
+pub async fn reclaim_all(c: &mut Conn) -> Result<u64> {
+    let r = sqlx::query(
+        "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL AND state = $1",
+    )
+    .bind(TaskState::Ready.as_str())
+    .execute(&mut *c)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 /// Give back every lease of this owner (graceful shutdown).
 pub async fn release_all(c: &mut Conn, owner: &str) -> Result<u64> {
     let r = sqlx::query(

@@ -502,50 +502,71 @@ struct Sent {
 }
 
 /// Send this user's wipes together (the Exchange limiter, not this loop,
-/// bounds concurrency) and record each answer.
+/// bounds concurrency) and record each answer the moment it arrives: a
+/// process that dies while one device's send is still retrying has already
+/// stored the wipes Exchange accepted, so a retry of the task re-sends only
+/// the ones whose answer was lost.
 async fn send(cx: &Cx<'_>, upn: &Upn, to_send: Vec<DeviceRecord>) -> Result<Sent, CallError> {
+    use futures_util::StreamExt;
     let exchange = &cx.state.exchange;
     let notify = &cx.policy().notification_emails;
-    let sends = to_send
-        .iter()
-        .map(|rec| exchange.clear_account_only(&cx.t.tokens, &cx.t.tenant.id, &rec.guid, notify));
-    let results = futures_util::future::join_all(sends).await;
+    let mut sends: futures_util::stream::FuturesUnordered<_> = to_send
+        .into_iter()
+        .map(|rec| async move {
+            let result = exchange
+                .clear_account_only(&cx.t.tokens, &cx.t.tenant.id, &rec.guid, notify)
+                .await;
+            (rec, result)
+        })
+        .collect();
     let mut sent = Sent {
         requested: 0,
         transient: None,
     };
-    for (mut rec, result) in to_send.into_iter().zip(results) {
-        match result {
-            Ok(warnings) => {
-                // Exchange's warnings on an accepted wipe go on the record.
-                rec.notes.extend(
-                    warnings
-                        .into_iter()
-                        .map(|w| format!("Exchange warned: {w}")),
-                );
-                let at = now_ms();
-                rec.requested_at = Some(at);
-                rec.verify_until = Some(at + cx.policy().verify_deadline.as_millis() as i64);
-                rec.verification = Some(Verification::Pending);
-                cx.store()
-                    .wipe_requested(&cx.run.tenant, &rec)
-                    .await
-                    .map_err(store_err)?;
-                cx.state.metrics.device_outcome("requested");
-                tracing::info!(device = %rec.guid, upn = %upn, "account-only wipe requested");
-                sent.requested += 1;
-            }
-            Err(CallError::Permanent { reason }) => {
-                release(cx, &rec.guid).await?;
-                rec.outcome = DeviceOutcome::Failed;
-                rec.reason = Some(reason);
-                cx.store().put_device(&rec).await.map_err(store_err)?;
-                cx.state.metrics.device_outcome("failed");
-            }
-            Err(e) => sent.transient = Some(e),
-        }
+    while let Some((rec, result)) = sends.next().await {
+        record_answer(cx, upn, rec, result, &mut sent).await?;
     }
     Ok(sent)
+}
+
+/// One device's answer, stored before the next is awaited.
+async fn record_answer(
+    cx: &Cx<'_>,
+    upn: &Upn,
+    mut rec: DeviceRecord,
+    result: Result<Vec<String>, CallError>,
+    sent: &mut Sent,
+) -> Result<(), CallError> {
+    match result {
+        Ok(warnings) => {
+            // Exchange's warnings on an accepted wipe go on the record.
+            rec.notes.extend(
+                warnings
+                    .into_iter()
+                    .map(|w| format!("Exchange warned: {w}")),
+            );
+            let at = now_ms();
+            rec.requested_at = Some(at);
+            rec.verify_until = Some(at + cx.policy().verify_deadline.as_millis() as i64);
+            rec.verification = Some(Verification::Pending);
+            cx.store()
+                .wipe_requested(&cx.run.tenant, &rec)
+                .await
+                .map_err(store_err)?;
+            cx.state.metrics.device_outcome("requested");
+            tracing::info!(device = %rec.guid, upn = %upn, "account-only wipe requested");
+            sent.requested += 1;
+        }
+        Err(CallError::Permanent { reason }) => {
+            release(cx, &rec.guid).await?;
+            rec.outcome = DeviceOutcome::Failed;
+            rec.reason = Some(reason);
+            cx.store().put_device(&rec).await.map_err(store_err)?;
+            cx.state.metrics.device_outcome("failed");
+        }
+        Err(e) => sent.transient = Some(e),
+    }
+    Ok(())
 }
 
 async fn release(cx: &Cx<'_>, guid: &DeviceGuid) -> Result<(), CallError> {
@@ -563,8 +584,17 @@ async fn record(
     sent: Sent,
     busy_elsewhere: bool,
 ) -> Result<Done, CallError> {
+    // Wipes an earlier, interrupted attempt recorded are followed too.
+    let earlier = sent.requested == 0
+        && cx
+            .store()
+            .devices_of(&cx.run.id, upn)
+            .await
+            .map_err(store_err)?
+            .iter()
+            .any(|d| d.verification == Some(Verification::Pending));
     let follow = async {
-        if sent.requested > 0 {
+        if sent.requested > 0 || earlier {
             let at = now_ms() + cx.state.settings.policy.verify_interval.as_millis() as i64;
             cx.store()
                 .enqueue(
