@@ -428,6 +428,9 @@ pub struct ExchangeClient {
     brake: Brake,
 }
 
+/// The refusal of a wipe the kill switch stopped before it left.
+pub const BRAKE_REFUSAL: &str = "kill switch engaged: the wipe was not sent";
+
 const CONCURRENCY_MESSAGE: &str = "maximum number of concurrent requests per tenant";
 /// The warning `Clear-MobileDevice -Cancel` gives when no wipe is pending.
 const CANNOT_CANCEL_WIPE: &str = "CannotCancelWipe";
@@ -820,9 +823,7 @@ impl ExchangeClient {
                 drop(permit);
                 // Transient: the task runs again, and its guard then holds
                 // the user (nothing reserved, nothing sent).
-                return Err(CallError::transient(
-                    "kill switch engaged: the wipe was not sent",
-                ));
+                return Err(CallError::transient(BRAKE_REFUSAL));
             }
             let token = tokens.token(Resource::Exchange).await?;
             let started = Instant::now();

@@ -1,6 +1,6 @@
 //! Containment beyond the wipe: account steps (a ledger per person and step
-//! across runs, and each run's view of its steps) and the device blocks
-//! wipehook added.
+//! across runs, claimed before the step is taken, and each run's view of its
+//! steps) and the device blocks wipehook added.
 
 use anyhow::Result;
 
@@ -14,31 +14,39 @@ pub struct UserStep {
     pub step: AccountStep,
     pub state: StepState,
     pub reason: Option<String>,
+    /// With `already_done`: the run whose step this one relies on.
+    pub relies_on: Option<RunId>,
     /// Unix ms.
     pub at: i64,
 }
 
-/// Whether another run already took a step for this person.
+/// Who may take a step for a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepClaim {
-    Free,
-    /// Done by another run, not undone since.
-    DoneBy {
-        run_id: RunId,
-        at: i64,
-    },
+    /// This target of this run; `resumed`: it had claimed it before (an
+    /// earlier attempt whose answer may have been lost).
+    Mine { resumed: bool },
+    /// Another run (or another target of this run) took it or is taking it.
+    TakenBy { run_id: RunId, at: i64 },
 }
 
 impl Store {
-    /// Has another run taken this step for this person (and not undone it)?
-    pub async fn step_taken(
+    /// Claim a step for a person before taking it (one claim per tenant,
+    /// person and step across runs): a fresh step, an undone one, or `force`
+    /// give `Mine`.
+    pub async fn claim_step(
         &self,
         tenant: &TenantId,
         object_id: &str,
         step: AccountStep,
         run: &RunId,
+        target: &Upn,
+        force: bool,
     ) -> Result<StepClaim> {
-        dispatch!(self, step_taken(tenant, object_id, step, run))
+        dispatch!(
+            self,
+            claim_step(tenant, object_id, step, run, target, force)
+        )
     }
 
     /// The step was taken by `run` (the ledger), and the run's view, together.
@@ -52,9 +60,49 @@ impl Store {
         dispatch!(self, step_done(tenant, object_id, s, run))
     }
 
-    /// A step of the run that was not taken (would do, already done, skipped, failed).
+    /// A claimed step was not taken (skipped, refused): free the claim and
+    /// record the run's view.
+    pub async fn step_not_taken(
+        &self,
+        tenant: &TenantId,
+        object_id: &str,
+        s: &UserStep,
+        run: &RunId,
+    ) -> Result<()> {
+        dispatch!(self, step_not_taken(tenant, object_id, s, run))
+    }
+
+    /// A step of the run recorded without a claim (would do, already done,
+    /// no object id).
     pub async fn put_user_step(&self, run: &RunId, s: &UserStep) -> Result<()> {
         dispatch!(self, put_user_step(run, s))
+    }
+
+    /// Who owns the ledger row of a step now: (run, state).
+    pub async fn step_owner(
+        &self,
+        tenant: &TenantId,
+        object_id: &str,
+        step: AccountStep,
+    ) -> Result<Option<(RunId, String)>> {
+        dispatch!(self, step_owner(tenant, object_id, step))
+    }
+
+    /// Runs not cancelled that recorded `already_done` relying on `run`'s step.
+    pub async fn step_reliers(&self, run: &RunId, step: AccountStep) -> Result<Vec<RunId>> {
+        dispatch!(self, step_reliers(run, step))
+    }
+
+    /// Hand the ledger row of a step to another run (it relies on the step).
+    pub async fn hand_step_over(
+        &self,
+        tenant: &TenantId,
+        object_id: &str,
+        step: AccountStep,
+        from: &RunId,
+        to: &RunId,
+    ) -> Result<()> {
+        dispatch!(self, hand_step_over(tenant, object_id, step, from, to))
     }
 
     /// Undone by the run's cancel (the ledger frees it for later runs).

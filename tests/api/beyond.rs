@@ -536,3 +536,89 @@ async fn the_kill_switch_stops_the_account_steps_too() {
     assert!(app.successful_clears().is_empty());
     assert_eq!(sim.account(upn), Some((true, false, false)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_named_twice_gets_each_step_once_and_a_cancel_leaves_a_block_another_run_relies_on()
+ {
+    let app = app_with(|s| {
+        s.policy.account_steps = vec![AccountStep::RevokeSessions, AccountStep::BlockSignIn];
+        s.policy.containment_order = ContainmentOrder::ContainFirst;
+    })
+    .await;
+    let sim = &app.h.sim;
+    let upn = "twice@contoso.com";
+    sim.add_user(upn, "a1600000-0000-4000-8000-00000000000d");
+    sim.add_proxy_address(upn, "t.wice@contoso.com");
+    sim.add_device(upn, DeviceSpec::iphone());
+    let writes = |app: &TestApp, tail: &str| {
+        graph_writes(app)
+            .iter()
+            .filter(|w| w.ends_with(tail) || w.starts_with(tail))
+            .count()
+    };
+    // One run naming the same person by two addresses.
+    let r1 = app
+        .contain(&incident(
+            &app,
+            "inc-tw1",
+            1613,
+            &[upn, "t.wice@contoso.com"],
+            60,
+        ))
+        .await;
+    let id1 = r1["run_id"].as_str().unwrap().to_string();
+    app.drain().await;
+    assert_eq!(
+        writes(&app, "/revokeSignInSessions"),
+        1,
+        "{:?}",
+        graph_writes(&app)
+    );
+    assert_eq!(writes(&app, "PATCH"), 1);
+    // A second run relies on the first one's block.
+    let r2 = app
+        .contain(&incident(&app, "inc-tw2", 1614, &[upn], 60))
+        .await;
+    let id2 = r2["run_id"].as_str().unwrap().to_string();
+    app.drain().await;
+    let r2 = run_of(&app, &id2).await;
+    assert_eq!(
+        step(&r2, upn, "block_sign_in")["state"],
+        "already_done",
+        "{r2}"
+    );
+    // Cancelling the first run does not lift a block the second relies on.
+    let c = app
+        .post(
+            &format!("/api/v1/runs/{id1}/cancel"),
+            Some(&app.h.approver_token()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(c.status().as_u16(), 202);
+    let started = std::time::Instant::now();
+    let (r1, b) = loop {
+        app.drain().await;
+        let r1 = run_of(&app, &id1).await;
+        let b = [upn, "t.wice@contoso.com"]
+            .iter()
+            .flat_map(|u| user(&r1, u)["account_steps"].as_array().unwrap().clone())
+            .find(|s| s["step"] == "block_sign_in" && s["state"] == "done")
+            .expect("one of the two took the block");
+        if b["reason"].as_str().unwrap().contains("cancel")
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break (r1, b);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .contains("relies on this block"),
+        "{r1}"
+    );
+    assert_eq!(sim.account(upn).unwrap().0, false, "still blocked");
+    assert_eq!(writes(&app, "PATCH"), 1, "no re-enable");
+}

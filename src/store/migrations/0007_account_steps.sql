@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS account_ledger (
     object_id TEXT NOT NULL,
     step TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    upn TEXT NOT NULL,
     state TEXT NOT NULL,
     at BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, object_id, step)
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS user_steps (
     step TEXT NOT NULL,
     state TEXT NOT NULL,
     reason TEXT,
+    relies_on TEXT,
     at BIGINT NOT NULL,
     PRIMARY KEY (run_id, upn, step)
 );

@@ -4,47 +4,92 @@
 // run's view. `device_blocks` holds the blocks wipehook added, so a cancel
 // removes only those.
 
+const LEDGER_TAKING: &str = "taking";
 const LEDGER_DONE: &str = "done";
 const LEDGER_UNDONE: &str = "undone";
 const BLOCKED: &str = "blocked";
 const UNBLOCKED: &str = "unblocked";
 
-pub async fn step_taken(
+pub async fn claim_step(
     c: &mut Conn,
     tenant: &TenantId,
     object_id: &str,
     step: AccountStep,
     run: &RunId,
+    target: &Upn,
+    force: bool,
 ) -> Result<StepClaim> {
-    let row = sqlx::query(
-        "SELECT run_id, at FROM account_ledger WHERE tenant_id = $1 AND object_id = $2 AND step = $3 AND state = $4 AND run_id <> $5",
+    let now = now_ms();
+    let mut tx = c.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO account_ledger (tenant_id, object_id, step, run_id, upn, state, at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (tenant_id, object_id, step) DO NOTHING",
     )
     .bind(tenant.as_str())
     .bind(object_id)
     .bind(step.as_str())
-    .bind(LEDGER_DONE)
     .bind(run.as_str())
-    .fetch_optional(&mut *c)
+    .bind(target.as_str())
+    .bind(LEDGER_TAKING)
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
-    Ok(match row {
-        Some(r) => StepClaim::DoneBy {
-            run_id: parsed(&r, "run_id")?,
-            at: r.try_get("at")?,
-        },
-        None => StepClaim::Free,
+    if fresh.rows_affected() == 1 {
+        tx.commit().await?;
+        return Ok(StepClaim::Mine { resumed: false });
+    }
+    let taken_over = sqlx::query(
+        "UPDATE account_ledger SET run_id = $1, upn = $2, state = $3, at = $4
+         WHERE tenant_id = $5 AND object_id = $6 AND step = $7
+           AND (state = $8 OR ($9 = 1 AND run_id <> $1))",
+    )
+    .bind(run.as_str())
+    .bind(target.as_str())
+    .bind(LEDGER_TAKING)
+    .bind(now)
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(step.as_str())
+    .bind(LEDGER_UNDONE)
+    .bind(force as i64)
+    .execute(&mut *tx)
+    .await?;
+    if taken_over.rows_affected() == 1 {
+        tx.commit().await?;
+        return Ok(StepClaim::Mine { resumed: false });
+    }
+    let row = sqlx::query(
+        "SELECT run_id, upn, at FROM account_ledger WHERE tenant_id = $1 AND object_id = $2 AND step = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(step.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let owner: RunId = parsed(&row, "run_id")?;
+    let owner_upn: String = row.try_get("upn")?;
+    Ok(if &owner == run && owner_upn == target.as_str() {
+        StepClaim::Mine { resumed: true }
+    } else {
+        StepClaim::TakenBy {
+            run_id: owner,
+            at: row.try_get("at")?,
+        }
     })
 }
 
 async fn put_user_step_tx(tx: &mut Tx<'_>, run: &RunId, s: &UserStep) -> Result<()> {
     sqlx::query(
-        "INSERT INTO user_steps (run_id, upn, step, state, reason, at) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (run_id, upn, step) DO UPDATE SET state = excluded.state, reason = excluded.reason, at = excluded.at",
+        "INSERT INTO user_steps (run_id, upn, step, state, reason, relies_on, at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (run_id, upn, step) DO UPDATE SET state = excluded.state, reason = excluded.reason, relies_on = excluded.relies_on, at = excluded.at",
     )
     .bind(run.as_str())
     .bind(s.upn.as_str())
     .bind(s.step.as_str())
     .bind(s.state.as_str())
     .bind(s.reason.as_deref().map(|r| truncate(r, 1000)))
+    .bind(s.relies_on.as_ref().map(|r| r.as_str()))
     .bind(s.at)
     .execute(&mut **tx)
     .await?;
@@ -60,15 +105,38 @@ pub async fn step_done(
 ) -> Result<()> {
     let mut tx = c.begin().await?;
     sqlx::query(
-        "INSERT INTO account_ledger (tenant_id, object_id, step, run_id, state, at) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (tenant_id, object_id, step) DO UPDATE SET run_id = excluded.run_id, state = excluded.state, at = excluded.at",
+        "UPDATE account_ledger SET state = $1, at = $2 WHERE tenant_id = $3 AND object_id = $4 AND step = $5 AND run_id = $6",
+    )
+    .bind(LEDGER_DONE)
+    .bind(s.at)
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(s.step.as_str())
+    .bind(run.as_str())
+    .execute(&mut *tx)
+    .await?;
+    put_user_step_tx(&mut tx, run, s).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn step_not_taken(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    s: &UserStep,
+    run: &RunId,
+) -> Result<()> {
+    let mut tx = c.begin().await?;
+    sqlx::query(
+        "DELETE FROM account_ledger WHERE tenant_id = $1 AND object_id = $2 AND step = $3 AND run_id = $4 AND upn = $5 AND state = $6",
     )
     .bind(tenant.as_str())
     .bind(object_id)
     .bind(s.step.as_str())
     .bind(run.as_str())
-    .bind(LEDGER_DONE)
-    .bind(s.at)
+    .bind(s.upn.as_str())
+    .bind(LEDGER_TAKING)
     .execute(&mut *tx)
     .await?;
     put_user_step_tx(&mut tx, run, s).await?;
@@ -80,6 +148,58 @@ pub async fn put_user_step(c: &mut Conn, run: &RunId, s: &UserStep) -> Result<()
     let mut tx = c.begin().await?;
     put_user_step_tx(&mut tx, run, s).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+pub async fn step_owner(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    step: AccountStep,
+) -> Result<Option<(RunId, String)>> {
+    let row = sqlx::query(
+        "SELECT run_id, state FROM account_ledger WHERE tenant_id = $1 AND object_id = $2 AND step = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(step.as_str())
+    .fetch_optional(&mut *c)
+    .await?;
+    row.map(|r| Ok((parsed(&r, "run_id")?, r.try_get("state")?)))
+        .transpose()
+}
+
+pub async fn step_reliers(c: &mut Conn, run: &RunId, step: AccountStep) -> Result<Vec<RunId>> {
+    let rows = sqlx::query(
+        "SELECT s.run_id FROM user_steps s JOIN runs r ON r.id = s.run_id
+         WHERE s.relies_on = $1 AND s.step = $2 AND s.state = $3 AND r.cancelled_at IS NULL ORDER BY s.at",
+    )
+    .bind(run.as_str())
+    .bind(step.as_str())
+    .bind(StepState::AlreadyDone.as_str())
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter().map(|r| parsed(r, "run_id")).collect()
+}
+
+pub async fn hand_step_over(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    step: AccountStep,
+    from: &RunId,
+    to: &RunId,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE account_ledger SET run_id = $1 WHERE tenant_id = $2 AND object_id = $3 AND step = $4 AND run_id = $5",
+    )
+    .bind(to.as_str())
+    .bind(tenant.as_str())
+    .bind(object_id)
+    .bind(step.as_str())
+    .bind(from.as_str())
+    .execute(&mut *c)
+    .await?;
     Ok(())
 }
 
@@ -109,7 +229,7 @@ pub async fn step_undone(
 
 pub async fn user_steps(c: &mut Conn, run: &RunId) -> Result<Vec<UserStep>> {
     let rows = sqlx::query(
-        "SELECT upn, step, state, reason, at FROM user_steps WHERE run_id = $1 ORDER BY upn, at, step",
+        "SELECT upn, step, state, reason, relies_on, at FROM user_steps WHERE run_id = $1 ORDER BY upn, at, step",
     )
     .bind(run.as_str())
     .fetch_all(&mut *c)
@@ -121,6 +241,7 @@ pub async fn user_steps(c: &mut Conn, run: &RunId) -> Result<Vec<UserStep>> {
                 step: parsed(r, "step")?,
                 state: parsed(r, "state")?,
                 reason: r.try_get("reason")?,
+                relies_on: parsed_opt(r, "relies_on")?,
                 at: r.try_get("at")?,
             })
         })

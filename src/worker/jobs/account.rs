@@ -79,6 +79,9 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
     if !matches!(target.state, TargetState::Pending | TargetState::Done) {
         return Ok(Took::Nothing);
     }
+    // Judged again with the policy in force now (a wipe_first step may come
+    // minutes after the wipes): a user protected or refused since gets none.
+    let refused_now = super::contain::judged_now(cx, &target);
     let recorded = cx.store().user_steps(&cx.run.id).await.map_err(store_err)?;
     let object_id = target.person.as_ref().and_then(|p| p.object_id.clone());
     let mut any = false;
@@ -91,8 +94,28 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
             step,
             state: StepState::Skipped,
             reason: None,
+            relies_on: None,
             at: now_ms(),
         };
+        if let Some(why) = &refused_now {
+            rec.reason = Some(format!("not done: {why}"));
+            cx.store()
+                .put_user_step(&cx.run.id, &rec)
+                .await
+                .map_err(store_err)?;
+            any = true;
+            continue;
+        }
+        // The kill switch, again before each step (it may be thrown between two).
+        if !dry && (cx.state.brake.engaged() || cx.state.settings.guard.kill_switch) {
+            if any {
+                cx.record_later().await?;
+            }
+            let ks = crate::control::kill_switch(cx.state)
+                .await
+                .map_err(store_err)?;
+            return Ok(Took::Stopped(super::contain::kill_switch_reason(&ks)));
+        }
         if dry {
             rec.state = StepState::WouldDo;
             rec.reason = Some(format!("dry run: {} was not done", describe(step)));
@@ -113,26 +136,31 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
             any = true;
             continue;
         };
-        if !cx.run.force
-            && let StepClaim::DoneBy { run_id, at } = cx
-                .store()
-                .step_taken(&cx.run.tenant, oid, step, &cx.run.id)
-                .await
-                .map_err(store_err)?
+        // Claimed before it is taken: two runs (or one person named twice)
+        // never both take it.
+        let resumed = match cx
+            .store()
+            .claim_step(&cx.run.tenant, oid, step, &cx.run.id, upn, cx.run.force)
+            .await
+            .map_err(store_err)?
         {
-            rec.state = StepState::AlreadyDone;
-            rec.reason = Some(format!(
-                "already done by run {run_id} at {}; not repeated (use force to repeat)",
-                crate::report::rfc3339(at)
-            ));
-            cx.store()
-                .put_user_step(&cx.run.id, &rec)
-                .await
-                .map_err(store_err)?;
-            any = true;
-            continue;
-        }
-        match perform(cx, step, oid).await {
+            StepClaim::Mine { resumed } => resumed,
+            StepClaim::TakenBy { run_id, at } => {
+                rec.state = StepState::AlreadyDone;
+                rec.reason = Some(format!(
+                    "already done by run {run_id} at {} (or being done); not repeated (use force to repeat)",
+                    crate::report::rfc3339(at)
+                ));
+                rec.relies_on = Some(run_id);
+                cx.store()
+                    .put_user_step(&cx.run.id, &rec)
+                    .await
+                    .map_err(store_err)?;
+                any = true;
+                continue;
+            }
+        };
+        match perform(cx, step, oid, resumed).await {
             Ok(Taken::Done(note)) => {
                 rec.state = StepState::Done;
                 rec.reason = note;
@@ -148,7 +176,7 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
                 rec.state = StepState::Skipped;
                 rec.reason = Some(why);
                 cx.store()
-                    .put_user_step(&cx.run.id, &rec)
+                    .step_not_taken(&cx.run.tenant, oid, &rec, &cx.run.id)
                     .await
                     .map_err(store_err)?;
                 cx.state.metrics.account_step(step.as_str(), "skipped");
@@ -157,7 +185,7 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
                 rec.state = StepState::Failed;
                 rec.reason = Some(reason);
                 cx.store()
-                    .put_user_step(&cx.run.id, &rec)
+                    .step_not_taken(&cx.run.tenant, oid, &rec, &cx.run.id)
                     .await
                     .map_err(store_err)?;
                 cx.state.metrics.account_step(step.as_str(), "failed");
@@ -171,7 +199,28 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
         }
         any = true;
     }
+    if any {
+        cancel_if_cancelled_meanwhile(cx).await?;
+    }
     Ok(if any { Took::Recorded } else { Took::Nothing })
+}
+
+/// A cancel accepted while steps were being taken may have run its undo
+/// before they were recorded: run it again.
+pub async fn cancel_if_cancelled_meanwhile(cx: &Cx<'_>) -> Result<(), CallError> {
+    let fresh = cx.store().run(&cx.run.id).await.map_err(store_err)?;
+    if fresh.is_some_and(|r| r.cancelled.is_some()) {
+        cx.store()
+            .enqueue(
+                &cx.run.id,
+                &cx.run.tenant,
+                &crate::domain::Job::Cancel,
+                now_ms(),
+            )
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(())
 }
 
 enum Taken {
@@ -187,7 +236,12 @@ fn describe(step: AccountStep) -> &'static str {
     }
 }
 
-async fn perform(cx: &Cx<'_>, step: AccountStep, oid: &str) -> Result<Taken, CallError> {
+async fn perform(
+    cx: &Cx<'_>,
+    step: AccountStep,
+    oid: &str,
+    resumed: bool,
+) -> Result<Taken, CallError> {
     let graph = &cx.state.graph;
     let tokens = &cx.t.tokens;
     match step {
@@ -203,6 +257,13 @@ async fn perform(cx: &Cx<'_>, step: AccountStep, oid: &str) -> Result<Taken, Cal
                     "no user with object id {oid} in Microsoft Graph"
                 )));
             };
+            if !state.enabled && resumed {
+                // This run's own earlier attempt blocked it; its answer was lost.
+                return Ok(Taken::Done(Some(
+                    "sign-in blocked (accountEnabled = false; an earlier attempt's answer was lost)"
+                        .into(),
+                )));
+            }
             if !state.enabled {
                 let by = if cx.run.attack_disruption {
                     "Defender's attack disruption acted on this incident"
@@ -294,6 +355,46 @@ pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
         let mut rec = s.clone();
         match s.step {
             AccountStep::BlockSignIn => {
+                // Only a block this run still owns, and that no other run
+                // relies on, is lifted.
+                let owner = cx
+                    .store()
+                    .step_owner(&cx.run.tenant, &oid, s.step)
+                    .await
+                    .map_err(store_err)?;
+                if owner.as_ref().is_none_or(|(r, _)| r != &cx.run.id) {
+                    let other = owner.map(|(r, _)| r.to_string()).unwrap_or_default();
+                    let note = format!(
+                        "not re-enabled by the cancel: the block now belongs to run {other}"
+                    );
+                    if s.reason.as_deref() != Some(note.as_str()) {
+                        rec.reason = Some(note);
+                        cx.store()
+                            .put_user_step(&cx.run.id, &rec)
+                            .await
+                            .map_err(store_err)?;
+                    }
+                    continue;
+                }
+                let reliers = cx
+                    .store()
+                    .step_reliers(&cx.run.id, s.step)
+                    .await
+                    .map_err(store_err)?;
+                if let Some(next) = reliers.first() {
+                    cx.store()
+                        .hand_step_over(&cx.run.tenant, &oid, s.step, &cx.run.id, next)
+                        .await
+                        .map_err(store_err)?;
+                    rec.reason = Some(format!(
+                        "not re-enabled by the cancel: run {next} relies on this block, and now owns it"
+                    ));
+                    cx.store()
+                        .put_user_step(&cx.run.id, &rec)
+                        .await
+                        .map_err(store_err)?;
+                    continue;
+                }
                 cx.state
                     .graph
                     .set_account_enabled(&cx.t.tokens, &oid, true)

@@ -17,6 +17,11 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     if fresh.as_ref().is_none_or(|r| r.cancelled.is_some()) {
         return Ok(Done::Complete);
     }
+    // The kill switch stops every change wipehook makes in Exchange; the
+    // block waits (looked at again every 30 s) and is made once it is lifted.
+    if cx.state.brake.engaged() || cx.state.settings.guard.kill_switch {
+        return Ok(Done::Reschedule(crate::store::now_ms() + 30_000));
+    }
     let Some(target) = cx
         .store()
         .target(&cx.run.id, upn)
@@ -75,6 +80,7 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     }
     if changed {
         cx.record_later().await?;
+        super::account::cancel_if_cancelled_meanwhile(cx).await?;
     }
     Ok(Done::Complete)
 }

@@ -72,7 +72,7 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     let devices = list_and_triage(cx, &person.upn).await?;
     if devices.is_empty() {
         if let Some(why) = contain_first(cx, upn).await? {
-            return decide(cx, upn, TargetState::Held, why).await;
+            return hold(cx, upn, why).await;
         }
         decide(cx, upn, TargetState::Done, "no mobile device".into()).await?;
         super::account::schedule_after_wipes(cx, upn).await?;
@@ -101,7 +101,7 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
             .await
             .map_err(store_err)?;
         tracing::warn!(upn = %upn, reason = %why, "wipes held by the guard");
-        return decide(cx, upn, TargetState::Held, why).await;
+        return hold(cx, upn, why).await;
     }
     // contain_first: the account steps at once, after the guard passed and
     // before any wipe is sent.
@@ -110,7 +110,7 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
             .release_claims(&cx.run.tenant, &cx.run.id, upn)
             .await
             .map_err(store_err)?;
-        return decide(cx, upn, TargetState::Held, why).await;
+        return hold(cx, upn, why).await;
     }
     let sent = send(cx, upn, claimed.to_send).await?;
     let done = record(cx, upn, sent, claimed.busy_elsewhere).await?;
@@ -205,6 +205,21 @@ async fn after_wipes(cx: &Cx<'_>, upn: &Upn, dry: bool) -> Result<(), CallError>
     super::account::schedule_after_wipes(cx, upn).await
 }
 
+/// Hold a user still pending (a cancel that arrived meanwhile wins).
+async fn hold(cx: &Cx<'_>, upn: &Upn, why: String) -> Result<Done, CallError> {
+    cx.store()
+        .move_target(
+            &cx.run.id,
+            upn,
+            TargetState::Pending,
+            TargetState::Held,
+            Some(&why),
+        )
+        .await
+        .map_err(store_err)?;
+    Ok(Done::Complete)
+}
+
 async fn decide(
     cx: &Cx<'_>,
     upn: &Upn,
@@ -275,6 +290,20 @@ fn no(d: TargetDecision) -> Option<(TargetState, String)> {
         TargetDecision::Refused(why) => Some((TargetState::Refused, why)),
         TargetDecision::Protected(why) => Some((TargetState::Protected, why)),
     }
+}
+
+/// The target judged with the policy in force now, for a step taken after
+/// the wipes: the address as named, and the resolved person's UPN (the
+/// person's other addresses were judged when it was contained). `Some(why)`: no.
+pub fn judged_now(cx: &Cx<'_>, target: &TargetRecord) -> Option<String> {
+    if let Some((_, why)) = judge_named(cx, target) {
+        return Some(why);
+    }
+    let mailbox = target.mailbox();
+    if mailbox != &target.upn {
+        return no(policy::target(cx.policy(), mailbox)).map(|(_, why)| why);
+    }
+    None
 }
 
 /// The address as named, checked again with today's rules and today's
@@ -499,6 +528,8 @@ struct Sent {
     /// A send whose answer was lost or throttled: the task is retried and
     /// re-sends only that wipe (its claim stays this run's).
     transient: Option<CallError>,
+    /// Wipes the kill switch stopped before they left (never sent).
+    braked: Vec<DeviceGuid>,
 }
 
 /// Send this user's wipes together (the Exchange limiter, not this loop,
@@ -522,6 +553,7 @@ async fn send(cx: &Cx<'_>, upn: &Upn, to_send: Vec<DeviceRecord>) -> Result<Sent
     let mut sent = Sent {
         requested: 0,
         transient: None,
+        braked: vec![],
     };
     while let Some((rec, result)) = sends.next().await {
         record_answer(cx, upn, rec, result, &mut sent).await?;
@@ -564,6 +596,7 @@ async fn record_answer(
             cx.store().put_device(&rec).await.map_err(store_err)?;
             cx.state.metrics.device_outcome("failed");
         }
+        Err(e) if e.reason() == crate::exchange::BRAKE_REFUSAL => sent.braked.push(rec.guid),
         Err(e) => sent.transient = Some(e),
     }
     Ok(())
@@ -619,19 +652,19 @@ async fn record(
         cancel_if_cancelled_meanwhile(cx).await?;
     }
     // The kill switch was thrown while these wipes waited for Exchange: what
-    // was not sent is held now (not retried: lifting the switch must not
-    // release it), what was sent is followed.
-    if transient.is_some() && cx.state.brake.engaged() {
+    // it stopped is released and the user held now (not retried: lifting the
+    // switch must not release it); what was sent is followed, and a wipe
+    // whose answer was lost keeps its claim (an approval re-sends only it).
+    if !sent.braked.is_empty() {
         follow.await?;
-        cx.store()
-            .release_claims(&cx.run.tenant, &cx.run.id, upn)
-            .await
-            .map_err(store_err)?;
+        for g in &sent.braked {
+            release(cx, g).await?;
+        }
         let ks = crate::control::kill_switch(cx.state)
             .await
             .map_err(store_err)?;
         cx.state.metrics.guard_held("kill_switch");
-        return decide(cx, upn, TargetState::Held, kill_switch_reason(&ks)).await;
+        return hold(cx, upn, kill_switch_reason(&ks)).await;
     }
     if let Some(e) = transient {
         follow.await?;
