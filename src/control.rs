@@ -28,6 +28,10 @@ pub enum ControlError {
         "the kill switch is engaged by the configuration (guard.kill_switch = true): change the file to lift it"
     )]
     EngagedByConfiguration,
+    #[error(
+        "the kill switch was engaged by an approver of another tenant: only that tenant's approvers may lift it"
+    )]
+    EngagedByAnotherTenant,
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -180,6 +184,7 @@ pub async fn kill_switch(shared: &Shared) -> anyhow::Result<KillSwitch> {
         return Ok(KillSwitch {
             engaged: true,
             by: Some("the configuration (guard.kill_switch = true)".into()),
+            tenant: None,
             at: None,
             reason: None,
         });
@@ -207,8 +212,19 @@ pub async fn set_kill_switch(
     if !engaged && shared.settings.guard.kill_switch {
         return Err(ControlError::EngagedByConfiguration);
     }
+    // Any tenant's approver may stop wipehook; only the tenant that stopped
+    // it may lift it (another tenant's stolen token cannot un-brake it).
+    if !engaged {
+        let now = shared.store.kill_switch().await?;
+        if now.engaged && now.tenant.as_ref().is_some_and(|t| t != &caller.tenant) {
+            return Err(ControlError::EngagedByAnotherTenant);
+        }
+    }
     let who = caller.display();
-    let changed = shared.store.set_kill_switch(engaged, &who, reason).await?;
+    let changed = shared
+        .store
+        .set_kill_switch(engaged, &who, &caller.tenant, reason)
+        .await?;
     if changed {
         let action = if engaged {
             AuditAction::KillSwitchEngaged
@@ -220,7 +236,7 @@ pub async fn set_kill_switch(
             .store
             .audit(&AuditEntry {
                 at: now_ms(),
-                tenant: None,
+                tenant: Some(caller.tenant.clone()),
                 actor: who.clone(),
                 actor_oid: caller.oid.clone(),
                 action,

@@ -139,6 +139,7 @@ fn well_formed_kql(q: &str, what: &str) {
         "take",
         "join",
         "union",
+        "mv-apply",
     ];
     for l in code.lines().map(str::trim).filter(|l| l.starts_with('|')) {
         let op = l[1..].split_whitespace().next().unwrap_or("");
@@ -294,8 +295,13 @@ fn the_mass_wipe_rule_reads_the_exchange_admin_audit_log() {
         "let threshold = 20;",
         "Wipes > threshold",
         "FullWipes > 0",
-        "!has \"Cancel\"",
-        "!has \"AccountOnly\"",
+        // Each switch by its value: -AccountOnly:$false is a full wipe, and
+        // -Cancel:$false is not a cancel (a bare `has` would miss both).
+        "mv-apply p = P on",
+        "tostring(p.Name) =~ \"AccountOnly\"",
+        "tostring(p.Name) =~ \"Cancel\"",
+        "Cancel != \"true\"",
+        "FullWipe = AccountOnly != \"true\"",
     ] {
         assert!(q.contains(needle), "the query has {needle}:\n{q}");
     }

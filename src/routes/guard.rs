@@ -18,11 +18,11 @@ pub async fn get_kill_switch(
     api: web::Data<ApiState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&api, &req, Need::Read).await?;
+    let caller = authenticate(&api, &req, Need::Read).await?;
     let ks = control::kill_switch(&api)
         .await
         .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(shown(&ks)))
+    Ok(HttpResponse::Ok().json(shown(&ks, &caller.tenant)))
 }
 
 #[derive(Deserialize)]
@@ -63,18 +63,20 @@ pub async fn set_kill_switch(
     let change = control::set_kill_switch(&api, &caller, set.engaged, reason)
         .await
         .map_err(control_error)?;
-    let mut body = shown(&change.state);
+    let mut body = shown(&change.state, &caller.tenant);
     body["changed"] = json!(change.changed);
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// The kill switch as the API shows it (times in RFC 3339).
-fn shown(ks: &crate::store::KillSwitch) -> serde_json::Value {
+/// The kill switch as the API shows it to a caller of `tenant` (times in
+/// RFC 3339): who threw it and why only to that approver's own tenant.
+fn shown(ks: &crate::store::KillSwitch, tenant: &crate::domain::TenantId) -> serde_json::Value {
+    let own = ks.tenant.as_ref().is_none_or(|t| t == tenant);
     json!({
         "engaged": ks.engaged,
-        "by": ks.by,
+        "by": if own { json!(ks.by) } else { json!("an approver of another tenant") },
         "at": ks.at.map(crate::report::rfc3339),
-        "reason": ks.reason,
+        "reason": if own { json!(ks.reason) } else { serde_json::Value::Null },
     })
 }
 

@@ -41,11 +41,10 @@ pub async fn readyz(api: web::Data<ApiState>) -> HttpResponse {
             }
             if let Some(ks) = ks {
                 body["status"] = json!("degraded");
+                // Unauthenticated: the state and its time, not who or why.
                 body["kill_switch"] = json!({
                     "engaged": true,
-                    "by": ks.by,
                     "at": ks.at.map(crate::report::rfc3339),
-                    "reason": ks.reason,
                 });
             }
             HttpResponse::Ok().json(body)

@@ -35,7 +35,9 @@ pub fn control_error(e: ControlError) -> ApiError {
             "self_approval",
             e.to_string(),
         ),
-        ControlError::KillSwitchEngaged | ControlError::EngagedByConfiguration => {
+        ControlError::KillSwitchEngaged
+        | ControlError::EngagedByConfiguration
+        | ControlError::EngagedByAnotherTenant => {
             ApiError::conflict("kill_switch_engaged", e.to_string())
         }
         ControlError::Store(e) => ApiError::internal(e),

@@ -42,6 +42,10 @@ pub enum Reservation {
 pub struct KillSwitch {
     pub engaged: bool,
     pub by: Option<String>,
+    /// The tenant of the approver who last threw it (only that tenant's
+    /// approvers may lift it).
+    #[serde(skip)]
+    pub tenant: Option<TenantId>,
     /// Unix ms.
     pub at: Option<i64>,
     pub reason: Option<String>,
@@ -107,9 +111,10 @@ impl Store {
         &self,
         engaged: bool,
         by: &str,
+        tenant: &TenantId,
         reason: Option<&str>,
     ) -> Result<bool> {
-        dispatch!(self, set_kill_switch(engaged, by, reason))
+        dispatch!(self, set_kill_switch(engaged, by, tenant, reason))
     }
 
     /// Record an approval (once per approver) and return every approval of the run.

@@ -440,7 +440,8 @@ async fn the_identity_that_caused_a_run_cannot_approve_it() {
         .await;
     assert_eq!(a.status().as_u16(), 202);
     app.drain().await;
-    assert_eq!(app.successful_clears().len(), 2);
+    app.eventually("both wiped", || app.successful_clears().len() == 2)
+        .await;
     let audit: Value = app
         .client
         .get(format!("{}/api/v1/audit?run={id}", app.base))
@@ -729,4 +730,53 @@ async fn callers_and_workspaces_are_bound_to_one_tenant_in_the_configuration() {
         .push(foreign_tenant(TENANT_B, "soc-ws", &[B_PLAYBOOK]));
     let e = Config::new(s).unwrap_err();
     assert!(e.contains("two tenants"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_tenant_that_threw_the_kill_switch_may_lift_it() {
+    let Some(app) = spawn_with(SimOptions::default(), StoreKind::Sqlite, |s| {
+        s.inbound.allowed_callers.clear();
+        s.tenants[0].allowed_callers = vec![PLAYBOOK_OID.into(), APPROVER_OID.into()];
+        s.tenants
+            .push(foreign_tenant(TENANT_B, "ws-b", &[B_PLAYBOOK, B_APPROVER]));
+    })
+    .await
+    else {
+        return;
+    };
+    app.h.sim.add_foreign_tenant(TENANT_B);
+    let b_appr =
+        app.h
+            .sim
+            .playbook_token_in(TENANT_B, AUDIENCE, B_APPROVER, &["Containment.Approve"]);
+    assert_eq!(
+        kill_switch(&app, true, &app.h.approver_token())
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    // Tenant B sees that it is engaged, not who threw it or why.
+    let seen: Value = app
+        .client
+        .get(format!("{}/api/v1/kill-switch", app.base))
+        .bearer_auth(&b_appr)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["engaged"], true);
+    assert_eq!(seen["by"], "an approver of another tenant");
+    assert!(seen["reason"].is_null());
+    let r = kill_switch(&app, false, &b_appr).await;
+    assert_eq!(r.status().as_u16(), 409, "another tenant cannot lift it");
+    assert_eq!(
+        kill_switch(&app, false, &app.h.approver_token())
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
 }

@@ -559,12 +559,12 @@ async fn the_guard(kind: StoreKind) {
     // The kill switch: nothing is reserved while it is engaged.
     assert!(!s.kill_switch().await.unwrap().engaged);
     assert!(
-        s.set_kill_switch(true, "soc lead", Some("storm"))
+        s.set_kill_switch(true, "soc lead", &t, Some("storm"))
             .await
             .unwrap()
     );
     assert!(
-        !s.set_kill_switch(true, "soc lead", None).await.unwrap(),
+        !s.set_kill_switch(true, "soc lead", &t, None).await.unwrap(),
         "already engaged"
     );
     let ks = s.kill_switch().await.unwrap();
@@ -578,7 +578,11 @@ async fn the_guard(kind: StoreKind) {
             .unwrap(),
         Reservation::KillSwitch(_)
     ));
-    assert!(s.set_kill_switch(false, "soc lead", None).await.unwrap());
+    assert!(
+        s.set_kill_switch(false, "soc lead", &t, None)
+            .await
+            .unwrap()
+    );
     // Approvals: one per approver.
     s.add_approval(&r1, "oid-1", "Alice").await.unwrap();
     let all = s.add_approval(&r1, "oid-1", "Alice").await.unwrap();
@@ -608,7 +612,8 @@ async fn the_guard(kind: StoreKind) {
         .await
         .unwrap();
     }
-    assert_eq!(s.audit_log(&t, None, 100).await.unwrap().len(), 2);
+    // Only the tenant's own entries (not another tenant's, not untenanted ones).
+    assert_eq!(s.audit_log(&t, None, 100).await.unwrap().len(), 1);
     let of_run = s.audit_log(&t, Some(&r1), 100).await.unwrap();
     assert_eq!(of_run.len(), 1);
     assert_eq!(of_run[0].action, AuditAction::Approved);

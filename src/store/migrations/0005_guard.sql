@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS guard (
     engaged BIGINT NOT NULL,
     engaged_by TEXT,
     engaged_at BIGINT,
-    reason TEXT
+    reason TEXT,
+    engaged_tenant TEXT
 );
 INSERT INTO guard (scope, engaged) VALUES ('service', 0) ON CONFLICT (scope) DO NOTHING;
 CREATE TABLE IF NOT EXISTS approvals (
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     approver_oid TEXT NOT NULL,
     approver TEXT NOT NULL,
     at BIGINT NOT NULL,
+    consumed BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, approver_oid)
 );
 CREATE TABLE IF NOT EXISTS audit (

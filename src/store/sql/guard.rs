@@ -13,6 +13,7 @@ fn kill_switch_of(r: &DbRow) -> Result<KillSwitch> {
         by: r.try_get("engaged_by")?,
         at: r.try_get("engaged_at")?,
         reason: r.try_get("reason")?,
+        tenant: parsed_opt(r, "engaged_tenant")?,
     })
 }
 
@@ -32,7 +33,7 @@ pub async fn reserve_wipes(
         .execute(&mut *tx)
         .await?;
     let row =
-        sqlx::query("SELECT engaged, engaged_by, engaged_at, reason FROM guard WHERE scope = $1")
+        sqlx::query("SELECT engaged, engaged_by, engaged_at, reason, engaged_tenant FROM guard WHERE scope = $1")
             .bind(GUARD_SCOPE)
             .fetch_one(&mut *tx)
             .await?;
@@ -126,7 +127,7 @@ pub async fn budget_used(c: &mut Conn, tenant: &TenantId, window_ms: i64) -> Res
 
 pub async fn kill_switch(c: &mut Conn) -> Result<KillSwitch> {
     let row =
-        sqlx::query("SELECT engaged, engaged_by, engaged_at, reason FROM guard WHERE scope = $1")
+        sqlx::query("SELECT engaged, engaged_by, engaged_at, reason, engaged_tenant FROM guard WHERE scope = $1")
             .bind(GUARD_SCOPE)
             .fetch_one(&mut *c)
             .await?;
@@ -137,16 +138,18 @@ pub async fn set_kill_switch(
     c: &mut Conn,
     engaged: bool,
     by: &str,
+    tenant: &TenantId,
     reason: Option<&str>,
 ) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE guard SET engaged = $1, engaged_by = $2, engaged_at = $3, reason = $4 WHERE scope = $5 AND engaged <> $1",
+        "UPDATE guard SET engaged = $1, engaged_by = $2, engaged_at = $3, reason = $4, engaged_tenant = $6 WHERE scope = $5 AND engaged <> $1",
     )
     .bind(engaged as i64)
     .bind(by)
     .bind(now_ms())
     .bind(reason.map(|r| truncate(r, 500)))
     .bind(GUARD_SCOPE)
+    .bind(tenant.as_str())
     .execute(&mut *c)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -167,9 +170,16 @@ pub async fn add_approval(
     approver: &str,
 ) -> Result<Vec<Approval>> {
     let mut tx = c.begin().await?;
+    // The run row's lock: two approvers at once on PostgreSQL each see the
+    // other's approval (else neither would release the run).
+    sqlx::query("UPDATE runs SET updated_at = updated_at WHERE id = $1")
+        .bind(run.as_str())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO approvals (run_id, approver_oid, approver, at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (run_id, approver_oid) DO NOTHING",
+         ON CONFLICT (run_id, approver_oid) DO UPDATE SET consumed = 0, at = excluded.at
+         WHERE approvals.consumed = 1",
     )
     .bind(run.as_str())
     .bind(approver_oid)
@@ -177,8 +187,10 @@ pub async fn add_approval(
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
+    // Only the approvals of the current hold count (an earlier hold's were
+    // consumed when it was released).
     let rows = sqlx::query(
-        "SELECT approver_oid, approver, at FROM approvals WHERE run_id = $1 ORDER BY at, approver_oid",
+        "SELECT approver_oid, approver, at FROM approvals WHERE run_id = $1 AND consumed = 0 ORDER BY at, approver_oid",
     )
     .bind(run.as_str())
     .fetch_all(&mut *tx)
@@ -222,7 +234,7 @@ pub async fn audit_log(
 ) -> Result<Vec<AuditEntry>> {
     let rows = sqlx::query(
         "SELECT at, tenant_id, actor, actor_oid, action, run_id, detail FROM audit
-         WHERE (tenant_id = $1 OR tenant_id IS NULL) AND ($2 = '' OR run_id = $2)
+         WHERE tenant_id = $1 AND ($2 = '' OR run_id = $2)
          ORDER BY at DESC, id LIMIT $3",
     )
     .bind(tenant.as_str())

@@ -221,6 +221,11 @@ pub async fn approve(c: &mut Conn, run: &RunId, who: &str) -> Result<usize> {
     if has_record.is_some() {
         enqueue_tx(&mut tx, run, &tenant, &Job::Comment, 0, now).await?;
     }
+    // This hold's approvals are used up: a later hold needs its own.
+    sqlx::query("UPDATE approvals SET consumed = 1 WHERE run_id = $1")
+        .bind(run.as_str())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(rows.len())
 }
