@@ -283,14 +283,22 @@ pub fn triage(
     now_ms: i64,
 ) -> (DeviceClass, String) {
     let when = |ms: i64| crate::report::rfc3339(ms);
-    if d.client_type == ClientType::Eas
-        && d.eas_version
-            .is_none_or(|v| v < EasVersion::ACCOUNT_ONLY_MIN)
-    {
-        return (
-            DeviceClass::EasBelow16_1,
-            "EAS below 16.1: Exchange Online refuses it since 1 March 2026, so it cannot connect at all".into(),
-        );
+    if d.client_type == ClientType::Eas {
+        match d.eas_version {
+            None => {
+                return (
+                    DeviceClass::EasBelow16_1,
+                    "EAS version unknown: account-only wipe needs 16.1, and Exchange Online refuses clients below it since 1 March 2026".into(),
+                );
+            }
+            Some(v) if v < EasVersion::ACCOUNT_ONLY_MIN => {
+                return (
+                    DeviceClass::EasBelow16_1,
+                    "EAS below 16.1: Exchange Online refuses it since 1 March 2026, so it cannot connect at all".into(),
+                );
+            }
+            Some(_) => {}
+        }
     }
     let margin = p.attacker_device_margin.as_millis() as i64;
     if let (Some(first), Some(activity)) = (d.first_sync_ms, first_activity_ms)
@@ -324,7 +332,11 @@ pub fn triage(
             "Outlook for iOS/Android: one partnership covers all the user's Outlook devices".into(),
         );
     }
-    (DeviceClass::Normal, "an active device".into())
+    let mut why = "an active device".to_string();
+    if first_activity_ms.is_none() {
+        why.push_str("; no incident first-activity time, so it could not be checked for an attacker's device");
+    }
+    (DeviceClass::Normal, why)
 }
 
 fn looks_native_android(d: &MobileDevice) -> bool {

@@ -52,6 +52,11 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// The `{"code", "message"}` part of the error body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"code": self.code, "message": self.message})
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -84,7 +89,7 @@ impl ResponseError for ApiError {
         if let Some(s) = self.retry_after {
             r.insert_header(("Retry-After", s.to_string()));
         }
-        r.json(json!({"error": {"code": self.code, "message": self.message}}))
+        r.json(json!({"error": self.body()}))
     }
 }
 

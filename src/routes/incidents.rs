@@ -156,14 +156,31 @@ pub async fn approve(
             "no run of this incident is held for approval",
         ));
     }
+    // Each run on its own: one refused (self-approval, kill switch) does not
+    // hide the others approved before it.
     let mut out = vec![];
+    let mut refused = vec![];
+    let mut first_error = None;
     for r in held {
-        let a = control::approve(&api, &caller, r)
-            .await
-            .map_err(control_error)?;
-        out.push(json!(a));
+        match control::approve(&api, &caller, r).await {
+            Ok(a) => out.push(json!(a)),
+            Err(e) => {
+                let e = control_error(e);
+                refused.push(json!({"run_id": r.id, "error": e.body()}));
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(HttpResponse::Ok().json(json!({"approved": out})))
+    if out.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    let mut body = json!({"approved": out});
+    if !refused.is_empty() {
+        body["refused"] = json!(refused);
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `POST /api/v1/sentinel/incidents/cancel`: undo every run of the incident

@@ -415,17 +415,40 @@ fn render_with(r: &RunReport, cx: &Context, phase: &Phase, layout: Layout) -> St
             );
         }
         h.push_str("</ul>");
-        let cut_off = stepped.iter().any(|u| {
-            u.account_steps.iter().any(|s| {
-                s.state == StepState::Done
-                    && matches!(
-                        s.step,
-                        AccountStep::RevokeSessions | AccountStep::BlockSignIn
-                    )
-            }) && u.devices.iter().any(waiting_for)
-        });
-        if cut_off {
-            h.push_str("<p>The account was cut off while phones still waited for their wipe: a phone that has not synced may never receive it.</p>");
+        let unsynced: Vec<String> = stepped
+            .iter()
+            .filter(|u| {
+                u.account_steps.iter().any(|s| {
+                    s.state == StepState::Done
+                        && matches!(
+                            s.step,
+                            AccountStep::RevokeSessions | AccountStep::BlockSignIn
+                        )
+                })
+            })
+            .flat_map(|u| {
+                let (_, upn) = person(u);
+                u.devices.iter().filter(|d| waiting_for(d)).map(move |d| {
+                    let model = if d.model.is_empty() {
+                        &d.device_type
+                    } else {
+                        &d.model
+                    };
+                    format!("{model} of {upn}")
+                })
+            })
+            .collect();
+        if !unsynced.is_empty() {
+            let shown = unsynced.len().min(10);
+            let mut list = unsynced[..shown].join(", ");
+            if unsynced.len() > shown {
+                let _ = write!(list, " and {} more", unsynced.len() - shown);
+            }
+            let _ = write!(
+                h,
+                "<p>The account was cut off while these phones still waited for their wipe; a phone that has not synced may never receive it: {}.</p>",
+                escape(&list)
+            );
         }
     }
     if r.attack_disruption && (first || r.settled()) {
@@ -729,6 +752,16 @@ fn step_line(s: &StepResult) -> String {
         }
     };
     let mut line = format!("{what} {state}");
+    // What a cancel said of a step it could not undo.
+    if s.state == StepState::Done
+        && let Some(r) = &s.reason
+    {
+        if let Some(i) = r.find("Cancelled: ") {
+            let _ = write!(line, " ({})", &r[i + "Cancelled: ".len()..]);
+        } else if r.starts_with("not re-enabled") {
+            let _ = write!(line, " ({r})");
+        }
+    }
     if s.step == AccountStep::BlockSignIn
         && s.state == StepState::Done
         && s.reason

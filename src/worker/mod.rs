@@ -119,7 +119,6 @@ pub async fn run_until_idle(state: &Arc<WorkerState>, horizon: Duration) -> Resu
     }
 }
 
-/// Delete expired runs and delivery keys, hourly.
 /// Follow the stored kill switch (thrown on another replica) into this
 /// process's brake, every `worker.idle_poll`.
 pub async fn brake_loop(shared: Arc<Shared>) {
@@ -141,6 +140,7 @@ pub async fn brake_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Delete expired runs and delivery keys, hourly.
 pub async fn prune_loop(shared: Arc<Shared>) {
     loop {
         let s = &shared.settings.store;
