@@ -153,16 +153,19 @@ async fn happy_path(store: StoreKind) {
     app.eventually("comment written", || !sim.comments(&incident).is_empty())
         .await;
     let comments = sim.comments(&incident);
-    assert_eq!(
-        comments.len(),
-        1,
-        "one note per phase: the phones have not answered: {:#?}",
-        comments
-            .iter()
-            .map(|c| c.message.clone())
-            .collect::<Vec<_>>()
+    // One note per phase: the phones have not answered. A user found only in
+    // the incident's entities (carol) may join after the known users were
+    // decided; the record does not wait for her (issue 12): then she is the
+    // second note's one change.
+    let texts: Vec<String> = comments.iter().map(|c| c.message.clone()).collect();
+    assert!(
+        texts.len() == 1
+            || (texts.len() == 2
+                && texts[1].contains("Since the last note")
+                && texts[1].contains("carol@contoso.com")),
+        "{texts:#?}"
     );
-    let html = &comments[0].message;
+    let html = comments.last().map(|c| &c.message).unwrap();
     // The verdict first, in plain words: Dave's old phone cannot be wiped
     // account-only, so the run is not "contained" and says who needs a person.
     assert!(
