@@ -6,6 +6,8 @@
 // snapshot per statement); SQLite has one writer already.
 
 const GUARD_SCOPE: &str = "service";
+const KILL_SWITCH: &str =
+    "SELECT engaged, engaged_by, engaged_at, reason, engaged_tenant FROM guard WHERE scope = $1";
 
 fn kill_switch_of(r: &DbRow) -> Result<KillSwitch> {
     Ok(KillSwitch {
@@ -32,11 +34,10 @@ pub async fn reserve_wipes(
         .bind(GUARD_SCOPE)
         .execute(&mut *tx)
         .await?;
-    let row =
-        sqlx::query("SELECT engaged, engaged_by, engaged_at, reason, engaged_tenant FROM guard WHERE scope = $1")
-            .bind(GUARD_SCOPE)
-            .fetch_one(&mut *tx)
-            .await?;
+    let row = sqlx::query(KILL_SWITCH)
+        .bind(GUARD_SCOPE)
+        .fetch_one(&mut *tx)
+        .await?;
     let ks = kill_switch_of(&row)?;
     if ks.engaged {
         tx.rollback().await?;
@@ -126,11 +127,10 @@ pub async fn budget_used(c: &mut Conn, tenant: &TenantId, window_ms: i64) -> Res
 }
 
 pub async fn kill_switch(c: &mut Conn) -> Result<KillSwitch> {
-    let row =
-        sqlx::query("SELECT engaged, engaged_by, engaged_at, reason, engaged_tenant FROM guard WHERE scope = $1")
-            .bind(GUARD_SCOPE)
-            .fetch_one(&mut *c)
-            .await?;
+    let row = sqlx::query(KILL_SWITCH)
+        .bind(GUARD_SCOPE)
+        .fetch_one(&mut *c)
+        .await?;
     kill_switch_of(&row)
 }
 

@@ -96,18 +96,20 @@ async fn put_user_step_tx(tx: &mut Tx<'_>, run: &RunId, s: &UserStep) -> Result<
     Ok(())
 }
 
-pub async fn step_done(
+/// Move the run's ledger row of a step to `state`, with the run's view, together.
+async fn ledger_state(
     c: &mut Conn,
     tenant: &TenantId,
     object_id: &str,
     s: &UserStep,
     run: &RunId,
+    state: &str,
 ) -> Result<()> {
     let mut tx = c.begin().await?;
     sqlx::query(
         "UPDATE account_ledger SET state = $1, at = $2 WHERE tenant_id = $3 AND object_id = $4 AND step = $5 AND run_id = $6",
     )
-    .bind(LEDGER_DONE)
+    .bind(state)
     .bind(s.at)
     .bind(tenant.as_str())
     .bind(object_id)
@@ -118,6 +120,16 @@ pub async fn step_done(
     put_user_step_tx(&mut tx, run, s).await?;
     tx.commit().await?;
     Ok(())
+}
+
+pub async fn step_done(
+    c: &mut Conn,
+    tenant: &TenantId,
+    object_id: &str,
+    s: &UserStep,
+    run: &RunId,
+) -> Result<()> {
+    ledger_state(c, tenant, object_id, s, run, LEDGER_DONE).await
 }
 
 pub async fn step_not_taken(
@@ -210,21 +222,7 @@ pub async fn step_undone(
     s: &UserStep,
     run: &RunId,
 ) -> Result<()> {
-    let mut tx = c.begin().await?;
-    sqlx::query(
-        "UPDATE account_ledger SET state = $1, at = $2 WHERE tenant_id = $3 AND object_id = $4 AND step = $5 AND run_id = $6",
-    )
-    .bind(LEDGER_UNDONE)
-    .bind(s.at)
-    .bind(tenant.as_str())
-    .bind(object_id)
-    .bind(s.step.as_str())
-    .bind(run.as_str())
-    .execute(&mut *tx)
-    .await?;
-    put_user_step_tx(&mut tx, run, s).await?;
-    tx.commit().await?;
-    Ok(())
+    ledger_state(c, tenant, object_id, s, run, LEDGER_UNDONE).await
 }
 
 pub async fn user_steps(c: &mut Conn, run: &RunId) -> Result<Vec<UserStep>> {

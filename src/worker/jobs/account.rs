@@ -57,14 +57,8 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
     }
     let dry = cx.run.mode == Mode::DryRun || cx.policy().mode == Mode::DryRun;
     // The kill switch stops every destructive step, the account's too.
-    if !dry {
-        let ks = crate::control::kill_switch(cx.state)
-            .await
-            .map_err(store_err)?;
-        if ks.engaged || cx.state.brake.engaged() {
-            cx.state.metrics.guard_held("kill_switch");
-            return Ok(Took::Stopped(super::contain::kill_switch_reason(&ks)));
-        }
+    if !dry && let Some(why) = cx.kill_switch_stops().await? {
+        return Ok(Took::Stopped(why));
     }
     let Some(target) = cx
         .store()
@@ -99,40 +93,28 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
         };
         if let Some(why) = &refused_now {
             rec.reason = Some(format!("not done: {why}"));
-            cx.store()
-                .put_user_step(&cx.run.id, &rec)
-                .await
-                .map_err(store_err)?;
+            put_step(cx, &rec).await?;
             any = true;
             continue;
         }
         // The kill switch, again before each step (it may be thrown between two).
-        if !dry && (cx.state.brake.engaged() || cx.state.settings.guard.kill_switch) {
+        if !dry && let Some(why) = cx.kill_switch_stops().await? {
             if any {
                 cx.record_later().await?;
             }
-            let ks = crate::control::kill_switch(cx.state)
-                .await
-                .map_err(store_err)?;
-            return Ok(Took::Stopped(super::contain::kill_switch_reason(&ks)));
+            return Ok(Took::Stopped(why));
         }
         if dry {
             rec.state = StepState::WouldDo;
             rec.reason = Some(format!("dry run: {} was not done", describe(step)));
-            cx.store()
-                .put_user_step(&cx.run.id, &rec)
-                .await
-                .map_err(store_err)?;
+            put_step(cx, &rec).await?;
             any = true;
             continue;
         }
         let Some(oid) = object_id.as_deref() else {
             rec.state = StepState::Failed;
             rec.reason = Some("the person's object id is not known; nothing was done".into());
-            cx.store()
-                .put_user_step(&cx.run.id, &rec)
-                .await
-                .map_err(store_err)?;
+            put_step(cx, &rec).await?;
             any = true;
             continue;
         };
@@ -152,10 +134,7 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
                     crate::report::rfc3339(at)
                 ));
                 rec.relies_on = Some(run_id);
-                cx.store()
-                    .put_user_step(&cx.run.id, &rec)
-                    .await
-                    .map_err(store_err)?;
+                put_step(cx, &rec).await?;
                 any = true;
                 continue;
             }
@@ -200,27 +179,17 @@ pub async fn take(cx: &Cx<'_>, upn: &Upn) -> Result<Took, CallError> {
         any = true;
     }
     if any {
-        cancel_if_cancelled_meanwhile(cx).await?;
+        cx.cancel_if_cancelled_meanwhile().await?;
     }
     Ok(if any { Took::Recorded } else { Took::Nothing })
 }
 
-/// A cancel accepted while steps were being taken may have run its undo
-/// before they were recorded: run it again.
-pub async fn cancel_if_cancelled_meanwhile(cx: &Cx<'_>) -> Result<(), CallError> {
-    let fresh = cx.store().run(&cx.run.id).await.map_err(store_err)?;
-    if fresh.is_some_and(|r| r.cancelled.is_some()) {
-        cx.store()
-            .enqueue(
-                &cx.run.id,
-                &cx.run.tenant,
-                &crate::domain::Job::Cancel,
-                now_ms(),
-            )
-            .await
-            .map_err(store_err)?;
-    }
-    Ok(())
+/// Record a step of the run that was not taken (no claim to free).
+async fn put_step(cx: &Cx<'_>, rec: &UserStep) -> Result<(), CallError> {
+    cx.store()
+        .put_user_step(&cx.run.id, rec)
+        .await
+        .map_err(store_err)
 }
 
 enum Taken {
@@ -369,10 +338,7 @@ pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
                     );
                     if s.reason.as_deref() != Some(note.as_str()) {
                         rec.reason = Some(note);
-                        cx.store()
-                            .put_user_step(&cx.run.id, &rec)
-                            .await
-                            .map_err(store_err)?;
+                        put_step(cx, &rec).await?;
                     }
                     continue;
                 }
@@ -389,10 +355,7 @@ pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
                     rec.reason = Some(format!(
                         "not re-enabled by the cancel: run {next} relies on this block, and now owns it"
                     ));
-                    cx.store()
-                        .put_user_step(&cx.run.id, &rec)
-                        .await
-                        .map_err(store_err)?;
+                    put_step(cx, &rec).await?;
                     continue;
                 }
                 cx.state
@@ -420,10 +383,7 @@ pub async fn undo(cx: &Cx<'_>) -> Result<(), CallError> {
                         "{}. Cancelled: {note}",
                         s.reason.unwrap_or_default()
                     ));
-                    cx.store()
-                        .put_user_step(&cx.run.id, &rec)
-                        .await
-                        .map_err(store_err)?;
+                    put_step(cx, &rec).await?;
                 }
             }
         }

@@ -19,7 +19,7 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     }
     // The kill switch stops every change wipehook makes in Exchange; the
     // block waits (looked at again every 30 s) and is made once it is lifted.
-    if cx.state.brake.engaged() || cx.state.settings.guard.kill_switch {
+    if cx.kill_switch_stops().await?.is_some() {
         return Ok(Done::Reschedule(crate::store::now_ms() + 30_000));
     }
     let Some(target) = cx
@@ -80,7 +80,7 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
     }
     if changed {
         cx.record_later().await?;
-        super::account::cancel_if_cancelled_meanwhile(cx).await?;
+        cx.cancel_if_cancelled_meanwhile().await?;
     }
     Ok(Done::Complete)
 }

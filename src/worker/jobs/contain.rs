@@ -649,7 +649,7 @@ async fn record(
         })
     });
     if sent.requested > 0 {
-        cancel_if_cancelled_meanwhile(cx).await?;
+        cx.cancel_if_cancelled_meanwhile().await?;
     }
     // The kill switch was thrown while these wipes waited for Exchange: what
     // it stopped is released and the user held now (not retried: lifting the
@@ -682,19 +682,6 @@ async fn record(
         .map_err(store_err)?;
     follow.await?;
     Ok(Done::Complete)
-}
-
-/// A cancel accepted while this user's wipes were in flight may have run
-/// before they were recorded: run it again, so they are cancelled too.
-async fn cancel_if_cancelled_meanwhile(cx: &Cx<'_>) -> Result<(), CallError> {
-    let fresh = cx.store().run(&cx.run.id).await.map_err(store_err)?;
-    if fresh.is_some_and(|r| r.cancelled.is_some()) {
-        cx.store()
-            .enqueue(&cx.run.id, &cx.run.tenant, &Job::Cancel, now_ms())
-            .await
-            .map_err(store_err)?;
-    }
-    Ok(())
 }
 
 async fn still_pending(cx: &Cx<'_>, upn: &Upn) -> Result<bool, CallError> {

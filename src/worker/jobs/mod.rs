@@ -123,6 +123,34 @@ impl Cx<'_> {
     }
 }
 
+impl Cx<'_> {
+    /// The kill switch stops this step: `Some(reason)` in the record's
+    /// words when it is engaged (the configuration key, the stored switch,
+    /// or this process's brake).
+    pub async fn kill_switch_stops(&self) -> Result<Option<String>, CallError> {
+        let ks = crate::control::kill_switch(self.state)
+            .await
+            .map_err(store_err)?;
+        Ok((ks.engaged || self.state.brake.engaged()).then(|| {
+            self.state.metrics.guard_held("kill_switch");
+            contain::kill_switch_reason(&ks)
+        }))
+    }
+
+    /// A cancel accepted while this task changed something may have run its
+    /// undo before the change was recorded: run it again.
+    pub async fn cancel_if_cancelled_meanwhile(&self) -> Result<(), CallError> {
+        let fresh = self.store().run(&self.run.id).await.map_err(store_err)?;
+        if fresh.is_some_and(|r| r.cancelled.is_some()) {
+            self.store()
+                .enqueue(&self.run.id, &self.run.tenant, &Job::Cancel, now_ms())
+                .await
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+}
+
 /// A store failure inside a job: retried like a transient upstream failure.
 pub fn store_err(e: anyhow::Error) -> CallError {
     CallError::transient(format!("store: {e:#}"))
