@@ -483,8 +483,13 @@ impl PolicySettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    /// Tasks executed at once by this process.
+    /// Exchange-bound tasks (contain, verify, cancel, block) executed at
+    /// once by this process.
     pub slots: usize,
+    /// ARM- and Graph-bound tasks (records, entity reads, look-ups, account
+    /// steps, hold expiry) executed at once, beside `slots`: they never wait
+    /// behind tasks queued for Exchange capacity.
+    pub arm_graph_slots: usize,
     /// Adaptive Exchange concurrency per tenant: start, floor 1, ceiling.
     pub exchange_initial_concurrency: usize,
     pub exchange_max_concurrency: usize,
@@ -500,6 +505,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             slots: 32,
+            arm_graph_slots: 8,
             exchange_initial_concurrency: 4,
             exchange_max_concurrency: 16,
             idle_poll: Duration::from_secs(2),
@@ -548,9 +554,9 @@ impl Config {
             return Err("store.url must start with sqlite: or postgres://".into());
         }
         let w = &settings.worker;
-        if w.slots == 0 || w.exchange_max_concurrency == 0 {
+        if w.slots == 0 || w.arm_graph_slots == 0 || w.exchange_max_concurrency == 0 {
             return Err(
-                "worker.slots and worker.exchange_max_concurrency must be at least 1".into(),
+                "worker.slots, worker.arm_graph_slots and worker.exchange_max_concurrency must be at least 1".into(),
             );
         }
         if !(2..=100).contains(&settings.record.max_comments_per_run) {

@@ -17,8 +17,8 @@ pub use ids::{
 pub use job::Job;
 pub use person::{Claims, DirectoryUser};
 pub use state::{
-    AccountStep, AuditAction, BudgetState, ContainmentOrder, DeviceClass, DeviceOutcome, Mode,
-    RecordState, RunOutcome, RunStatus, Severity, SkipCause, StepState, TargetState, TaskKind,
-    TaskState, TriggerKind, UserOutcome, Verification, WipeState,
+    AccountStep, AuditAction, BudgetState, ContainmentOrder, DeviceClass, DeviceOutcome, Lane,
+    Mode, RecordState, RunOutcome, RunStatus, Severity, SkipCause, StepState, TargetState,
+    TaskKind, TaskState, TriggerKind, UserOutcome, Verification, WipeState,
 };
 pub use target::{Found, NewTarget, TriggerScope};

@@ -233,7 +233,62 @@ text_enum! {
     }
 }
 
+/// The upstream that bounds a task, each with its own worker slots, so a
+/// task waiting for Exchange capacity never holds a slot that an ARM or
+/// Graph task (a record, an entity read, an account step) could use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Tasks that call Exchange (and wait on its per-tenant limiter).
+    Exchange,
+    /// Tasks that call only ARM, Graph or the store.
+    ArmGraph,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Exchange, Lane::ArmGraph];
+
+    /// The task kinds of this lane.
+    pub fn kinds(self) -> &'static [TaskKind] {
+        match self {
+            Lane::Exchange => &[
+                TaskKind::Contain,
+                TaskKind::Verify,
+                TaskKind::Cancel,
+                TaskKind::Block,
+            ],
+            Lane::ArmGraph => &[
+                TaskKind::Resolve,
+                TaskKind::Entities,
+                TaskKind::Comment,
+                TaskKind::Expire,
+                TaskKind::Account,
+            ],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Exchange => "exchange",
+            Lane::ArmGraph => "arm_graph",
+        }
+    }
+}
+
 impl TaskKind {
+    /// The lane whose slots run this kind.
+    pub fn lane(self) -> Lane {
+        match self {
+            TaskKind::Contain | TaskKind::Verify | TaskKind::Cancel | TaskKind::Block => {
+                Lane::Exchange
+            }
+            TaskKind::Resolve
+            | TaskKind::Entities
+            | TaskKind::Comment
+            | TaskKind::Expire
+            | TaskKind::Account => Lane::ArmGraph,
+        }
+    }
+
     /// Work kinds decide whether a run is finished.
     pub const WORK: [TaskKind; 3] = [TaskKind::Contain, TaskKind::Resolve, TaskKind::Entities];
     pub fn is_work(self) -> bool {
@@ -391,6 +446,19 @@ impl std::str::FromStr for Severity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_task_kind_is_in_its_lane_once() {
+        for k in TaskKind::ALL {
+            for lane in Lane::ALL {
+                assert_eq!(
+                    lane.kinds().contains(k),
+                    k.lane() == lane,
+                    "{k:?} in {lane:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_word_round_trips_through_its_stored_form() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{Store, dispatch};
-use crate::domain::{Job, RunId, RunStatus, TaskId, TenantId};
+use crate::domain::{Job, Lane, RunId, RunStatus, TaskId, TenantId};
 
 #[derive(Clone, Debug)]
 pub struct Task {
@@ -33,7 +33,12 @@ impl Store {
     /// Claim the next ready task. Order: `seq` first, so the first target of a
     /// new run goes before the 200th target of an older one (fair across runs).
     pub async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Task>> {
-        dispatch!(self, claim(owner, lease))
+        dispatch!(self, claim(owner, lease, None))
+    }
+
+    /// Claim the next ready task of one lane (the worker's slots per upstream).
+    pub async fn claim_in(&self, owner: &str, lease: Duration, lane: Lane) -> Result<Option<Task>> {
+        dispatch!(self, claim(owner, lease, Some(lane)))
     }
 
     /// Extend a lease; false when this owner lost it.
@@ -43,7 +48,12 @@ impl Store {
 
     /// When the earliest ready task can next be claimed (for the worker's sleep).
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        dispatch!(self, next_due())
+        dispatch!(self, next_due(None))
+    }
+
+    /// When the earliest ready task of one lane can next be claimed.
+    pub async fn next_due_in(&self, lane: Lane) -> Result<Option<i64>> {
+        dispatch!(self, next_due(Some(lane)))
     }
 
     /// Tasks some worker is running now (an unexpired lease).

@@ -15,6 +15,7 @@ use anyhow::Result;
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
+use crate::domain::Lane;
 use crate::state::{Shared, WorkerState};
 use crate::store::{Task, now_ms};
 use crate::upstream::{CallError, backoff};
@@ -23,53 +24,79 @@ use jobs::{Done, GaveUp, OnPermanent};
 /// Run until `stop` is notified; then finish in-flight tasks (up to the
 /// grace period) and give back every lease.
 pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
-    let slots = Arc::new(Semaphore::new(state.settings.worker.slots));
+    // Slots per upstream (`Lane`): a contain task waiting for Exchange
+    // capacity holds an Exchange slot, never one a record could use.
+    let w = &state.settings.worker;
+    let lanes: Vec<(Lane, Arc<Semaphore>, usize)> = Lane::ALL
+        .into_iter()
+        .map(|lane| {
+            let n = match lane {
+                Lane::Exchange => w.slots,
+                Lane::ArmGraph => w.arm_graph_slots,
+            };
+            (lane, Arc::new(Semaphore::new(n)), n)
+        })
+        .collect();
     let lease = state.settings.store.lease;
     let freed = Arc::new(Notify::new());
     loop {
         if state.is_shutting_down() {
             break;
         }
-        // Fill free slots.
-        let mut claimed_any = false;
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            match state.store.claim(&state.instance, lease).await {
-                Ok(Some(task)) => {
-                    claimed_any = true;
-                    let state = state.clone();
-                    let freed = freed.clone();
-                    tokio::spawn(async move {
-                        execute(state, task).await;
-                        drop(permit);
-                        freed.notify_one();
-                    });
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot claim work from the store");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    break;
+        // Fill free slots, lane by lane.
+        let mut again = false;
+        let mut all_full = true;
+        for (lane, slots, _) in &lanes {
+            let mut claimed_any = false;
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                match state.store.claim_in(&state.instance, lease, *lane).await {
+                    Ok(Some(task)) => {
+                        claimed_any = true;
+                        let state = state.clone();
+                        let freed = freed.clone();
+                        tokio::spawn(async move {
+                            execute(state, task).await;
+                            drop(permit);
+                            freed.notify_one();
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), lane = lane.as_str(), "cannot claim work from the store");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
                 }
             }
+            let free = slots.available_permits() > 0;
+            again |= claimed_any && free;
+            all_full &= !free;
         }
-        if claimed_any && slots.available_permits() > 0 {
+        if again {
             continue;
         }
+        // Sleep until the next task a free slot could take is due (a full
+        // lane's backlog is not a reason to wake: its freed slot will be).
         let idle = state.settings.worker.idle_poll;
-        let wait = if slots.available_permits() == 0 {
-            idle
-        } else {
-            match state.store.next_due().await {
-                Ok(Some(t)) => {
-                    Duration::from_millis((t - now_ms()).clamp(0, idle.as_millis() as i64) as u64)
+        let mut wait = idle;
+        if !all_full {
+            for (lane, slots, _) in &lanes {
+                if slots.available_permits() == 0 {
+                    continue;
                 }
-                Ok(None) => idle,
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot read when the next task is due; polling");
-                    idle
+                match state.store.next_due_in(*lane).await {
+                    Ok(Some(t)) => {
+                        wait = wait.min(Duration::from_millis(
+                            (t - now_ms()).clamp(0, idle.as_millis() as i64) as u64,
+                        ))
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read when the next task is due; polling");
+                    }
                 }
             }
-        };
+        }
         tokio::select! {
             _ = state.wake.notified() => {},
             _ = freed.notified() => {},
@@ -78,11 +105,11 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         }
     }
     // Graceful: wait for in-flight tasks, then release what is left.
-    let total = state.settings.worker.slots as u32;
-    let _ = tokio::time::timeout(
-        state.settings.server.shutdown_grace,
-        slots.acquire_many(total),
-    )
+    let _ = tokio::time::timeout(state.settings.server.shutdown_grace, async {
+        for (_, slots, n) in &lanes {
+            let _ = slots.acquire_many(*n as u32).await;
+        }
+    })
     .await;
     match state.store.release_all(&state.instance).await {
         Ok(n) if n > 0 => tracing::info!(released = n, "released leases"),

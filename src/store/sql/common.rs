@@ -19,8 +19,8 @@ use super::{
 };
 use crate::domain::{
     AccountStep, BudgetState, Claims, ClientType, DeviceGuid, DeviceOutcome, DirectoryUser,
-    IncidentRef, Job, RecordState, RunId, RunOutcome, RunStatus, StepState, TargetState, TaskId,
-    TaskKind, TaskState, TenantId, TriggerScope, Upn, Verification, WipeState,
+    IncidentRef, Job, Lane, RecordState, RunId, RunOutcome, RunStatus, StepState, TargetState,
+    TaskId, TaskKind, TaskState, TenantId, TriggerScope, Upn, Verification, WipeState,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;

@@ -14,25 +14,39 @@ fn task_from_row(r: &DbRow, owner: &str) -> Result<Task> {
     })
 }
 
-/// Claim the next ready task. Order: `seq` first, so the first target of a
-/// new run goes before the 200th target of an older one (fair across runs).
-pub async fn claim(c: &mut Conn, owner: &str, lease: Duration) -> Result<Option<Task>> {
-    let now = now_ms();
+/// The claim statement, for every task (`None`) or one lane's kinds.
+pub fn claim_sql(lane: Option<Lane>) -> String {
     let lock = LOCK;
-    let sql = format!(
+    let kinds = kinds_filter(lane, 5);
+    format!(
         "UPDATE tasks SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0, updated_at = $3
-         WHERE id = (SELECT id FROM tasks WHERE state = $4 AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3)
+         WHERE id = (SELECT id FROM tasks WHERE state = $4 AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3){kinds}
                      ORDER BY seq, not_before, created_at LIMIT 1 {lock})
          RETURNING id, run_id, tenant_id, kind, arg, attempts"
-    );
+    )
+}
+
+/// Claim the next ready task (of one lane, or of any). Order: `seq` first,
+/// so the first target of a new run goes before the 200th target of an
+/// older one (fair across runs).
+pub async fn claim(
+    c: &mut Conn,
+    owner: &str,
+    lease: Duration,
+    lane: Option<Lane>,
+) -> Result<Option<Task>> {
+    let now = now_ms();
+    let sql = claim_sql(lane);
     loop {
-        let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+        let mut q = sqlx::query(AssertSqlSafe(sql.as_str()))
             .bind(owner)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
-            .bind(TaskState::Ready.as_str())
-            .fetch_optional(&mut *c)
-            .await?;
+            .bind(TaskState::Ready.as_str());
+        for k in lane.map(Lane::kinds).unwrap_or_default() {
+            q = q.bind(k.as_str());
+        }
+        let row = q.fetch_optional(&mut *c).await?;
         let Some(r) = row else { return Ok(None) };
         match task_from_row(&r, owner) {
             Ok(t) => return Ok(Some(t)),
@@ -64,18 +78,36 @@ pub async fn renew(c: &mut Conn, task: &Task, lease: Duration) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
-/// When the earliest ready task can next be claimed (for the worker's
-/// sleep): its `not_before`, or the end of its lease while another worker
-/// holds it.
-pub async fn next_due(c: &mut Conn) -> Result<Option<i64>> {
-    let row = sqlx::query(
+/// ` AND kind IN ($first, ...)` for a lane's kinds; nothing for every task.
+fn kinds_filter(lane: Option<Lane>, first: usize) -> String {
+    match lane {
+        None => String::new(),
+        Some(l) => format!(
+            " AND kind IN ({})",
+            (0..l.kinds().len())
+                .map(|i| format!("${}", i + first))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// When the earliest ready task (of one lane, or of any) can next be
+/// claimed (for the worker's sleep): its `not_before`, or the end of its
+/// lease while another worker holds it.
+pub async fn next_due(c: &mut Conn, lane: Option<Lane>) -> Result<Option<i64>> {
+    let sql = format!(
         "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < $1 THEN not_before ELSE lease_until END) AS t
-         FROM tasks WHERE state = $2",
-    )
-    .bind(now_ms())
-    .bind(TaskState::Ready.as_str())
-    .fetch_one(&mut *c)
-    .await?;
+         FROM tasks WHERE state = $2{}",
+        kinds_filter(lane, 3)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(TaskState::Ready.as_str());
+    for k in lane.map(Lane::kinds).unwrap_or_default() {
+        q = q.bind(k.as_str());
+    }
+    let row = q.fetch_one(&mut *c).await?;
     Ok(row.try_get::<Option<i64>, _>("t")?)
 }
 

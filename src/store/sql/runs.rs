@@ -48,84 +48,174 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
 
 /// Record accepted calls in one transaction (group commit): each a run with
 /// its targets and tasks, with its delivery key. A key already present
-/// returns its run instead.
+/// (stored before, or earlier in the same batch) returns its run instead.
+///
+/// A batch costs a constant number of statements, whatever its size (one
+/// multi-row INSERT per table, chunked far below both databases' parameter
+/// limits): on SQLite each statement is a hand-off to sqlx's worker thread,
+/// so the hand-offs per batch no longer grow with the calls in it.
 pub async fn accept_batch(c: &mut Conn, news: &[NewRun]) -> Result<Vec<Accepted>> {
     let now = now_ms();
     let mut tx = c.begin().await?;
-    let mut out = Vec::with_capacity(news.len());
-    for new in news {
-        out.push(accept_tx(&mut tx, new, now).await?);
+    // The delivery keys first: a run is new when its key went in.
+    let mut created = std::collections::HashSet::new();
+    for chunk in news.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO deliveries (key, run_id, created_at) ");
+        q.push_values(chunk, |mut b, n| {
+            b.push_bind(n.delivery_key.as_str())
+                .push_bind(n.id.as_str())
+                .push_bind(now);
+        });
+        q.push(" ON CONFLICT (key) DO NOTHING RETURNING run_id");
+        for r in q.build().fetch_all(&mut *tx).await? {
+            created.insert(r.try_get::<String, _>("run_id")?);
+        }
+    }
+    let fresh: Vec<&NewRun> = news
+        .iter()
+        .filter(|n| created.contains(n.id.as_str()))
+        .collect();
+    insert_runs(&mut tx, &fresh, now).await?;
+    let targets: Vec<(&RunId, &NewTarget, i64)> = fresh
+        .iter()
+        .flat_map(|n| {
+            n.targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (&n.id, t, i as i64))
+        })
+        .collect();
+    insert_targets(&mut tx, &targets).await?;
+    let unresolved: Vec<(&RunId, &Unresolved)> = fresh
+        .iter()
+        .flat_map(|n| n.unresolved.iter().map(|u| (&n.id, u)))
+        .collect();
+    insert_unresolved_rows(&mut tx, &unresolved).await?;
+    let mut tasks = vec![];
+    for n in &fresh {
+        let mut seen = std::collections::HashSet::new();
+        for (i, job) in n.jobs.iter().enumerate() {
+            if seen.insert((job.kind(), job.arg())) {
+                tasks.push((*n, job.clone(), i as i64, now));
+            }
+        }
+        if let Some(at) = n.expire_at {
+            tasks.push((*n, Job::Expire, 0, at));
+        }
+    }
+    insert_tasks(&mut tx, &tasks, now).await?;
+    // Calls whose key was already there: the run that has it.
+    let repeats: Vec<&NewRun> = news
+        .iter()
+        .filter(|n| !created.contains(n.id.as_str()))
+        .collect();
+    let mut existing = std::collections::HashMap::new();
+    for chunk in repeats.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<Db>::new(
+            "SELECT d.key, d.run_id, r.status FROM deliveries d JOIN runs r ON r.id = d.run_id WHERE d.key IN (",
+        );
+        let mut keys = q.separated(", ");
+        for n in chunk {
+            keys.push_bind(n.delivery_key.as_str());
+        }
+        q.push(")");
+        for r in q.build().fetch_all(&mut *tx).await? {
+            let key: String = r.try_get("key")?;
+            existing.insert(
+                key,
+                Accepted {
+                    run_id: parsed(&r, "run_id")?,
+                    created: false,
+                    status: parsed(&r, "status")?,
+                },
+            );
+        }
     }
     tx.commit().await?;
-    Ok(out)
+    news.iter()
+        .map(|n| {
+            if created.contains(n.id.as_str()) {
+                Ok(Accepted {
+                    run_id: n.id.clone(),
+                    created: true,
+                    status: n.status,
+                })
+            } else {
+                existing
+                    .get(&n.delivery_key)
+                    .cloned()
+                    .with_context(|| format!("delivery key of run {} vanished", n.id))
+            }
+        })
+        .collect()
 }
 
-async fn accept_tx(tx: &mut Tx<'_>, new: &NewRun, now: i64) -> Result<Accepted> {
-    let inserted = sqlx::query(
-        "INSERT INTO deliveries (key, run_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING RETURNING run_id",
-    )
-    .bind(&new.delivery_key)
-    .bind(new.id.as_str())
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if inserted.is_none() {
-        let row = sqlx::query(
-            "SELECT d.run_id, r.status FROM deliveries d JOIN runs r ON r.id = d.run_id WHERE d.key = $1",
-        )
-        .bind(&new.delivery_key)
-        .fetch_one(&mut **tx)
-        .await?;
-        return Ok(Accepted {
-            run_id: parsed(&row, "run_id")?,
-            created: false,
-            status: parsed(&row, "status")?,
+/// Rows per multi-row statement: at most 22 parameters a row, so at most
+/// 5,632 a statement (SQLite allows 32,766, PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 256;
+
+async fn insert_runs(tx: &mut Tx<'_>, runs: &[&NewRun], now: i64) -> Result<()> {
+    for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+        let mut scopes = Vec::with_capacity(chunk.len());
+        for n in chunk {
+            scopes.push(serde_json::to_string(&n.trigger_scope)?);
+        }
+        let mut q = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid, first_activity_at, attack_disruption) ",
+        );
+        q.push_values(chunk.iter().zip(scopes), |mut b, (n, scope)| {
+            b.push_bind(n.id.as_str())
+                .push_bind(n.tenant.as_str())
+                .push_bind(n.incident.as_ref().map(IncidentRef::arm_id))
+                .push_bind(n.incident_number)
+                .push_bind(n.incident_title.as_deref())
+                .push_bind(n.severity.map(|s| s.as_str()))
+                .push_bind(n.trigger.as_str())
+                .push_bind(n.caller.as_str())
+                .push_bind(n.mode.as_str())
+                .push_bind(n.force as i64)
+                .push_bind(n.status.as_str())
+                .push_bind(n.reason.as_deref())
+                .push_bind(n.comment_id.as_deref())
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(scope)
+                .push_bind(n.expire_at)
+                .push_bind(n.provider_incident_id.as_deref().map(|p| truncate(p, 100)))
+                .push_bind(n.comments_baseline)
+                .push_bind(n.caller_oid.as_str())
+                .push_bind(n.first_activity_at)
+                .push_bind(n.attack_disruption as i64);
         });
+        q.build().execute(&mut **tx).await?;
     }
-    sqlx::query(
-        "INSERT INTO runs (id, tenant_id, incident_arm_id, incident_number, incident_title, severity, trigger_kind, caller, mode, force, status, reason, comment_id, created_at, updated_at, trigger_scope, hold_until, provider_incident_id, comments_baseline, caller_oid, first_activity_at, attack_disruption)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, $18, $19, $20, $21)",
-    )
-    .bind(new.id.as_str())
-    .bind(new.tenant.as_str())
-    .bind(new.incident.as_ref().map(IncidentRef::arm_id))
-    .bind(new.incident_number)
-    .bind(&new.incident_title)
-    .bind(new.severity.map(|s| s.as_str()))
-    .bind(new.trigger.as_str())
-    .bind(&new.caller)
-    .bind(new.mode.as_str())
-    .bind(new.force as i64)
-    .bind(new.status.as_str())
-    .bind(&new.reason)
-    .bind(&new.comment_id)
-    .bind(now)
-    .bind(serde_json::to_string(&new.trigger_scope)?)
-    .bind(new.expire_at)
-    .bind(new.provider_incident_id.as_deref().map(|p| truncate(p, 100)))
-    .bind(new.comments_baseline)
-    .bind(&new.caller_oid)
-    .bind(new.first_activity_at)
-    .bind(new.attack_disruption as i64)
-    .execute(&mut **tx)
-    .await?;
-    for (i, t) in new.targets.iter().enumerate() {
-        insert_target(tx, &new.id, t, i as i64).await?;
+    Ok(())
+}
+
+async fn insert_tasks(tx: &mut Tx<'_>, tasks: &[(&NewRun, Job, i64, i64)], now: i64) -> Result<()> {
+    for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, (n, job, seq, not_before)| {
+            b.push_bind(TaskId::new().as_str().to_string())
+                .push_bind(n.id.as_str())
+                .push_bind(n.tenant.as_str())
+                .push_bind(job.kind().as_str())
+                .push_bind(job.arg())
+                .push_bind(*seq)
+                .push_bind(TaskState::Ready.as_str())
+                .push_bind(0i64)
+                .push_bind(*not_before)
+                .push_bind(0i64)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        q.push(" ON CONFLICT (run_id, kind, arg) DO NOTHING");
+        q.build().execute(&mut **tx).await?;
     }
-    for u in &new.unresolved {
-        insert_unresolved(tx, &new.id, u).await?;
-    }
-    for (i, job) in new.jobs.iter().enumerate() {
-        enqueue_tx(tx, &new.id, &new.tenant, job, i as i64, now).await?;
-    }
-    if let Some(at) = new.expire_at {
-        enqueue_tx(tx, &new.id, &new.tenant, &Job::Expire, 0, at).await?;
-    }
-    Ok(Accepted {
-        run_id: new.id.clone(),
-        created: true,
-        status: new.status,
-    })
+    Ok(())
 }
 
 pub async fn run(c: &mut Conn, id: &RunId) -> Result<Option<RunRecord>> {

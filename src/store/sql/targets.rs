@@ -191,6 +191,54 @@ pub async fn set_target_person(
     Ok(())
 }
 
+/// Many runs' targets in a constant number of statements (intake).
+async fn insert_targets(tx: &mut Tx<'_>, targets: &[(&RunId, &NewTarget, i64)]) -> Result<()> {
+    for chunk in targets.chunks(ROWS_PER_STATEMENT) {
+        let mut claims = Vec::with_capacity(chunk.len());
+        for (_, t, _) in chunk {
+            claims.push(
+                (!t.claims.is_empty())
+                    .then(|| serde_json::to_string(&t.claims))
+                    .transpose()?,
+            );
+        }
+        let mut q = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO targets (run_id, upn, source, state, reason, seq, claims) ",
+        );
+        q.push_values(
+            chunk.iter().zip(claims),
+            |mut b, ((run, t, seq), claims)| {
+                b.push_bind(run.as_str())
+                    .push_bind(t.upn.as_str())
+                    .push_bind(t.source.as_str())
+                    .push_bind(t.state.as_str())
+                    .push_bind(t.reason.as_deref())
+                    .push_bind(*seq)
+                    .push_bind(claims);
+            },
+        );
+        q.push(" ON CONFLICT (run_id, upn) DO NOTHING");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Many runs' unresolved entities in a constant number of statements (intake).
+async fn insert_unresolved_rows(tx: &mut Tx<'_>, rows: &[(&RunId, &Unresolved)]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO unresolved (run_id, entity, reason) ");
+        q.push_values(chunk, |mut b, (run, u)| {
+            b.push_bind(run.as_str())
+                .push_bind(truncate(&u.entity, 500))
+                .push_bind(truncate(&u.reason, 1000));
+        });
+        q.push(" ON CONFLICT (run_id, entity) DO NOTHING");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn insert_unresolved(tx: &mut Tx<'_>, run: &RunId, u: &Unresolved) -> Result<()> {
     sqlx::query(
         "INSERT INTO unresolved (run_id, entity, reason) VALUES ($1, $2, $3) ON CONFLICT (run_id, entity) DO NOTHING",
