@@ -50,4 +50,16 @@ impl Store {
     pub async fn stats(&self) -> Result<StoreStats> {
         dispatch!(self, stats())
     }
+
+    /// `wipehook bench --scenario store-1m` only: `n` finished runs of
+    /// `tenant` (with targets, devices, wipes, tasks, records), generated in
+    /// the store in one transaction.
+    pub async fn fill_history(&self, tenant: &str, workspace: &str, n: i64) -> Result<()> {
+        dispatch!(self, fill_history(tenant, workspace, n))
+    }
+
+    /// The database's plan for the worker's claim (`EXPLAIN`).
+    pub async fn explain_claim(&self) -> Result<Vec<String>> {
+        dispatch!(self, explain_claim())
+    }
 }

@@ -40,10 +40,14 @@ use crate::config::StoreSettings;
 
 /// The SQL of every aggregate, for one backend.
 macro_rules! backend {
-    ($db:ty, $lock:expr) => {
+    ($db:ty, $lock:expr, $explain:expr, $analyze:expr) => {
         pub type Db = $db;
         /// Added to the claim's inner SELECT.
         const LOCK: &str = $lock;
+        /// The prefix that asks for a statement's plan (the benchmark's EXPLAIN).
+        const EXPLAIN: &str = $explain;
+        /// Refresh the planner's statistics.
+        const ANALYZE: &str = $analyze;
         include!("sql/common.rs");
         include!("sql/runs.rs");
         include!("sql/targets.rs");
@@ -57,12 +61,17 @@ macro_rules! backend {
 }
 
 mod sqlite {
-    backend!(sqlx::Sqlite, "");
+    backend!(sqlx::Sqlite, "", "EXPLAIN QUERY PLAN", "ANALYZE");
 }
 
 mod postgres {
     // Replicas claim different tasks without waiting on each other.
-    backend!(sqlx::Postgres, "FOR UPDATE SKIP LOCKED");
+    backend!(
+        sqlx::Postgres,
+        "FOR UPDATE SKIP LOCKED",
+        "EXPLAIN",
+        "ANALYZE"
+    );
 }
 
 /// The schema, in order. A version is applied once, in its own transaction,
@@ -75,6 +84,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_record.sql")),
     (5, include_str!("migrations/0005_guard.sql")),
     (7, include_str!("migrations/0007_account_steps.sql")),
+    (8, include_str!("migrations/0008_claim_index.sql")),
 ];
 
 /// The schema version this build migrates a store to.

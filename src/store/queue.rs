@@ -65,7 +65,19 @@ impl Store {
     /// When a run's last work task ends, the run is finalised (held or
     /// completed, its record queued): the new status.
     pub async fn complete(&self, task: &Task, hold_expiry: Duration) -> Result<Option<RunStatus>> {
-        dispatch!(self, complete(task, hold_expiry))
+        dispatch!(self, complete(task, hold_expiry, None)).map(|(s, _)| s)
+    }
+
+    /// `complete`, and when the run's record is due now and claimed by no
+    /// one, claim it for this owner under `lease` in the same commit: the
+    /// worker runs it next without a claim of its own.
+    pub async fn complete_handing_over(
+        &self,
+        task: &Task,
+        hold_expiry: Duration,
+        lease: Duration,
+    ) -> Result<(Option<RunStatus>, Option<Task>)> {
+        dispatch!(self, complete(task, hold_expiry, Some(lease)))
     }
 
     /// Record a failed attempt: retry at `retry_at`, or give up after `max`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::domain::Lane;
@@ -39,6 +39,10 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         .collect();
     let lease = state.settings.store.lease;
     let freed = Arc::new(Notify::new());
+    let record_slots = lanes
+        .iter()
+        .find(|(l, _, _)| *l == Lane::ArmGraph)
+        .map(|(_, s, _)| s.clone());
     loop {
         if state.is_shutting_down() {
             break;
@@ -54,10 +58,16 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                         claimed_any = true;
                         let state = state.clone();
                         let freed = freed.clone();
+                        let record_slots = record_slots.clone();
                         tokio::spawn(async move {
-                            execute(state, task).await;
-                            drop(permit);
-                            freed.notify_one();
+                            // A task may hand its run's record straight on,
+                            // with a record slot taken for it.
+                            let mut next = Some((task, permit));
+                            while let Some((task, permit)) = next {
+                                next = execute(state.clone(), task, record_slots.as_ref()).await;
+                                drop(permit);
+                                freed.notify_one();
+                            }
                         });
                     }
                     Ok(None) => break,
@@ -132,7 +142,7 @@ pub async fn run_until_idle(state: &Arc<WorkerState>, horizon: Duration) -> Resu
             .await?
         {
             Some(task) => {
-                execute(state.clone(), task).await;
+                execute(state.clone(), task, None).await;
                 ran += 1;
             }
             None => match state.store.next_due().await? {
@@ -189,12 +199,19 @@ pub async fn prune_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn execute(state: Arc<WorkerState>, task: Task) {
+/// Run one claimed task and record its outcome. With `record_slots`, a
+/// completed task whose run's record is now due claims that record in the
+/// same commit (when a record slot is free) and returns it, to run next.
+async fn execute(
+    state: Arc<WorkerState>,
+    task: Task,
+    record_slots: Option<&Arc<Semaphore>>,
+) -> Option<(Task, OwnedSemaphorePermit)> {
     let run = match state.store.run(&task.run_id).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), run_id = %task.run_id, "cannot read the task's run; its lease will expire and it will run again");
-            return;
+            return None;
         }
     };
     let span = tracing::info_span!(
@@ -258,12 +275,26 @@ async fn execute(state: Arc<WorkerState>, task: Task) {
     };
     let _g = span.enter();
     let hold = state.hold_expiry(&task.tenant);
+    let mut handed = None;
     let recorded = match result {
-        Ok(Done::Complete) => state.store.complete(&task, hold).await.map(|s| {
-            if let Some(s) = s {
-                tracing::info!(status = %s, "run finished its work");
-            }
-        }),
+        Ok(Done::Complete) => {
+            let slot = record_slots.and_then(|s| s.clone().try_acquire_owned().ok());
+            let done = match &slot {
+                Some(_) => {
+                    state
+                        .store
+                        .complete_handing_over(&task, hold, state.settings.store.lease)
+                        .await
+                }
+                None => state.store.complete(&task, hold).await.map(|s| (s, None)),
+            };
+            done.map(|(status, next)| {
+                if let Some(s) = status {
+                    tracing::info!(status = %s, "run finished its work");
+                }
+                handed = next.zip(slot);
+            })
+        }
         Ok(Done::Reschedule(at)) => state.store.reschedule(&task, at).await,
         Err(e) => record_failure(&state, &task, e).await,
     };
@@ -271,6 +302,7 @@ async fn execute(state: Arc<WorkerState>, task: Task) {
         tracing::error!(error = %format!("{e:#}"), "cannot record the task's outcome; its lease will expire and it will run again");
     }
     state.wake.notify_one();
+    handed
 }
 
 /// A failed attempt, by the job's retry policy: a permanent failure is

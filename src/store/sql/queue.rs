@@ -145,7 +145,8 @@ pub async fn complete(
     c: &mut Conn,
     task: &Task,
     hold_expiry: Duration,
-) -> Result<Option<RunStatus>> {
+    hand_over: Option<Duration>,
+) -> Result<(Option<RunStatus>, Option<Task>)> {
     let now = now_ms();
     let mut tx = c.begin().await?;
     lock_run(&mut tx, &task.run_id, now).await?;
@@ -169,8 +170,29 @@ pub async fn complete(
         // written now, not when the incident's re-read ends.
         enqueue_tx(&mut tx, &task.run_id, &task.tenant, &Job::Comment, 0, now).await?;
     }
+    // The run's record, due now and claimed by no one, handed straight to
+    // this worker in the same commit (no second claim, no wake-up).
+    let next = if let Some(lease) = hand_over.filter(|_| task.job.kind() != TaskKind::Comment) {
+        let lease_until = now + lease.as_millis() as i64;
+        let row = sqlx::query(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0, updated_at = $3
+             WHERE run_id = $4 AND kind = $5 AND arg = '' AND state = $6 AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3)
+             RETURNING id, run_id, tenant_id, kind, arg, attempts",
+        )
+        .bind(&task.owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(task.run_id.as_str())
+        .bind(TaskKind::Comment.as_str())
+        .bind(TaskState::Ready.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        row.map(|r| task_from_row(&r, &task.owner)).transpose()?
+    } else {
+        None
+    };
     tx.commit().await?;
-    Ok(finished)
+    Ok((finished, next))
 }
 
 /// No contain or resolve task of the run is ready: every user it knows is decided.

@@ -68,7 +68,7 @@ pub async fn accept_batch(c: &mut Conn, news: &[NewRun]) -> Result<Vec<Accepted>
                 .push_bind(now);
         });
         q.push(" ON CONFLICT (key) DO NOTHING RETURNING run_id");
-        for r in q.build().fetch_all(&mut *tx).await? {
+        for r in q.build().persistent(false).fetch_all(&mut *tx).await? {
             created.insert(r.try_get::<String, _>("run_id")?);
         }
     }
@@ -120,7 +120,7 @@ pub async fn accept_batch(c: &mut Conn, news: &[NewRun]) -> Result<Vec<Accepted>
             keys.push_bind(n.delivery_key.as_str());
         }
         q.push(")");
-        for r in q.build().fetch_all(&mut *tx).await? {
+        for r in q.build().persistent(false).fetch_all(&mut *tx).await? {
             let key: String = r.try_get("key")?;
             existing.insert(
                 key,
@@ -152,7 +152,10 @@ pub async fn accept_batch(c: &mut Conn, news: &[NewRun]) -> Result<Vec<Accepted>
 }
 
 /// Rows per multi-row statement: at most 22 parameters a row, so at most
-/// 5,632 a statement (SQLite allows 32,766, PostgreSQL 65,535).
+/// 5,632 a statement (SQLite allows 32,766, PostgreSQL 65,535). These
+/// statements are not kept in the connection's statement cache
+/// (`persistent(false)`): their text varies with the batch's size, and a
+/// cache of a hundred large prepared statements is megabytes of memory.
 const ROWS_PER_STATEMENT: usize = 256;
 
 async fn insert_runs(tx: &mut Tx<'_>, runs: &[&NewRun], now: i64) -> Result<()> {
@@ -188,7 +191,7 @@ async fn insert_runs(tx: &mut Tx<'_>, runs: &[&NewRun], now: i64) -> Result<()> 
                 .push_bind(n.first_activity_at)
                 .push_bind(n.attack_disruption as i64);
         });
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -213,7 +216,7 @@ async fn insert_tasks(tx: &mut Tx<'_>, tasks: &[(&NewRun, Job, i64, i64)], now: 
                 .push_bind(now);
         });
         q.push(" ON CONFLICT (run_id, kind, arg) DO NOTHING");
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -218,7 +218,7 @@ async fn insert_targets(tx: &mut Tx<'_>, targets: &[(&RunId, &NewTarget, i64)]) 
             },
         );
         q.push(" ON CONFLICT (run_id, upn) DO NOTHING");
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -234,7 +234,7 @@ async fn insert_unresolved_rows(tx: &mut Tx<'_>, rows: &[(&RunId, &Unresolved)])
                 .push_bind(truncate(&u.reason, 1000));
         });
         q.push(" ON CONFLICT (run_id, entity) DO NOTHING");
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -67,9 +67,17 @@ pub async fn run(cx: &Cx<'_>, upn: &Upn) -> Result<Done, CallError> {
         Err(why) => return decide(cx, upn, TargetState::Failed, why).await,
     };
     if let Some((state, why)) = judge(cx, &target, &person) {
+        remember_person(cx, &target, &person).await?;
         return decide(cx, upn, state, why).await;
     }
-    let devices = list_and_triage(cx, &person.upn).await?;
+    // The person is stored while their devices are listed (a read): both
+    // end before anything is decided.
+    let (stored, devices) = tokio::join!(
+        remember_person(cx, &target, &person),
+        list_and_triage(cx, &person.upn)
+    );
+    stored?;
+    let devices = devices?;
     if devices.is_empty() {
         if let Some(why) = contain_first(cx, upn).await? {
             return hold(cx, upn, why).await;
@@ -277,11 +285,19 @@ async fn identify(
             ),
         }));
     };
-    cx.store()
-        .set_target_person(&cx.run.id, named, &person)
-        .await
-        .map_err(store_err)?;
     Ok(Ok(person))
+}
+
+/// Record who the target resolved to (the record names the person).
+async fn remember_person(
+    cx: &Cx<'_>,
+    target: &TargetRecord,
+    person: &DirectoryUser,
+) -> Result<(), CallError> {
+    cx.store()
+        .set_target_person(&cx.run.id, &target.upn, person)
+        .await
+        .map_err(store_err)
 }
 
 fn no(d: TargetDecision) -> Option<(TargetState, String)> {
