@@ -505,7 +505,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             slots: 32,
-            arm_graph_slots: 8,
+            arm_graph_slots: 32,
             exchange_initial_concurrency: 4,
             exchange_max_concurrency: 16,
             idle_poll: Duration::from_secs(2),

@@ -33,12 +33,20 @@ impl Store {
     /// Claim the next ready task. Order: `seq` first, so the first target of a
     /// new run goes before the 200th target of an older one (fair across runs).
     pub async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Task>> {
-        dispatch!(self, claim(owner, lease, None))
+        dispatch!(self, claim(owner, lease, None, &[]))
     }
 
-    /// Claim the next ready task of one lane (the worker's slots per upstream).
-    pub async fn claim_in(&self, owner: &str, lease: Duration, lane: Lane) -> Result<Option<Task>> {
-        dispatch!(self, claim(owner, lease, Some(lane)))
+    /// Claim the next ready task of one lane (the worker's slots per
+    /// upstream), leaving out the tasks of the `skip` tenants (those holding
+    /// their share of the lane's slots).
+    pub async fn claim_in(
+        &self,
+        owner: &str,
+        lease: Duration,
+        lane: Lane,
+        skip: &[TenantId],
+    ) -> Result<Option<Task>> {
+        dispatch!(self, claim(owner, lease, Some(lane), skip))
     }
 
     /// Extend a lease; false when this owner lost it.
@@ -48,12 +56,13 @@ impl Store {
 
     /// When the earliest ready task can next be claimed (for the worker's sleep).
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        dispatch!(self, next_due(None))
+        dispatch!(self, next_due(None, &[]))
     }
 
-    /// When the earliest ready task of one lane can next be claimed.
-    pub async fn next_due_in(&self, lane: Lane) -> Result<Option<i64>> {
-        dispatch!(self, next_due(Some(lane)))
+    /// When the earliest ready task of one lane (`skip` tenants left out)
+    /// can next be claimed.
+    pub async fn next_due_in(&self, lane: Lane, skip: &[TenantId]) -> Result<Option<i64>> {
+        dispatch!(self, next_due(Some(lane), skip))
     }
 
     /// Tasks some worker is running now (an unexpired lease).

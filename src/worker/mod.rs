@@ -15,7 +15,7 @@ use anyhow::Result;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::domain::Lane;
+use crate::domain::{Lane, TenantId};
 use crate::state::{Shared, WorkerState};
 use crate::store::{Task, now_ms};
 use crate::upstream::{CallError, backoff};
@@ -43,6 +43,7 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         .iter()
         .find(|(l, _, _)| *l == Lane::ArmGraph)
         .map(|(_, s, _)| s.clone());
+    let shares = Arc::new(Shares::default());
     loop {
         if state.is_shutting_down() {
             break;
@@ -53,16 +54,26 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         for (lane, slots, _) in &lanes {
             let mut claimed_any = false;
             while let Ok(permit) = slots.clone().try_acquire_owned() {
-                match state.store.claim_in(&state.instance, lease, *lane).await {
+                let skip = shares.full(&state, *lane);
+                match state
+                    .store
+                    .claim_in(&state.instance, lease, *lane, &skip)
+                    .await
+                {
                     Ok(Some(task)) => {
                         claimed_any = true;
                         let state = state.clone();
                         let freed = freed.clone();
                         let record_slots = record_slots.clone();
+                        let share = shares.take(*lane, &task.tenant);
                         tokio::spawn(async move {
+                            let mut next =
+                                execute(state.clone(), task, record_slots.as_ref()).await;
+                            drop(permit);
+                            drop(share);
+                            freed.notify_one();
                             // A task may hand its run's record straight on,
                             // with a record slot taken for it.
-                            let mut next = Some((task, permit));
                             while let Some((task, permit)) = next {
                                 next = execute(state.clone(), task, record_slots.as_ref()).await;
                                 drop(permit);
@@ -94,7 +105,11 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                 if slots.available_permits() == 0 {
                     continue;
                 }
-                match state.store.next_due_in(*lane).await {
+                match state
+                    .store
+                    .next_due_in(*lane, &shares.full(&state, *lane))
+                    .await
+                {
                     Ok(Some(t)) => {
                         wait = wait.min(Duration::from_millis(
                             (t - now_ms()).clamp(0, idle.as_millis() as i64) as u64,
@@ -127,6 +142,64 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot release leases; they will expire")
         }
+    }
+}
+
+/// Exchange slots above a tenant's current Exchange limit that its tasks may
+/// hold: enough to keep its cap busy while some of them read Graph.
+const SHARE_MARGIN: usize = 2;
+
+/// The Exchange slots each tenant's tasks hold in this process. A tenant
+/// holds at most its limiter's current limit plus `SHARE_MARGIN`: tasks
+/// waiting on one tenant's small cap never fill the slots another tenant's
+/// work could use (a noisy tenant does not slow a quiet one, nor a quiet
+/// one with a small cap a busy one).
+#[derive(Default)]
+struct Shares(Arc<std::sync::Mutex<std::collections::HashMap<TenantId, usize>>>);
+
+/// One task's place in its tenant's share; given back when dropped.
+struct Share(
+    Arc<std::sync::Mutex<std::collections::HashMap<TenantId, usize>>>,
+    TenantId,
+);
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl Shares {
+    /// The tenants whose share of this lane is full (Exchange lane only).
+    fn full(&self, state: &WorkerState, lane: Lane) -> Vec<TenantId> {
+        if lane != Lane::Exchange {
+            return vec![];
+        }
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|(t, n)| **n >= state.exchange.limits().current(t) + SHARE_MARGIN)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Count a claimed task in its tenant's share (Exchange lane only).
+    fn take(&self, lane: Lane, tenant: &TenantId) -> Option<Share> {
+        if lane != Lane::Exchange {
+            return None;
+        }
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant.clone())
+            .or_default() += 1;
+        Some(Share(self.0.clone(), tenant.clone()))
     }
 }
 

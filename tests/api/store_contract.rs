@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use wipehook::config::StoreSettings;
 use wipehook::domain::{
-    AuditAction, Claims, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, MobileDevice,
-    Mode, NewTarget, RunId, RunStatus, Severity, TargetState, TaskKind, TenantId, TriggerKind,
-    TriggerScope, Upn, Verification, WipeState,
+    AuditAction, Claims, DeviceGuid, DeviceOutcome, DirectoryUser, IncidentRef, Job, Lane,
+    MobileDevice, Mode, NewTarget, RunId, RunStatus, Severity, TargetState, TaskKind, TenantId,
+    TriggerKind, TriggerScope, Upn, Verification, WipeState,
 };
 use wipehook::store::{
     AuditEntry, BudgetLimits, DeviceRecord, NewRun, Reservation, Store, Unresolved, WipeClaim,
@@ -310,6 +310,136 @@ async fn runs_targets_and_devices(kind: StoreKind) {
     assert!(s.undoable(id).await.unwrap(), "b's wipe is unacknowledged");
 }
 both_stores!(runs_targets_and_devices_, runs_targets_and_devices);
+
+/// Intake's group commit: calls accepted together are one batch (one
+/// multi-row statement per table); a key repeated in the batch or already
+/// stored returns its one run.
+async fn a_batch_with_repeated_keys(kind: StoreKind) {
+    let Some(f) = fresh(kind).await else { return };
+    let s = &f.store;
+    let runs: Vec<NewRun> = (0..40)
+        .map(|i| {
+            new_run(
+                &format!("batch-{}", i % 20),
+                &[(&format!("u{i}@contoso.com"), TargetState::Pending)],
+                vec![Job::Contain {
+                    upn: upn(&format!("u{i}@contoso.com")),
+                }],
+            )
+        })
+        .collect();
+    let accepted = futures_util::future::join_all(runs.iter().map(|r| s.accept(r))).await;
+    let accepted: Vec<_> = accepted.into_iter().map(Result::unwrap).collect();
+    assert_eq!(accepted.iter().filter(|a| a.created).count(), 20);
+    for i in 0..20 {
+        assert_eq!(accepted[i].run_id, accepted[i + 20].run_id, "key batch-{i}");
+        assert!(accepted[i].created != accepted[i + 20].created);
+    }
+    for a in accepted.iter().filter(|a| a.created) {
+        let targets = s.targets(&a.run_id).await.unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(s.unresolved(&a.run_id).await.unwrap().len(), 1);
+    }
+    // Each created run has its one contain task, nothing more.
+    let lease = Duration::from_secs(30);
+    let mut claimed = 0;
+    while let Some(t) = s.claim("me", lease).await.unwrap() {
+        assert_eq!(t.job.kind(), TaskKind::Contain);
+        claimed += 1;
+    }
+    assert_eq!(claimed, 20);
+    // Accepted again later: the stored run, not a new one.
+    let again = s.accept(&runs[3]).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.run_id, accepted[3].run_id);
+}
+both_stores!(a_batch_with_repeated_keys_, a_batch_with_repeated_keys);
+
+/// The worker's lanes: a record is claimed beside contain tasks, never
+/// behind them; a tenant holding its share is skipped; a finished contain
+/// task hands its run's record to its worker in the same commit.
+async fn lanes_shares_and_the_handed_record(kind: StoreKind) {
+    let Some(f) = fresh(kind).await else { return };
+    let s = &f.store;
+    let lease = Duration::from_secs(30);
+    let acc = s
+        .accept(&new_run(
+            "lanes",
+            &[
+                ("a@contoso.com", TargetState::Pending),
+                ("b@contoso.com", TargetState::Pending),
+            ],
+            vec![
+                Job::Contain {
+                    upn: upn("a@contoso.com"),
+                },
+                Job::Contain {
+                    upn: upn("b@contoso.com"),
+                },
+            ],
+        ))
+        .await
+        .unwrap();
+    let id = &acc.run_id;
+    s.enqueue(id, &tenant(), &Job::Entities, now_ms())
+        .await
+        .unwrap();
+    // The ARM/Graph lane takes the entity read though contain tasks came first.
+    let e = s
+        .claim_in("me", lease, Lane::ArmGraph, &[])
+        .await
+        .unwrap()
+        .expect("entities");
+    assert_eq!(e.job, Job::Entities);
+    assert!(
+        s.claim_in("me", lease, Lane::ArmGraph, &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A tenant at its share: its Exchange work waits.
+    assert!(
+        s.claim_in("me", lease, Lane::Exchange, &[tenant()])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.next_due_in(Lane::Exchange, &[tenant()])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let a = s
+        .claim_in("me", lease, Lane::Exchange, &[])
+        .await
+        .unwrap()
+        .expect("contain a");
+    let b = s
+        .claim_in("me", lease, Lane::Exchange, &[])
+        .await
+        .unwrap()
+        .expect("contain b");
+    assert_eq!(s.complete(&e, lease).await.unwrap(), None);
+    // a's end queues no record (b is pending); b's end hands it over, leased.
+    let (_, none) = s.complete_handing_over(&a, lease, lease).await.unwrap();
+    assert!(none.is_none());
+    let (status, handed) = s.complete_handing_over(&b, lease, lease).await.unwrap();
+    assert_eq!(status, Some(RunStatus::Completed));
+    let handed = handed.expect("the record handed on");
+    assert_eq!(handed.job, Job::Comment);
+    assert_eq!(handed.owner, "me");
+    assert_eq!(handed.attempts, 1);
+    assert!(
+        s.claim("other", lease).await.unwrap().is_none(),
+        "leased to me"
+    );
+    assert_eq!(s.complete(&handed, lease).await.unwrap(), None);
+}
+both_stores!(
+    lanes_shares_and_the_handed_record_,
+    lanes_shares_and_the_handed_record
+);
 
 async fn the_queue(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };

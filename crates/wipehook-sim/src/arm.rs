@@ -44,24 +44,16 @@ fn arm_time(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-fn incidents_prefix(inner: &Inner) -> String {
-    format!(
-        "{}/providers/microsoft.securityinsights/incidents/",
-        inner.workspace_arm_id()
-    )
-    .to_ascii_lowercase()
-}
-
-/// The part of `path` after `.../Microsoft.SecurityInsights/Incidents/` (case-insensitive),
-/// with the original case preserved.
+/// The part of `path` after `{workspace}/providers/Microsoft.SecurityInsights/Incidents/`
+/// (case-insensitive; any workspace the sim serves), with the original case preserved.
 fn after_incidents<'a>(inner: &Inner, path: &'a str) -> Option<&'a str> {
-    let prefix = incidents_prefix(inner);
-    let head = path.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(&prefix) {
-        path.get(prefix.len()..)
-    } else {
-        None
-    }
+    inner.workspaces().into_iter().find_map(|ws| {
+        let prefix = format!("{ws}/providers/microsoft.securityinsights/incidents/");
+        let head = path.get(..prefix.len())?;
+        head.eq_ignore_ascii_case(&prefix)
+            .then(|| path.get(prefix.len()..))
+            .flatten()
+    })
 }
 
 /// Incident name from an incident ARM id (any case of the segment names).
@@ -125,8 +117,13 @@ fn forbidden(principal: &str, action: &str, scope: &str) -> HttpResponse {
 }
 
 /// Azure RBAC as ARM enforces it, for the built-in roles the sim knows.
-fn authorize(data: &Inner, principal: &str, needs: Needs, action: &str) -> Option<HttpResponse> {
-    let ws = data.workspace_arm_id();
+fn authorize(
+    data: &Inner,
+    ws: &str,
+    principal: &str,
+    needs: Needs,
+    action: &str,
+) -> Option<HttpResponse> {
     let st = data.st();
     let roles = st.dir.azure_roles_at(principal, &ws);
     let ok = match needs {
@@ -226,12 +223,10 @@ async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpRespo
         let scope = &path[..scope.len()];
         return role_assignments(data, &principal, scope, req);
     }
-    let ws = data.workspace_arm_id();
-    let Some(under_ws) = path
-        .get(..ws.len())
-        .filter(|h| h.eq_ignore_ascii_case(&ws))
-        .map(|_| &path[ws.len()..])
-    else {
+    // The workspace the path is under: the sim's own or a hosted tenant's.
+    let served = data.workspace_of(path);
+    let ws = served.clone().unwrap_or_else(|| data.workspace_arm_id());
+    let Some(under_ws) = served.as_ref().map(|ws| &path[ws.len()..]) else {
         let rg_workspaces = format!(
             "/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/"
         );
@@ -261,6 +256,7 @@ async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpRespo
     {
         if let Some(r) = authorize(
             data,
+            &ws,
             &principal,
             Needs::Read,
             "Microsoft.SecurityInsights/onboardingStates/read",
@@ -277,6 +273,7 @@ async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpRespo
     if under == "/providers/microsoft.securityinsights/incidents" && method == Method::GET {
         if let Some(r) = authorize(
             data,
+            &ws,
             &principal,
             Needs::Read,
             "Microsoft.SecurityInsights/incidents/read",
@@ -303,7 +300,7 @@ async fn route(req: &HttpRequest, data: &Shared, body: &web::Bytes) -> HttpRespo
     } else {
         "Microsoft.SecurityInsights/incidents/read"
     };
-    if let Some(r) = authorize(data, &principal, needs, action) {
+    if let Some(r) = authorize(data, &ws, &principal, needs, action) {
         return r;
     }
     match (segs.as_slice(), method) {

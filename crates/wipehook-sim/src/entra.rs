@@ -83,9 +83,8 @@ pub(crate) fn dated(data: &Inner, mut resp: HttpResponse) -> HttpResponse {
 }
 
 /// Builds and signs an app-only v1 access token for `resource` (as requested, without `/.default`).
-fn issue_token(inner: &Inner, resource: &str, appid: &str) -> (String, i64) {
+fn issue_token(inner: &Inner, tid: &str, resource: &str, appid: &str) -> (String, i64) {
     let canonical = known_resource(resource).unwrap_or(resource);
-    let tid = &inner.tenant_id;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let exp = now + TOKEN_LIFETIME;
     let oid = crate::directory::principal_of(appid);
@@ -152,7 +151,7 @@ pub(crate) async fn token(
         kind: "client_credentials".into(),
     });
 
-    if !tenant.eq_ignore_ascii_case(&data.tenant_id) {
+    if !data.serves_tenant(&tenant) {
         return tenant_not_found("invalid_request", &tenant);
     }
     match form.get("grant_type").map(String::as_str) {
@@ -255,7 +254,7 @@ pub(crate) async fn token(
             &resource_not_found(resource, &data.tenant_id),
         );
     }
-    let (access_token, _) = issue_token(&data, resource, &client_id);
+    let (access_token, _) = issue_token(&data, &tenant.to_ascii_lowercase(), resource, &client_id);
     dated(
         &data,
         HttpResponse::Ok().json(json!({
@@ -323,7 +322,8 @@ pub(crate) async fn managed_identity_token(
             ),
         );
     }
-    let (access_token, exp) = issue_token(&data, resource.trim_end_matches('/'), &client_id);
+    let tid = data.tenant_id.clone();
+    let (access_token, exp) = issue_token(&data, &tid, resource.trim_end_matches('/'), &client_id);
     HttpResponse::Ok().json(json!({
         "access_token": access_token,
         "expires_on": exp.to_string(),

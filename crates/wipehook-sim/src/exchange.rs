@@ -41,12 +41,21 @@ fn iso_millis(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-struct InFlight(Shared);
+/// A place in a tenant's concurrency: the sim's own tenant (`None`) or a
+/// hosted one (its index).
+struct InFlight(Shared, Option<usize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut st = self.0.st();
-        st.exchange_in_flight = st.exchange_in_flight.saturating_sub(1);
+        match self.1 {
+            None => st.exchange_in_flight = st.exchange_in_flight.saturating_sub(1),
+            Some(i) => {
+                if let Some(h) = st.hosted.get_mut(i) {
+                    h.in_flight = h.in_flight.saturating_sub(1);
+                }
+            }
+        }
     }
 }
 
@@ -269,27 +278,44 @@ pub(crate) async fn invoke_command(
             st.throttled += 1;
         }
         let mut guard = None;
+        // Each tenant has its own concurrency cap (the URL's tenant).
+        let hosted = st
+            .hosted
+            .iter()
+            .position(|h| h.tenant_id.eq_ignore_ascii_case(&tenant));
+        let st = &mut *st;
+        let (cap, in_flight, next_is_message) = match hosted {
+            None => (
+                st.cap,
+                &mut st.exchange_in_flight,
+                &mut st.next_throttle_is_message,
+            ),
+            Some(i) => {
+                let h = &mut st.hosted[i];
+                (h.cap, &mut h.in_flight, &mut h.next_throttle_is_message)
+            }
+        };
         if early.is_none() {
-            match st.cap {
-                Some(cap) if st.exchange_in_flight >= cap => {
+            match cap {
+                Some(cap) if *in_flight >= cap => {
                     st.throttled += 1;
-                    early = Some(if st.next_throttle_is_message {
+                    early = Some(if *next_is_message {
                         Early::CapThrottleMessage
                     } else {
                         Early::CapThrottle429
                     });
-                    st.next_throttle_is_message = !st.next_throttle_is_message;
+                    *next_is_message = !*next_is_message;
                 }
                 _ => {
-                    st.exchange_in_flight += 1;
-                    guard = Some(InFlight(data.clone()));
+                    *in_flight += 1;
+                    guard = Some(InFlight(data.clone(), hosted));
                 }
             }
         }
         let common = Common {
             remaining,
             reset,
-            in_flight: st.exchange_in_flight,
+            in_flight: *in_flight,
         };
         (idx, early, common, guard, hang)
     };
@@ -384,7 +410,8 @@ fn execute(
                 .get("tid")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            if !tid.eq_ignore_ascii_case(&data.tenant_id) {
+            // A token of the tenant the URL names (the sim's own or a hosted one).
+            if !tid.eq_ignore_ascii_case(tenant) || !data.serves_tenant(tid) {
                 return unauthorized(c);
             }
             // Without the app role Exchange answers 403 with a body of NUL
@@ -406,8 +433,8 @@ fn execute(
             return unauthorized(c);
         }
     };
-    if !tenant.eq_ignore_ascii_case(&data.tenant_id) {
-        // A token of this tenant presented for another tenant's URL.
+    if !data.serves_tenant(tenant) {
+        // A URL naming a tenant the sim does not serve.
         return unauthorized(c);
     }
     if parsed.is_none() || cmdlet.is_empty() {

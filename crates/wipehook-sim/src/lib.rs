@@ -258,6 +258,47 @@ impl SimTenant {
     pub fn add_foreign_tenant(&self, tenant_id: &str) {
         self.st().foreign_tenants.push(tenant_id.to_string());
     }
+    /// Serve another tenant from this sim too (an MSSP's customer, for the
+    /// benchmark of tenants storming at once): Entra issues tokens in it and
+    /// publishes its keys (as `add_foreign_tenant`), Exchange answers its
+    /// `/adminapi/beta/{tenant}/InvokeCommand` under its own concurrency cap,
+    /// and ARM serves its own workspace `workspace_name` (in the sim's
+    /// resource group), where wipehook's identities are Microsoft Sentinel
+    /// Responders. Users, mailboxes and incidents share the sim's one
+    /// namespace: give each tenant its own names. Returns the workspace's ARM id.
+    pub fn host_tenant(
+        &self,
+        tenant_id: &str,
+        workspace_name: &str,
+        exchange_cap: Option<usize>,
+    ) -> String {
+        let ws = format!(
+            "/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/soc-rg/providers/Microsoft.OperationalInsights/workspaces/{workspace_name}"
+        );
+        let principals = self.wipehook_principals();
+        let mut st = self.st();
+        st.foreign_tenants.push(tenant_id.to_string());
+        st.hosted.push(state::HostedTenant {
+            tenant_id: tenant_id.to_string(),
+            workspace: ws.clone(),
+            cap: exchange_cap,
+            in_flight: 0,
+            next_throttle_is_message: false,
+        });
+        for p in principals {
+            st.dir.role_assignments.push(directory::RoleAssignment {
+                name: uuid::Uuid::new_v4().to_string(),
+                scope: ws.clone(),
+                role_definition: directory::SENTINEL_RESPONDER.into(),
+                principal_id: p,
+            });
+        }
+        ws
+    }
+    /// An incident's ARM id in a given workspace (`host_tenant`'s).
+    pub fn incident_arm_id_in(&self, workspace_arm_id: &str, incident_name: &str) -> String {
+        format!("{workspace_arm_id}/providers/Microsoft.SecurityInsights/Incidents/{incident_name}")
+    }
     /// A realistic v1 app-only token as a Logic App's managed identity presents it.
     pub fn playbook_token(&self, audience: &str, caller_oid: &str, roles: &[&str]) -> String {
         let tid = self.inner.tenant_id.clone();

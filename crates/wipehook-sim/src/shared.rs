@@ -41,6 +41,32 @@ impl Inner {
         crate::types::workspace_arm_id()
     }
 
+    /// The sim's own tenant, or one it hosts (`SimTenant::host_tenant`).
+    pub(crate) fn serves_tenant(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.tenant_id)
+            || self
+                .st()
+                .hosted
+                .iter()
+                .any(|h| h.tenant_id.eq_ignore_ascii_case(tenant))
+    }
+
+    /// Every workspace the sim serves: its own first, then the hosted tenants'.
+    pub(crate) fn workspaces(&self) -> Vec<String> {
+        let mut all = vec![self.workspace_arm_id()];
+        all.extend(self.st().hosted.iter().map(|h| h.workspace.clone()));
+        all
+    }
+
+    /// The served workspace that `path` is under (case-insensitive).
+    pub(crate) fn workspace_of(&self, path: &str) -> Option<String> {
+        self.workspaces().into_iter().find(|ws| {
+            path.get(..ws.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(ws))
+                && (path.len() == ws.len() || path.as_bytes()[ws.len()] == b'/')
+        })
+    }
+
     pub(crate) async fn apply_latency(&self) {
         let d = self.st().latency;
         if !d.is_zero() {

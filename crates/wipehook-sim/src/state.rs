@@ -115,6 +115,19 @@ pub(crate) struct Incident {
     pub comments: Vec<Comment>,
 }
 
+/// Another tenant served by the same simulated cloud (an MSSP's customer):
+/// its own Exchange concurrency cap and its own Sentinel workspace; the
+/// directory, mailboxes and incidents are the sim's one namespace (give each
+/// tenant its own user and incident names).
+pub(crate) struct HostedTenant {
+    pub tenant_id: String,
+    /// The workspace's ARM id.
+    pub workspace: String,
+    pub cap: Option<usize>,
+    pub in_flight: usize,
+    pub next_throttle_is_message: bool,
+}
+
 pub(crate) struct State {
     pub latency: Duration,
     pub cap: Option<usize>,
@@ -128,6 +141,8 @@ pub(crate) struct State {
     /// Other tenants the simulated Entra publishes keys for (MSSP tests):
     /// identity only, no directory, mailboxes or workspace of their own.
     pub foreign_tenants: Vec<String>,
+    /// Tenants served beside the sim's own (`SimTenant::host_tenant`).
+    pub hosted: Vec<HostedTenant>,
     /// Syncs Exchange refused (blocked device, revoked or disabled account).
     pub refused_syncs: usize,
     /// The tenant has Entra ID P2 (Identity Protection): confirmCompromised works.
@@ -181,6 +196,7 @@ impl State {
             jwks_fetches: 0,
             rotated: false,
             foreign_tenants: vec![],
+            hosted: vec![],
             refused_syncs: 0,
             p2: true,
             users: Vec::new(),

@@ -747,6 +747,68 @@ async fn concurrency_cap_throttles() {
     assert_eq!(sim.exchange_calls().len(), 5);
 }
 
+/// A hosted tenant: tokens in it, its own Exchange cap (a full tenant does
+/// not throttle the other), its own workspace; a token of one tenant does
+/// not open the other's Exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_tenants_have_their_own_cap_tokens_and_workspace() {
+    let sim = SimTenant::start(SimOptions {
+        exchange_concurrency_cap: Some(1),
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let other = "0b0b0b0b-1111-4222-8333-444444444444";
+    let ws = sim.host_tenant(other, "soc-ws-b", Some(1));
+    sim.add_user(VICTIM, "11111111-0000-4000-8000-000000000001");
+    let own_tok = exo_token(&sim).await;
+    let (s, v) = token_req(
+        &sim,
+        other,
+        &sim.client_secret(),
+        "https://outlook.office365.com/.default",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let other_tok = v["access_token"].as_str().unwrap().to_string();
+    assert_eq!(claims_of(&other_tok)["tid"], other);
+    let other_url = format!("{}/adminapi/beta/{other}/InvokeCommand", sim.http_url());
+    let body = cmd("Get-MobileDevice", json!({"Mailbox": VICTIM}));
+    // One call in flight in each tenant at once: both answered (caps are per tenant).
+    let a = {
+        let (url, tok, body) = (exo_url(&sim), own_tok.clone(), body.clone());
+        tokio::spawn(async move { exo_at(&url, &tok, &body, None).await.0 })
+    };
+    let b = {
+        let (url, tok, body) = (other_url.clone(), other_tok.clone(), body.clone());
+        tokio::spawn(async move { exo_at(&url, &tok, &body, None).await.0 })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A second call in the hosted tenant while its one place is taken: throttled.
+    let (s3, _) = exo_at(&other_url, &other_tok, &body, None).await;
+    assert!(s3 == 429 || s3 == 400, "{s3}");
+    assert_eq!(a.await.unwrap(), 200);
+    assert_eq!(b.await.unwrap(), 200);
+    assert_eq!(sim.throttled_count(), 1);
+    // A token of one tenant for the other's URL: refused.
+    assert_eq!(exo_at(&other_url, &own_tok, &body, None).await.0, 401);
+    // The hosted workspace answers ARM for its incidents.
+    sim.add_incident("b-1", json!([]));
+    let arm = token(&sim, "https://management.azure.com/.default").await;
+    let r = client()
+        .post(format!(
+            "{}{}/entities?api-version=2024-03-01",
+            sim.http_url(),
+            sim.incident_arm_id_in(&ws, "b-1")
+        ))
+        .bearer_auth(&arm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn injected_exchange_faults() {
     let sim = sim().await;

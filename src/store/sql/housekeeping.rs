@@ -190,7 +190,7 @@ pub async fn fill_history(c: &mut Conn, tenant: &str, workspace: &str, n: i64) -
 
 /// The database's plan for the worker's claim (one lane), line by line.
 pub async fn explain_claim(c: &mut Conn) -> Result<Vec<String>> {
-    let sql = format!("{EXPLAIN} {}", claim_sql(Some(Lane::Exchange)));
+    let sql = format!("{EXPLAIN} {}", claim_sql(Some(Lane::Exchange), 0));
     let now = now_ms();
     let mut q = sqlx::query(AssertSqlSafe(sql))
         .bind("explain")

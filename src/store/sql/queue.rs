@@ -14,10 +14,16 @@ fn task_from_row(r: &DbRow, owner: &str) -> Result<Task> {
     })
 }
 
-/// The claim statement, for every task (`None`) or one lane's kinds.
-pub fn claim_sql(lane: Option<Lane>) -> String {
+/// The claim statement, for every task (`None`) or one lane's kinds, with
+/// `skip` tenants left out.
+pub fn claim_sql(lane: Option<Lane>, skip: usize) -> String {
     let lock = LOCK;
-    let kinds = kinds_filter(lane, 5);
+    let first_skip = 5 + lane.map(|l| l.kinds().len()).unwrap_or(0);
+    let kinds = format!(
+        "{}{}",
+        kinds_filter(lane, 5),
+        tenants_filter(skip, first_skip)
+    );
     format!(
         "UPDATE tasks SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0, updated_at = $3
          WHERE id = (SELECT id FROM tasks WHERE state = $4 AND not_before <= $3 AND (lease_until IS NULL OR lease_until < $3){kinds}
@@ -34,9 +40,10 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
     lane: Option<Lane>,
+    skip: &[TenantId],
 ) -> Result<Option<Task>> {
     let now = now_ms();
-    let sql = claim_sql(lane);
+    let sql = claim_sql(lane, skip.len());
     loop {
         let mut q = sqlx::query(AssertSqlSafe(sql.as_str()))
             .bind(owner)
@@ -45,6 +52,9 @@ pub async fn claim(
             .bind(TaskState::Ready.as_str());
         for k in lane.map(Lane::kinds).unwrap_or_default() {
             q = q.bind(k.as_str());
+        }
+        for t in skip {
+            q = q.bind(t.as_str());
         }
         let row = q.fetch_optional(&mut *c).await?;
         let Some(r) = row else { return Ok(None) };
@@ -92,20 +102,39 @@ fn kinds_filter(lane: Option<Lane>, first: usize) -> String {
     }
 }
 
-/// When the earliest ready task (of one lane, or of any) can next be
-/// claimed (for the worker's sleep): its `not_before`, or the end of its
-/// lease while another worker holds it.
-pub async fn next_due(c: &mut Conn, lane: Option<Lane>) -> Result<Option<i64>> {
+/// ` AND tenant_id NOT IN ($first, ...)` for `n` tenants; nothing for none.
+fn tenants_filter(n: usize, first: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    format!(
+        " AND tenant_id NOT IN ({})",
+        (0..n)
+            .map(|i| format!("${}", i + first))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// When the earliest ready task (of one lane, or of any; `skip` tenants
+/// left out) can next be claimed (for the worker's sleep): its
+/// `not_before`, or the end of its lease while another worker holds it.
+pub async fn next_due(c: &mut Conn, lane: Option<Lane>, skip: &[TenantId]) -> Result<Option<i64>> {
+    let kinds = lane.map(|l| l.kinds().len()).unwrap_or(0);
     let sql = format!(
         "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < $1 THEN not_before ELSE lease_until END) AS t
-         FROM tasks WHERE state = $2{}",
-        kinds_filter(lane, 3)
+         FROM tasks WHERE state = $2{}{}",
+        kinds_filter(lane, 3),
+        tenants_filter(skip.len(), 3 + kinds)
     );
     let mut q = sqlx::query(AssertSqlSafe(sql))
         .bind(now_ms())
         .bind(TaskState::Ready.as_str());
     for k in lane.map(Lane::kinds).unwrap_or_default() {
         q = q.bind(k.as_str());
+    }
+    for t in skip {
+        q = q.bind(t.as_str());
     }
     let row = q.fetch_one(&mut *c).await?;
     Ok(row.try_get::<Option<i64>, _>("t")?)
