@@ -38,8 +38,8 @@ pub struct BenchArgs {
     /// (g) users of the large storm.
     #[arg(long, default_value_t = 5000)]
     pub large_storm_users: usize,
-    /// (g) the large storm's Exchange cap (a higher cap keeps its bound near a minute).
-    #[arg(long, default_value_t = 30)]
+    /// (g) the large storm's Exchange cap (the storm's C: its bound is 20,000 calls x L / C).
+    #[arg(long, default_value_t = 9)]
     pub large_storm_cap: usize,
     /// (h, i) PostgreSQL server where the benchmark creates (and drops) its own database.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
@@ -101,6 +101,16 @@ impl Service {
         let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
         let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb / 1024.0)
+    }
+
+    /// CPU time the service process has used (user + system), in seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
     }
 
     /// Peak resident set size of the service process (VmHWM), in MiB.
@@ -524,6 +534,8 @@ struct StormResult {
     peak_rss: f64,
     /// The largest private resident memory sampled (RssAnon).
     peak_anon: f64,
+    /// CPU seconds the service used (every replica) until the last record.
+    cpu: f64,
     /// The largest `wipehook_oldest_unfinished_work_seconds` seen.
     oldest_pending: f64,
     /// Comments per incident, fewest and most.
@@ -660,6 +672,7 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let cpu: f64 = services.iter().filter_map(Service::cpu_seconds).sum();
     for s in &services {
         peak = peak.max(s.peak_rss_mib().unwrap_or(0.0));
     }
@@ -704,6 +717,7 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
         repeated,
         peak_rss: peak,
         peak_anon,
+        cpu,
         oldest_pending: oldest,
         comments: (
             counts.iter().copied().min().unwrap_or(0),
@@ -771,6 +785,13 @@ fn print_storm(args: &BenchArgs, spec: &StormSpec, r: &StormResult) {
     println!(
         "    peak RSS {:.1} MiB (private, sampled: {:.1} MiB); oldest unfinished work seen {:.1} s; Exchange calls in flight on average {:.2} of C = {}",
         r.peak_rss, r.peak_anon, r.oldest_pending, r.mean_in_flight, spec.cap
+    );
+    println!(
+        "    service CPU {:.1} s over {:.1} s ({:.0} % of one core; the machine has {} cores, shared with the simulated tenant and the load)",
+        r.cpu,
+        r.contained_at.as_secs_f64(),
+        100.0 * r.cpu / r.contained_at.as_secs_f64().max(0.001),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
 }
 
