@@ -791,7 +791,9 @@ fn print_storm(args: &BenchArgs, spec: &StormSpec, r: &StormResult) {
         r.cpu,
         r.contained_at.as_secs_f64(),
         100.0 * r.cpu / r.contained_at.as_secs_f64().max(0.001),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
 }
 
@@ -1140,7 +1142,7 @@ async fn store_figures(
     intake_load(&svc.base, &token, 200, 8, 1_000_000).await?; // warm-up
     let intake = intake_load(&svc.base, &token, args.history_intake, 64, 0).await?;
     let ids: Vec<String> = intake.run_ids.iter().take(2000).cloned().collect();
-    let read = read_load(&svc.base, &token, &ids, 16).await?;
+    let read = read_load(&svc.base, &token, &ids, 4).await?;
     let history_read = if history > 0 {
         let picks: Vec<String> = (0..2000usize)
             .map(|k| {
@@ -1148,7 +1150,7 @@ async fn store_figures(
                 format!("00000000-0000-4000-8000-{i:012}")
             })
             .collect();
-        Some(read_load(&svc.base, &token, &picks, 16).await?)
+        Some(read_load(&svc.base, &token, &picks, 4).await?)
     } else {
         None
     };

@@ -61,7 +61,13 @@ macro_rules! backend {
 }
 
 mod sqlite {
-    backend!(sqlx::Sqlite, "", "EXPLAIN QUERY PLAN", "ANALYZE");
+    backend!(
+        sqlx::Sqlite,
+        "",
+        "EXPLAIN QUERY PLAN",
+        // As a long-lived store is: analysed, its write-ahead log checkpointed.
+        "ANALYZE; PRAGMA wal_checkpoint(TRUNCATE)"
+    );
 }
 
 mod postgres {
@@ -151,6 +157,11 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(sync)
                 .busy_timeout(Duration::from_secs(10))
+                // A negative cache_size is in KiB.
+                .pragma(
+                    "cache_size",
+                    format!("-{}", u64::from(settings.sqlite_cache_mib.max(1)) * 1024),
+                )
                 .connect()
                 .await
                 .with_context(open_err)?;

@@ -7,3 +7,9 @@
 -- finds the runs past their age by `finished_at` instead of reading them all.
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (state, seq, not_before, created_at);
 CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at);
+-- The wipe ledger, the budget's reservations and the device blocks are
+-- keyed by tenant and device; releasing a run's claims, its reservations
+-- and its blocks finds them by run.
+CREATE INDEX IF NOT EXISTS wipes_run ON wipes (run_id);
+CREATE INDEX IF NOT EXISTS budget_run ON budget (run_id);
+CREATE INDEX IF NOT EXISTS device_blocks_run ON device_blocks (run_id);
