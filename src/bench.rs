@@ -76,6 +76,11 @@ pub struct BenchArgs {
     /// figures') or normal (to see what the fsyncs cost).
     #[arg(long, default_value = "full")]
     pub sqlite_synchronous: String,
+    /// The service binary to start (default: this one). The deployed image
+    /// is built with `--no-default-features` (no simulated tenant, demo or
+    /// bench): point this at such a build to measure the service as deployed.
+    #[arg(long)]
+    pub service_bin: Option<std::path::PathBuf>,
     /// Store for the service (default: SQLite in a temporary folder).
     #[arg(long)]
     pub store_url: Option<String>,
@@ -138,7 +143,11 @@ async fn start_service(h: &Harness, settings: &Settings, name: &str) -> Result<S
         .unwrap_or_else(|| h.dir.clone());
     std::fs::create_dir_all(&log_dir)?;
     let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
-    let child = Command::new(std::env::current_exe()?)
+    let bin = match SERVICE_BIN.get() {
+        Some(Some(p)) => p.clone(),
+        _ => std::env::current_exe()?,
+    };
+    let child = Command::new(bin)
         .arg("--config")
         .arg(&config)
         .arg("serve")
@@ -201,7 +210,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// `--service-bin`, set once at the start.
+static SERVICE_BIN: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
 pub async fn run(args: BenchArgs) -> Result<()> {
+    let _ = SERVICE_BIN.set(args.service_bin.clone());
     // The simulated tenant's dropped connections (scenario f) are its own
     // doing, not worth an ERROR line each.
     crate::telemetry::init(
@@ -209,11 +222,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         false,
     );
     println!(
-        "wipehook bench: {} core(s), {}",
+        "wipehook bench: {} core(s), {}; service binary: {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        machine()
+        machine(),
+        args.service_bin
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "this one".into())
     );
     let wanted: Vec<&str> = args.scenario.split(',').map(str::trim).collect();
     for w in &wanted {
