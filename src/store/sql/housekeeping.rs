@@ -197,9 +197,7 @@ pub async fn explain_claim(c: &mut Conn) -> Result<Vec<String>> {
         .bind(now)
         .bind(now)
         .bind(TaskState::Ready.as_str());
-    for k in Lane::Exchange.kinds() {
-        q = q.bind(k.as_str());
-    }
+    q = bind_filters(q, Some(Lane::Exchange), &[]);
     let rows = q.fetch_all(&mut *c).await?;
     rows.iter()
         .map(|r| {

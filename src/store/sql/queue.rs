@@ -50,12 +50,7 @@ pub async fn claim(
             .bind(now + lease.as_millis() as i64)
             .bind(now)
             .bind(TaskState::Ready.as_str());
-        for k in lane.map(Lane::kinds).unwrap_or_default() {
-            q = q.bind(k.as_str());
-        }
-        for t in skip {
-            q = q.bind(t.as_str());
-        }
+        q = bind_filters(q, lane, skip);
         let row = q.fetch_optional(&mut *c).await?;
         let Some(r) = row else { return Ok(None) };
         match task_from_row(&r, owner) {
@@ -102,6 +97,21 @@ fn kinds_filter(lane: Option<Lane>, first: usize) -> String {
     }
 }
 
+/// Bind what `kinds_filter` and `tenants_filter` asked for, in that order.
+fn bind_filters<'q>(
+    mut q: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    lane: Option<Lane>,
+    skip: &'q [TenantId],
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+    for k in lane.map(Lane::kinds).unwrap_or_default() {
+        q = q.bind(k.as_str());
+    }
+    for t in skip {
+        q = q.bind(t.as_str());
+    }
+    q
+}
+
 /// ` AND tenant_id NOT IN ($first, ...)` for `n` tenants; nothing for none.
 fn tenants_filter(n: usize, first: usize) -> String {
     if n == 0 {
@@ -130,12 +140,7 @@ pub async fn next_due(c: &mut Conn, lane: Option<Lane>, skip: &[TenantId]) -> Re
     let mut q = sqlx::query(AssertSqlSafe(sql))
         .bind(now_ms())
         .bind(TaskState::Ready.as_str());
-    for k in lane.map(Lane::kinds).unwrap_or_default() {
-        q = q.bind(k.as_str());
-    }
-    for t in skip {
-        q = q.bind(t.as_str());
-    }
+    q = bind_filters(q, lane, skip);
     let row = q.fetch_one(&mut *c).await?;
     Ok(row.try_get::<Option<i64>, _>("t")?)
 }
