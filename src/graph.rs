@@ -125,7 +125,7 @@ impl GraphClient {
                     retry_after: Some(wait),
                 })
             }
-            500..=599 => Err(CallError::Transient {
+            408 | 500..=599 => Err(CallError::Transient {
                 reason: format!("Graph answered {status}"),
                 retry_after: ra,
             }),
@@ -353,7 +353,7 @@ impl GraphClient {
                 tokens.invalidate();
                 Err(CallError::transient("Graph answered 401"))
             }
-            429 | 500..=599 => Err(CallError::Transient {
+            408 | 429 | 500..=599 => Err(CallError::Transient {
                 reason: format!("Graph answered {status}"),
                 retry_after: ra,
             }),
@@ -437,7 +437,7 @@ impl GraphClient {
                 tokens.invalidate();
                 Err(CallError::transient("Graph answered 401"))
             }
-            429 | 500..=599 => Err(CallError::Transient {
+            408 | 429 | 500..=599 => Err(CallError::Transient {
                 reason: format!("Graph answered {status}"),
                 retry_after: ra,
             }),

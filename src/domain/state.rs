@@ -236,7 +236,7 @@ text_enum! {
 /// The upstream that bounds a task, each with its own worker slots, so a
 /// task waiting for Exchange capacity never holds a slot that an ARM or
 /// Graph task (a record, an entity read, an account step) could use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lane {
     /// Tasks that call Exchange (and wait on its per-tenant limiter).
     Exchange,

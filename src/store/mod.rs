@@ -91,6 +91,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_guard.sql")),
     (7, include_str!("migrations/0007_account_steps.sql")),
     (8, include_str!("migrations/0008_claim_index.sql")),
+    (9, include_str!("migrations/0009_task_lanes.sql")),
 ];
 
 /// The schema version this build migrates a store to.

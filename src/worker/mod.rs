@@ -44,6 +44,9 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         .find(|(l, _, _)| *l == Lane::ArmGraph)
         .map(|(_, s, _)| s.clone());
     let shares = Arc::new(Shares::default());
+    // The tenants whose tasks finished since the loop last looked.
+    let finished: Arc<std::sync::Mutex<Vec<TenantId>>> = Arc::default();
+    let mut quiet: std::collections::HashMap<Lane, Quiet> = Default::default();
     loop {
         if state.is_shutting_down() {
             break;
@@ -55,6 +58,11 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
             let mut claimed_any = false;
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 let skip = shares.full(&state, *lane);
+                match quiet.get(lane) {
+                    Some(q) if q.holds(&skip) => break,
+                    Some(_) => drop(quiet.remove(lane)),
+                    None => {}
+                }
                 match state
                     .store
                     .claim_in(&state.instance, lease, *lane, &skip)
@@ -66,22 +74,37 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                         let freed = freed.clone();
                         let record_slots = record_slots.clone();
                         let share = shares.take(*lane, &task.tenant);
+                        let finished = finished.clone();
                         tokio::spawn(async move {
+                            let tenant = task.tenant.clone();
                             let mut next =
                                 execute(state.clone(), task, record_slots.as_ref()).await;
                             drop(permit);
                             drop(share);
+                            finished
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(tenant.clone());
                             freed.notify_one();
                             // A task may hand its run's record straight on,
                             // with a record slot taken for it.
                             while let Some((task, permit)) = next {
                                 next = execute(state.clone(), task, record_slots.as_ref()).await;
                                 drop(permit);
+                                finished
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(tenant.clone());
                                 freed.notify_one();
                             }
                         });
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if !skip.is_empty() {
+                            quiet.insert(*lane, Quiet { skip, due: None });
+                        }
+                        break;
+                    }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), lane = lane.as_str(), "cannot claim work from the store");
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -105,11 +128,18 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                 if slots.available_permits() == 0 {
                     continue;
                 }
-                match state
-                    .store
-                    .next_due_in(*lane, &shares.full(&state, *lane))
-                    .await
-                {
+                let skip = shares.full(&state, *lane);
+                if quiet.get(lane).is_some_and(|q| !q.holds(&skip)) {
+                    quiet.remove(lane);
+                }
+                let due = match quiet.get(lane) {
+                    Some(Quiet { due: Some(due), .. }) => Ok(*due),
+                    _ => state.store.next_due_in(*lane, &skip).await,
+                };
+                if let (Ok(d), Some(q)) = (&due, quiet.get_mut(lane)) {
+                    q.due = Some(*d);
+                }
+                match due {
                     Ok(Some(t)) => {
                         wait = wait.min(Duration::from_millis(
                             (t - now_ms()).clamp(0, idle.as_millis() as i64) as u64,
@@ -122,11 +152,16 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                 }
             }
         }
+        // New work (intake, an approval, a discovery), a due time reached or
+        // a task of a tenant not held back finished: every lane claims again.
         tokio::select! {
-            _ = state.wake.notified() => {},
-            _ = freed.notified() => {},
+            _ = state.wake.notified() => quiet.clear(),
+            _ = freed.notified() => {
+                let done = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
+                quiet.retain(|_, q| done.iter().all(|t| q.skip.contains(t)));
+            },
             _ = stop.notified() => {},
-            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {},
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => quiet.clear(),
         }
     }
     // Graceful: wait for in-flight tasks, then release what is left.
@@ -142,6 +177,25 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot release leases; they will expire")
         }
+    }
+}
+
+/// A lane whose last claim found nothing while some tenants were at their
+/// share (`skip`). Until new work arrives, a due time passes, a task of
+/// another tenant finishes or the set of tenants at their share changes,
+/// another claim would find nothing again: it is not made, and the lane's
+/// next due time is the one already read. (An empty claim with tenants left
+/// out reads every ready task of theirs: in a one-tenant storm, the whole
+/// backlog, once per finished task.)
+struct Quiet {
+    skip: Vec<TenantId>,
+    due: Option<Option<i64>>,
+}
+
+impl Quiet {
+    /// Is the lane still quiet with these tenants at their share?
+    fn holds(&self, skip: &[TenantId]) -> bool {
+        skip.len() == self.skip.len() && skip.iter().all(|t| self.skip.contains(t))
     }
 }
 
@@ -374,7 +428,8 @@ async fn execute(
     if let Err(e) = recorded {
         tracing::error!(error = %format!("{e:#}"), "cannot record the task's outcome; its lease will expire and it will run again");
     }
-    state.wake.notify_one();
+    // The worker loop hears of this (and of what it enqueued) from the
+    // task's spawn: `freed`, with the task's tenant.
     handed
 }
 

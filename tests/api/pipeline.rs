@@ -356,3 +356,30 @@ async fn comment_writes_are_retried_until_they_succeed_and_never_duplicated() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sim.comments(&incident).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_request_timeout_is_retried_not_taken_for_an_answer() {
+    // 408 (a front end or proxy that gave up reading the request) says
+    // nothing of the person: the look-up is asked again, as ARM's and
+    // Exchange's 408 are, and the user is contained.
+    let app = spawn_app().await;
+    let sim = &app.h.sim;
+    sim.add_user("kim@contoso.com", "e0000000-0000-4000-8000-000000000408");
+    sim.add_device("kim@contoso.com", DeviceSpec::iphone());
+    sim.fail_next_graph(1, 408);
+    let r = app
+        .contain(
+            &app.h
+                .incident_body("inc-408", 408, "High", &["kim@contoso.com"]),
+        )
+        .await;
+    assert!(
+        sim.graph_calls().iter().any(|c| c.status == 408),
+        "the fault was served: {r}"
+    );
+    assert_eq!(app.successful_clears().len(), 1, "{r}");
+    assert!(
+        app.successful_clears()[0].parameters["AccountOnly"] == json!(true),
+        "account-only"
+    );
+}

@@ -441,6 +441,74 @@ both_stores!(
     lanes_shares_and_the_handed_record
 );
 
+/// A lane's next due time is its own earliest task still to come: another
+/// lane's work, a task due now (its claim would have found it) and a tenant
+/// at its share are not in it.
+async fn a_lanes_next_due_is_its_own(kind: StoreKind) {
+    let Some(f) = fresh(kind).await else { return };
+    let s = &f.store;
+    let lease = Duration::from_secs(30);
+    let acc = s
+        .accept(&new_run(
+            "due",
+            &[("a@contoso.com", TargetState::Pending)],
+            vec![Job::Contain {
+                upn: upn("a@contoso.com"),
+            }],
+        ))
+        .await
+        .unwrap();
+    let id = &acc.run_id;
+    let soon = now_ms() + 60_000;
+    let later = now_ms() + 3_600_000;
+    s.enqueue(id, &tenant(), &Job::Comment, soon).await.unwrap();
+    s.enqueue(
+        id,
+        &tenant(),
+        &Job::Verify {
+            upn: upn("a@contoso.com"),
+        },
+        later,
+    )
+    .await
+    .unwrap();
+    // The contain task is due now; the lane's next is the verify.
+    assert_eq!(
+        s.next_due_in(Lane::Exchange, &[]).await.unwrap(),
+        Some(later)
+    );
+    assert_eq!(
+        s.next_due_in(Lane::ArmGraph, &[]).await.unwrap(),
+        Some(soon)
+    );
+    assert_eq!(
+        s.next_due_in(Lane::Exchange, &[tenant()]).await.unwrap(),
+        None
+    );
+    // Each lane claims only its own kinds: nothing of the ARM/Graph lane is due.
+    assert!(
+        s.claim_in("me", lease, Lane::ArmGraph, &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let c = s
+        .claim_in("me", lease, Lane::Exchange, &[])
+        .await
+        .unwrap()
+        .expect("the contain task");
+    assert_eq!(c.job.kind(), TaskKind::Contain);
+    assert!(
+        s.claim_in("me", lease, Lane::Exchange, &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Every lane at once (the tests' drain): the earliest, the lease included.
+    assert!(s.next_due().await.unwrap().unwrap() <= soon);
+}
+both_stores!(a_lanes_next_due_is_its_own_, a_lanes_next_due_is_its_own);
+
 async fn the_queue(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
@@ -885,6 +953,10 @@ async fn an_unversioned_store_is_migrated(kind: StoreKind) {
             "DROP TABLE account_ledger",
             "DROP TABLE user_steps",
             "DROP TABLE device_blocks",
+            "DROP INDEX tasks_lane_claim",
+            "DROP INDEX tasks_lane_due",
+            "DROP INDEX runs_incident_lower",
+            "ALTER TABLE tasks DROP COLUMN lane",
         ],
     )
     .await;

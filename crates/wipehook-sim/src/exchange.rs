@@ -237,7 +237,10 @@ pub(crate) async fn invoke_command(
         {
             early = st.cmdlet_faults.remove(i).map(|(_, f)| Early::Fault(f));
         }
-        if early.is_none() {
+        // Fault rules are drawn only when there are any: the stable key is a
+        // scan of every device, which a storm of thousands of mailboxes would
+        // pay on each call, under the tenant's lock.
+        if early.is_none() && !st.fault_rules.is_empty() {
             let subject = ["Identity", "Mailbox"]
                 .iter()
                 .find_map(|k| params.get(*k).and_then(Value::as_str))

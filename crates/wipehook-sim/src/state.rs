@@ -77,13 +77,13 @@ impl User {
         );
         v
     }
-    /// Does `id` name this mailbox the way Exchange resolves an identity
-    /// (UPN, any SMTP address, object id, alias)?
-    pub fn answers_to(&self, id: &str) -> bool {
-        let l = id.trim().to_ascii_lowercase();
+    /// Does `l` (an id already trimmed and lowercased, once per look-up, not
+    /// once per user) name this mailbox the way Exchange resolves an
+    /// identity (UPN, any SMTP address, object id, alias)?
+    fn answers_to(&self, l: &str) -> bool {
         self.upn == l
             || self.primary_smtp == l
-            || self.proxies.contains(&l)
+            || self.proxies.iter().any(|p| p == l)
             || self.object_id == l
             || self.alias == l
     }
@@ -272,7 +272,8 @@ impl State {
     /// The mailboxes an identity names (Exchange resolves UPN, SMTP
     /// addresses, object id and alias).
     pub fn matching_mailboxes(&self, id: &str) -> Vec<&User> {
-        self.users.iter().filter(|u| u.answers_to(id)).collect()
+        let l = id.trim().to_ascii_lowercase();
+        self.users.iter().filter(|u| u.answers_to(&l)).collect()
     }
 
     /// Resolves a `Mailbox` parameter to the mailbox UPN, when exactly one answers to it.

@@ -199,7 +199,7 @@ async fn insert_runs(tx: &mut Tx<'_>, runs: &[&NewRun], now: i64) -> Result<()> 
 async fn insert_tasks(tx: &mut Tx<'_>, tasks: &[(&NewRun, Job, i64, i64)], now: i64) -> Result<()> {
     for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<Db>::new(
-            "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at) ",
+            "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at, lane) ",
         );
         q.push_values(chunk, |mut b, (n, job, seq, not_before)| {
             b.push_bind(TaskId::new().as_str().to_string())
@@ -213,7 +213,8 @@ async fn insert_tasks(tx: &mut Tx<'_>, tasks: &[(&NewRun, Job, i64, i64)], now: 
                 .push_bind(*not_before)
                 .push_bind(0i64)
                 .push_bind(now)
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(job.kind().lane().as_str());
         });
         q.push(" ON CONFLICT (run_id, kind, arg) DO NOTHING");
         q.build().persistent(false).execute(&mut **tx).await?;
