@@ -547,6 +547,9 @@ struct StormResult {
     /// p50 and p90 over the users of Exchange's answer to the device list
     /// -> the first wipe's arrival, in ms.
     list_to_wipe: (f64, f64),
+    /// The Exchange limiter's limit, on average over the scrapes until the
+    /// last wipe (summed over replicas).
+    mean_limit: f64,
     accepted: usize,
     intake_done: Duration,
     wiped_at: Duration,
@@ -684,6 +687,8 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
     // have all ended with a device never wiped (a user who failed) ends
     // here, with the device counted as failed, not at the time limit.
     let mut idle_scrapes = 0;
+    // The limiter's limit at each scrape until the last wipe (replicas summed).
+    let mut limits: Vec<f64> = vec![];
     let contained_at = loop {
         for s in &services {
             peak = peak.max(s.peak_rss_mib().unwrap_or(0.0));
@@ -694,8 +699,13 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
             let mut busy = false;
             for s in &services {
                 let now = oldest_unfinished(&client, &s.base).await;
-                oldest = oldest.max(now.unwrap_or(0.0));
-                busy |= now.is_none_or(|o| o > 0.0);
+                oldest = oldest.max(now.map_or(0.0, |n| n.0));
+                busy |= now.is_none_or(|n| n.0 > 0.0);
+                if wiped_at.is_none()
+                    && let Some((_, limit)) = now
+                {
+                    limits.push(limit);
+                }
             }
             idle_scrapes = if busy { 0 } else { idle_scrapes + 1 };
         }
@@ -784,6 +794,7 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
         .collect();
     list_to_wipe.sort_by(f64::total_cmp);
     Ok(StormResult {
+        mean_limit: limits.iter().sum::<f64>() / limits.len().max(1) as f64,
         list_to_wipe: (
             percentile(&list_to_wipe, 0.5),
             percentile(&list_to_wipe, 0.9),
@@ -836,7 +847,9 @@ fn wipe_requested(h: &Harness, guid: &str) -> bool {
 }
 
 /// The service's `wipehook_oldest_unfinished_work_seconds`.
-async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<f64> {
+/// The service's `wipehook_oldest_unfinished_work_seconds`, and the sum of
+/// its tenants' `wipehook_exchange_concurrency_limit` (the limiter's limit).
+async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -845,10 +858,21 @@ async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<f64> 
         .text()
         .await
         .ok()?;
-    text.lines()
+    let value = |l: &str| {
+        l.split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let oldest = text
+        .lines()
         .find(|l| l.starts_with("wipehook_oldest_unfinished_work_seconds"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
+        .and_then(value)?;
+    let limit = text
+        .lines()
+        .filter(|l| l.starts_with("wipehook_exchange_concurrency_limit"))
+        .filter_map(value)
+        .sum();
+    Some((oldest, limit))
 }
 
 fn print_storm(args: &BenchArgs, spec: &StormSpec, r: &StormResult) {
@@ -896,8 +920,8 @@ fn print_storm(args: &BenchArgs, spec: &StormSpec, r: &StormResult) {
         r.peak_rss, r.peak_anon, r.oldest_pending, r.mean_in_flight, spec.cap
     );
     println!(
-        "    device list answered -> first wipe at Exchange, per user: p50 {:.1} ms, p90 {:.1} ms (the service's claim and reservation, and the wait for a place under the cap)",
-        r.list_to_wipe.0, r.list_to_wipe.1
+        "    device list answered -> first wipe at Exchange, per user: p50 {:.1} ms, p90 {:.1} ms (the service's claim and reservation, and the wait for a place under the cap); the limiter's limit on average {:.2}",
+        r.list_to_wipe.0, r.list_to_wipe.1, r.mean_limit
     );
     println!(
         "    service CPU {:.1} s over {:.1} s ({:.0} % of one core; the machine has {} cores, shared with the simulated tenant and the load)",
