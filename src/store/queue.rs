@@ -59,8 +59,9 @@ impl Store {
         dispatch!(self, next_due(None, &[]))
     }
 
-    /// When the earliest ready task of one lane (`skip` tenants left out)
-    /// can next be claimed.
+    /// After a claim in this lane found nothing: the earliest `not_before`
+    /// still to come of its ready tasks (`skip` tenants left out). Leases
+    /// other workers hold are not read (they end in a claim at the idle poll).
     pub async fn next_due_in(&self, lane: Lane, skip: &[TenantId]) -> Result<Option<i64>> {
         dispatch!(self, next_due(Some(lane), skip))
     }

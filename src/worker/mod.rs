@@ -51,6 +51,11 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         if state.is_shutting_down() {
             break;
         }
+        // A lane is quiet for one idle poll at most: work another replica
+        // leaves (an expired lease) or enqueues is claimed at that pace even
+        // while this process's tasks keep finishing.
+        let idle = state.settings.worker.idle_poll;
+        quiet.retain(|_, q| q.since.elapsed() < idle);
         // Fill free slots, lane by lane.
         let mut again = false;
         let mut all_full = true;
@@ -101,7 +106,14 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                     }
                     Ok(None) => {
                         if !skip.is_empty() {
-                            quiet.insert(*lane, Quiet { skip, due: None });
+                            quiet.insert(
+                                *lane,
+                                Quiet {
+                                    skip,
+                                    due: None,
+                                    since: std::time::Instant::now(),
+                                },
+                            );
                         }
                         break;
                     }
@@ -182,14 +194,16 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
 
 /// A lane whose last claim found nothing while some tenants were at their
 /// share (`skip`). Until new work arrives, a due time passes, a task of
-/// another tenant finishes or the set of tenants at their share changes,
-/// another claim would find nothing again: it is not made, and the lane's
-/// next due time is the one already read. (An empty claim with tenants left
+/// another tenant finishes, the set of tenants at their share changes or
+/// one idle poll has passed, another claim would find nothing again (but
+/// for other replicas' work): it is not made, and the lane's next due time
+/// is the one already read. (An empty claim with tenants left
 /// out reads every ready task of theirs: in a one-tenant storm, the whole
 /// backlog, once per finished task.)
 struct Quiet {
     skip: Vec<TenantId>,
     due: Option<Option<i64>>,
+    since: std::time::Instant,
 }
 
 impl Quiet {

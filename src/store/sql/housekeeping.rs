@@ -145,7 +145,7 @@ pub async fn fill_history(c: &mut Conn, tenant: &str, workspace: &str, n: i64) -
         (
             "INSERT INTO tasks (id, run_id, tenant_id, kind, arg, seq, state, dirty, not_before, attempts, created_at, updated_at, lane)
              SELECT id || '-' || k, id, $4, k, CASE WHEN k = $6 THEN 'user' || i || '@history.example' ELSE '' END, 0, $5, 0, at, 1, at, at + 5000,
-                    CASE WHEN k = $6 THEN 'exchange' ELSE 'arm_graph' END
+                    CASE WHEN k = $6 THEN $9 ELSE $10 END
              FROM h, (SELECT $6 AS k UNION ALL SELECT $7 UNION ALL SELECT $8) kinds",
             vec![
                 tenant.to_string(),
@@ -153,6 +153,8 @@ pub async fn fill_history(c: &mut Conn, tenant: &str, workspace: &str, n: i64) -
                 TaskKind::Contain.as_str().into(),
                 TaskKind::Entities.as_str().into(),
                 TaskKind::Comment.as_str().into(),
+                TaskKind::Contain.lane().as_str().into(),
+                TaskKind::Comment.lane().as_str().into(),
             ],
         ),
         (
