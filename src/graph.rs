@@ -44,6 +44,14 @@ pub struct AccountState {
     pub on_premises_synced: bool,
 }
 
+/// Statuses that say Graph did not do the work yet and may on a retry: a
+/// request timeout (a front end or proxy that gave up reading it) and any
+/// server error. 429 is answered by each call on its own (the account steps
+/// pause the tenant).
+fn busy(status: u16) -> bool {
+    matches!(status, 408 | 500..=599)
+}
+
 impl GraphClient {
     pub fn new(http: reqwest::Client, graph_url: &str, metrics: Metrics) -> GraphClient {
         GraphClient {
@@ -125,7 +133,7 @@ impl GraphClient {
                     retry_after: Some(wait),
                 })
             }
-            408 | 500..=599 => Err(CallError::Transient {
+            s if busy(s) => Err(CallError::Transient {
                 reason: format!("Graph answered {status}"),
                 retry_after: ra,
             }),
@@ -353,7 +361,7 @@ impl GraphClient {
                 tokens.invalidate();
                 Err(CallError::transient("Graph answered 401"))
             }
-            408 | 429 | 500..=599 => Err(CallError::Transient {
+            s if s == 429 || busy(s) => Err(CallError::Transient {
                 reason: format!("Graph answered {status}"),
                 retry_after: ra,
             }),
@@ -437,7 +445,7 @@ impl GraphClient {
                 tokens.invalidate();
                 Err(CallError::transient("Graph answered 401"))
             }
-            408 | 429 | 500..=599 => Err(CallError::Transient {
+            s if s == 429 || busy(s) => Err(CallError::Transient {
                 reason: format!("Graph answered {status}"),
                 retry_after: ra,
             }),

@@ -63,10 +63,8 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
             let mut claimed_any = false;
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 let skip = shares.full(&state, *lane);
-                match quiet.get(lane) {
-                    Some(q) if q.holds(&skip) => break,
-                    Some(_) => drop(quiet.remove(lane)),
-                    None => {}
+                if still_quiet(&mut quiet, *lane, &skip).is_some() {
+                    break;
                 }
                 match state
                     .store
@@ -82,25 +80,25 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                         let finished = finished.clone();
                         tokio::spawn(async move {
                             let tenant = task.tenant.clone();
-                            let mut next =
-                                execute(state.clone(), task, record_slots.as_ref()).await;
-                            drop(permit);
-                            drop(share);
-                            finished
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(tenant.clone());
-                            freed.notify_one();
-                            // A task may hand its run's record straight on,
-                            // with a record slot taken for it.
-                            while let Some((task, permit)) = next {
-                                next = execute(state.clone(), task, record_slots.as_ref()).await;
-                                drop(permit);
+                            // The loop hears of each finished task, with its tenant.
+                            let report = || {
                                 finished
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .push(tenant.clone());
                                 freed.notify_one();
+                            };
+                            let mut next =
+                                execute(state.clone(), task, record_slots.as_ref()).await;
+                            drop(permit);
+                            drop(share);
+                            report();
+                            // A task may hand its run's record straight on,
+                            // with a record slot taken for it.
+                            while let Some((task, permit)) = next {
+                                next = execute(state.clone(), task, record_slots.as_ref()).await;
+                                drop(permit);
+                                report();
                             }
                         });
                     }
@@ -133,7 +131,6 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
         }
         // Sleep until the next task a free slot could take is due (a full
         // lane's backlog is not a reason to wake: its freed slot will be).
-        let idle = state.settings.worker.idle_poll;
         let mut wait = idle;
         if !all_full {
             for (lane, slots, _) in &lanes {
@@ -141,12 +138,9 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                     continue;
                 }
                 let skip = shares.full(&state, *lane);
-                if quiet.get(lane).is_some_and(|q| !q.holds(&skip)) {
-                    quiet.remove(lane);
-                }
-                let due = match quiet.get(lane) {
-                    Some(Quiet { due: Some(due), .. }) => Ok(*due),
-                    _ => state.store.next_due_in(*lane, &skip).await,
+                let due = match still_quiet(&mut quiet, *lane, &skip).and_then(|q| q.due) {
+                    Some(due) => Ok(due),
+                    None => state.store.next_due_in(*lane, &skip).await,
                 };
                 if let (Ok(d), Some(q)) = (&due, quiet.get_mut(lane)) {
                     q.due = Some(*d);
@@ -211,6 +205,19 @@ impl Quiet {
     fn holds(&self, skip: &[TenantId]) -> bool {
         skip.len() == self.skip.len() && skip.iter().all(|t| self.skip.contains(t))
     }
+}
+
+/// The lane's quiet entry while it still holds with these tenants at their
+/// share; one that no longer holds is dropped.
+fn still_quiet<'a>(
+    quiet: &'a mut std::collections::HashMap<Lane, Quiet>,
+    lane: Lane,
+    skip: &[TenantId],
+) -> Option<&'a mut Quiet> {
+    if quiet.get(&lane).is_some_and(|q| !q.holds(skip)) {
+        quiet.remove(&lane);
+    }
+    quiet.get_mut(&lane)
 }
 
 /// Exchange slots above a tenant's current Exchange limit that its tasks may

@@ -70,6 +70,15 @@ fn upn(s: &str) -> Upn {
     Upn::parse(s).unwrap()
 }
 
+/// A run of one pending user with its contain task.
+fn one_user_run(key: &str, user: &str) -> NewRun {
+    new_run(
+        key,
+        &[(user, TargetState::Pending)],
+        vec![Job::Contain { upn: upn(user) }],
+    )
+}
+
 fn new_run(key: &str, targets: &[(&str, TargetState)], jobs: Vec<Job>) -> NewRun {
     NewRun {
         id: RunId::new(),
@@ -318,15 +327,7 @@ async fn a_batch_with_repeated_keys(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
     let runs: Vec<NewRun> = (0..40)
-        .map(|i| {
-            new_run(
-                &format!("batch-{}", i % 20),
-                &[(&format!("u{i}@contoso.com"), TargetState::Pending)],
-                vec![Job::Contain {
-                    upn: upn(&format!("u{i}@contoso.com")),
-                }],
-            )
-        })
+        .map(|i| one_user_run(&format!("batch-{}", i % 20), &format!("u{i}@contoso.com")))
         .collect();
     let accepted = futures_util::future::join_all(runs.iter().map(|r| s.accept(r))).await;
     let accepted: Vec<_> = accepted.into_iter().map(Result::unwrap).collect();
@@ -449,13 +450,7 @@ async fn a_lanes_next_due_is_its_own(kind: StoreKind) {
     let s = &f.store;
     let lease = Duration::from_secs(30);
     let acc = s
-        .accept(&new_run(
-            "due",
-            &[("a@contoso.com", TargetState::Pending)],
-            vec![Job::Contain {
-                upn: upn("a@contoso.com"),
-            }],
-        ))
+        .accept(&one_user_run("due", "a@contoso.com"))
         .await
         .unwrap();
     let id = &acc.run_id;
@@ -515,13 +510,7 @@ async fn the_queue(kind: StoreKind) {
     let lease = Duration::from_secs(30);
     assert_eq!(s.next_due().await.unwrap(), None, "empty queue");
     let acc = s
-        .accept(&new_run(
-            "q1",
-            &[("a@contoso.com", TargetState::Pending)],
-            vec![Job::Contain {
-                upn: upn("a@contoso.com"),
-            }],
-        ))
+        .accept(&one_user_run("q1", "a@contoso.com"))
         .await
         .unwrap();
     let id = &acc.run_id;
