@@ -586,6 +586,13 @@ struct StormResult {
     /// (the sum of every call's time at the tenant over the time to the last
     /// wipe): how much of the cap C was used.
     mean_in_flight: f64,
+    /// Exchange calls holding a place of the service's limiter, on average
+    /// over the scrapes until the last wipe (`wipehook_exchange_calls_in_flight`).
+    mean_held: f64,
+    /// One Exchange call that answered 200, mean: as the service timed it
+    /// (request sent -> answer read, `wipehook_upstream_request_duration_seconds`)
+    /// and at the tenant (handler entered -> answer made), in ms.
+    call_ms: (f64, f64),
 }
 
 /// The Exchange calls that did the storm's work (each needs one of the C
@@ -701,6 +708,7 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
     let mut idle_scrapes = 0;
     // The limiter's limit at each scrape until the last wipe (replicas summed).
     let mut limits: Vec<f64> = vec![];
+    let mut held: Vec<f64> = vec![];
     let contained_at = loop {
         for s in &services {
             peak = peak.max(s.peak_rss_mib().unwrap_or(0.0));
@@ -714,9 +722,10 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
                 oldest = oldest.max(now.map_or(0.0, |n| n.0));
                 busy |= now.is_none_or(|n| n.0 > 0.0);
                 if wiped_at.is_none()
-                    && let Some((_, limit)) = now
+                    && let Some((_, limit, in_flight)) = now
                 {
                     limits.push(limit);
+                    held.push(in_flight);
                 }
             }
             idle_scrapes = if busy { 0 } else { idle_scrapes + 1 };
@@ -740,6 +749,13 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let cpu: f64 = services.iter().filter_map(Service::cpu_seconds).sum();
+    let (mut seen_sum, mut seen_count) = (0.0, 0.0);
+    for s in &services {
+        if let Some((sum, count)) = exchange_latency(&client, &s.base).await {
+            seen_sum += sum;
+            seen_count += count;
+        }
+    }
     for s in &services {
         peak = peak.max(s.peak_rss_mib().unwrap_or(0.0));
     }
@@ -812,6 +828,16 @@ async fn storm_run(args: &BenchArgs, spec: &StormSpec) -> Result<StormResult> {
             percentile(&list_to_wipe, 0.9),
         ),
         mean_in_flight: busy / wiped_at.as_secs_f64().max(0.001),
+        mean_held: held.iter().sum::<f64>() / held.len().max(1) as f64,
+        call_ms: (
+            1000.0 * seen_sum / seen_count.max(1.0),
+            1000.0 * busy
+                / calls
+                    .iter()
+                    .filter(|c| c.response_status == 200)
+                    .count()
+                    .max(1) as f64,
+        ),
         accepted,
         intake_done,
         wiped_at,
@@ -858,10 +884,10 @@ fn wipe_requested(h: &Harness, guid: &str) -> bool {
     h.sim.device(guid).is_some_and(|d| d.wipe_request_count > 0)
 }
 
-/// The service's `wipehook_oldest_unfinished_work_seconds`.
-/// The service's `wipehook_oldest_unfinished_work_seconds`, and the sum of
-/// its tenants' `wipehook_exchange_concurrency_limit` (the limiter's limit).
-async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+/// The service's `wipehook_oldest_unfinished_work_seconds`, and the sums
+/// over its tenants of `wipehook_exchange_concurrency_limit` (the limiter's
+/// limit) and `wipehook_exchange_calls_in_flight` (places held).
+async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64, f64, f64)> {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -884,7 +910,46 @@ async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64,
         .filter(|l| l.starts_with("wipehook_exchange_concurrency_limit"))
         .filter_map(value)
         .sum();
-    Some((oldest, limit))
+    let in_flight = text
+        .lines()
+        .filter(|l| l.starts_with("wipehook_exchange_calls_in_flight"))
+        .filter_map(value)
+        .sum();
+    Some((oldest, limit, in_flight))
+}
+
+/// The sum (seconds) and count of the service's Exchange calls that
+/// answered 200, from `wipehook_upstream_request_duration_seconds`.
+async fn exchange_latency(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let (mut sum, mut count) = (0.0, 0.0);
+    for l in text.lines() {
+        if !l.starts_with("wipehook_upstream_request_duration_seconds")
+            || !l.contains("upstream=\"exchange\"")
+            || !l.contains("status=\"200\"")
+        {
+            continue;
+        }
+        let v = l
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let name = l.split('{').next().unwrap_or_default();
+        if name.ends_with("_sum") {
+            sum += v;
+        } else if name.ends_with("_count") {
+            count += v;
+        }
+    }
+    Some((sum, count))
 }
 
 fn print_storm(args: &BenchArgs, spec: &StormSpec, r: &StormResult) {
@@ -934,6 +999,10 @@ fn print_storm(args: &BenchArgs, spec: &StormSpec, r: &StormResult) {
     println!(
         "    device list answered -> first wipe at Exchange, per user: p50 {:.1} ms, p90 {:.1} ms (the service's claim and reservation, and the wait for a place under the cap); the limiter's limit on average {:.2}",
         r.list_to_wipe.0, r.list_to_wipe.1, r.mean_limit
+    );
+    println!(
+        "    places of the limiter held on average {:.2}; one Exchange call (200), mean: {:.1} ms as the service timed it (sent -> answer read), {:.1} ms at the tenant (handler in -> answer made)",
+        r.mean_held, r.call_ms.0, r.call_ms.1
     );
     println!(
         "    service CPU {:.1} s over {:.1} s ({:.0} % of one core; the machine has {} cores, shared with the simulated tenant and the load)",

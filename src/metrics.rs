@@ -45,6 +45,7 @@ struct Inner {
     held_runs: Gauge,
     dead_tasks: Gauge,
     exchange_limit: Family<Labels, Gauge>,
+    exchange_in_flight: Family<Labels, Gauge>,
     intake_rejections: Family<Labels, Counter>,
     records: Family<Labels, Counter>,
     canary_ok: Family<Labels, Gauge>,
@@ -123,6 +124,12 @@ impl Metrics {
             "Current adaptive Exchange concurrency per tenant",
             exchange_limit.clone(),
         );
+        let exchange_in_flight = Family::<Labels, Gauge>::default();
+        r.register(
+            "exchange_calls_in_flight",
+            "Exchange calls holding a place of the tenant's limit now",
+            exchange_in_flight.clone(),
+        );
         let intake_rejections = Family::<Labels, Counter>::default();
         r.register(
             "intake_rejections",
@@ -186,6 +193,7 @@ impl Metrics {
                 held_runs,
                 dead_tasks,
                 exchange_limit,
+                exchange_in_flight,
                 intake_rejections,
                 records,
             }),
@@ -266,11 +274,16 @@ impl Metrics {
             .get_or_create(&Self::l(&[("reason", reason)]))
             .inc();
     }
-    pub fn exchange_limit(&self, tenant: &str, limit: usize) {
+    pub fn exchange_limit(&self, tenant: &str, limit: usize, in_flight: usize) {
+        let l = Self::l(&[("tenant", tenant)]);
         self.inner
             .exchange_limit
-            .get_or_create(&Self::l(&[("tenant", tenant)]))
+            .get_or_create(&l)
             .set(limit as i64);
+        self.inner
+            .exchange_in_flight
+            .get_or_create(&l)
+            .set(in_flight as i64);
     }
 
     /// A canary check's latest result.

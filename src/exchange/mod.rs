@@ -414,6 +414,12 @@ impl LimitsView {
             .map(Limiter::current_limit)
             .unwrap_or(self.initial.max(1))
     }
+
+    /// A tenant's calls holding a place of its limit now.
+    pub fn in_flight(&self, tenant: &TenantId) -> usize {
+        let m = self.limiters.lock().expect("limiters lock");
+        m.get(tenant.as_str()).map(Limiter::inflight).unwrap_or(0)
+    }
 }
 
 #[derive(Clone)]

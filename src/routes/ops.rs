@@ -68,8 +68,11 @@ pub async fn metrics(api: web::Data<ApiState>) -> HttpResponse {
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "kill switch unreadable for /metrics"),
     }
     for id in api.tenants.keys() {
-        api.metrics
-            .exchange_limit(id.as_str(), api.exchange_limits.current(id));
+        api.metrics.exchange_limit(
+            id.as_str(),
+            api.exchange_limits.current(id),
+            api.exchange_limits.in_flight(id),
+        );
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

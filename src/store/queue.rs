@@ -59,11 +59,18 @@ impl Store {
         dispatch!(self, next_due(None, &[]))
     }
 
-    /// After a claim in this lane found nothing: the earliest `not_before`
-    /// still to come of its ready tasks (`skip` tenants left out). Leases
-    /// other workers hold are not read (they end in a claim at the idle poll).
-    pub async fn next_due_in(&self, lane: Lane, skip: &[TenantId]) -> Result<Option<i64>> {
-        dispatch!(self, next_due(Some(lane), skip))
+    /// After a claim in this lane found nothing at `claimed_at` (ms): the
+    /// earliest `not_before` after that instant of its ready tasks (`skip`
+    /// tenants left out), so a task that fell due since the claim is not
+    /// missed (the worker then claims at once). Leases other workers hold
+    /// are not read (they end in a claim at the idle poll).
+    pub async fn next_due_in(
+        &self,
+        lane: Lane,
+        skip: &[TenantId],
+        claimed_at: i64,
+    ) -> Result<Option<i64>> {
+        dispatch!(self, next_due(Some((lane, claimed_at)), skip))
     }
 
     /// Tasks some worker is running now (an unexpired lease).

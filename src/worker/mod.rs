@@ -47,6 +47,10 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
     // The tenants whose tasks finished since the loop last looked.
     let finished: Arc<std::sync::Mutex<Vec<TenantId>>> = Arc::default();
     let mut quiet: std::collections::HashMap<Lane, Quiet> = Default::default();
+    // When each lane's last claim found nothing (store time, ms): its next
+    // due time is read from that instant, so a task falling due between the
+    // two reads is claimed at once, not at the idle poll.
+    let mut empty_at: std::collections::HashMap<Lane, i64> = Default::default();
     loop {
         if state.is_shutting_down() {
             break;
@@ -66,6 +70,7 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                 if still_quiet(&mut quiet, *lane, &skip).is_some() {
                     break;
                 }
+                let at = now_ms();
                 match state
                     .store
                     .claim_in(&state.instance, lease, *lane, &skip)
@@ -103,6 +108,7 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                         });
                     }
                     Ok(None) => {
+                        empty_at.insert(*lane, at);
                         if !skip.is_empty() {
                             quiet.insert(
                                 *lane,
@@ -140,7 +146,10 @@ pub async fn run(state: Arc<WorkerState>, stop: Arc<Notify>) {
                 let skip = shares.full(&state, *lane);
                 let due = match still_quiet(&mut quiet, *lane, &skip).and_then(|q| q.due) {
                     Some(due) => Ok(due),
-                    None => state.store.next_due_in(*lane, &skip).await,
+                    None => {
+                        let at = empty_at.get(lane).copied().unwrap_or_else(now_ms);
+                        state.store.next_due_in(*lane, &skip, at).await
+                    }
                 };
                 if let (Ok(d), Some(q)) = (&due, quiet.get_mut(lane)) {
                     q.due = Some(*d);

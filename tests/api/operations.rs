@@ -66,6 +66,7 @@ async fn health_readiness_metrics_and_request_ids() {
         "wipehook_oldest_pending_work_seconds ",
         "wipehook_held_runs ",
         "wipehook_exchange_concurrency_limit{",
+        "wipehook_exchange_calls_in_flight{",
     ] {
         assert!(text.contains(family), "metrics lack {family}:\n{text}");
     }

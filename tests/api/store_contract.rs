@@ -406,7 +406,7 @@ async fn lanes_shares_and_the_handed_record(kind: StoreKind) {
             .is_none()
     );
     assert!(
-        s.next_due_in(Lane::Exchange, &[tenant()])
+        s.next_due_in(Lane::Exchange, &[tenant()], now_ms())
             .await
             .unwrap()
             .is_none()
@@ -449,6 +449,7 @@ async fn a_lanes_next_due_is_its_own(kind: StoreKind) {
     let Some(f) = fresh(kind).await else { return };
     let s = &f.store;
     let lease = Duration::from_secs(30);
+    let before = now_ms() - 1;
     let acc = s
         .accept(&one_user_run("due", "a@contoso.com"))
         .await
@@ -469,17 +470,28 @@ async fn a_lanes_next_due_is_its_own(kind: StoreKind) {
     .unwrap();
     // The contain task is due now; the lane's next is the verify.
     assert_eq!(
-        s.next_due_in(Lane::Exchange, &[]).await.unwrap(),
+        s.next_due_in(Lane::Exchange, &[], now_ms()).await.unwrap(),
         Some(later)
     );
     assert_eq!(
-        s.next_due_in(Lane::ArmGraph, &[]).await.unwrap(),
+        s.next_due_in(Lane::ArmGraph, &[], now_ms()).await.unwrap(),
         Some(soon)
     );
     assert_eq!(
-        s.next_due_in(Lane::Exchange, &[tenant()]).await.unwrap(),
+        s.next_due_in(Lane::Exchange, &[tenant()], now_ms())
+            .await
+            .unwrap(),
         None
     );
+    // Read from the instant of a claim made before the contain task fell
+    // due, the lane reports that task (the worker then claims at once, not
+    // at its idle poll).
+    let due = s
+        .next_due_in(Lane::Exchange, &[], before)
+        .await
+        .unwrap()
+        .expect("the contain task");
+    assert!(due > before && due <= now_ms(), "{due} after {before}");
     // Each lane claims only its own kinds: nothing of the ARM/Graph lane is due.
     assert!(
         s.claim_in("me", lease, Lane::ArmGraph, &[])

@@ -126,13 +126,19 @@ fn tenants_filter(n: usize, first: usize) -> String {
 /// Of every lane (`None`, the tests' drain): the earliest `not_before`, or
 /// the end of a lease while another worker holds the task.
 ///
-/// Of one lane (the worker, whose claim in that lane has just found nothing
-/// due; `skip` tenants left out): the earliest `not_before` still to come,
-/// one step down `tasks_lane_due`. A lease another worker holds ends in a
+/// Of one lane (the worker, whose claim in that lane found nothing due at
+/// the instant given; `skip` tenants left out): the earliest `not_before`
+/// after that instant, one step down `tasks_lane_due`. A lease another worker holds ends in a
 /// claim at the worker's idle poll (what a crashed replica leaves), and a
 /// tenant's share freeing wakes the worker itself; neither is read here,
 /// so this stays one index seek however many tasks wait.
-pub async fn next_due(c: &mut Conn, lane: Option<Lane>, skip: &[TenantId]) -> Result<Option<i64>> {
+pub async fn next_due(
+    c: &mut Conn,
+    lane: Option<(Lane, i64)>,
+    skip: &[TenantId],
+) -> Result<Option<i64>> {
+    let since = lane.map_or_else(now_ms, |(_, at)| at);
+    let lane = lane.map(|(l, _)| l);
     let sql = match lane {
         None => format!(
             "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < $1 THEN not_before ELSE lease_until END) AS t
@@ -146,7 +152,7 @@ pub async fn next_due(c: &mut Conn, lane: Option<Lane>, skip: &[TenantId]) -> Re
         ),
     };
     let mut q = sqlx::query(AssertSqlSafe(sql))
-        .bind(now_ms())
+        .bind(since)
         .bind(TaskState::Ready.as_str());
     q = bind_filters(q, lane, skip);
     let row = q.fetch_one(&mut *c).await?;
