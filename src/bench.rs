@@ -1423,7 +1423,8 @@ async fn history(args: &BenchArgs) -> Result<Rows> {
     ) {
         (Ok(a), Ok(b)) => Some((a, b)),
         (a, b) => {
-            println!("    PostgreSQL not measured: {:?}", a.err().or(b.err()));
+            let why = a.err().or(b.err()).map(|e| format!("{e:#}"));
+            println!("    PostgreSQL not measured: {}", why.unwrap_or_default());
             None
         }
     };

@@ -224,8 +224,11 @@ pub struct StoreSettings {
     /// SQLite only: the page cache, in MiB. SQLite's own default (2 MiB)
     /// makes every read of a store with months of history go to the file:
     /// intake, claims and reads were 1.3-1.5 x slower at 300,000 finished
-    /// runs, and flat with 32 MiB (docs/performance.md). The memory is used
-    /// only as the store grows into it.
+    /// runs, and flat with 32 MiB; 16 MiB is the default since a 5,000-user
+    /// storm filled 32 MiB past the 64 MB memory target, and it keeps a
+    /// 1,000,000-run store's figures within the same bounds
+    /// (docs/performance.md, store-1m). The memory is used only as the store
+    /// grows into it.
     pub sqlite_cache_mib: u32,
 }
 impl Default for StoreSettings {
@@ -237,7 +240,7 @@ impl Default for StoreSettings {
             delivery_retention: Duration::from_secs(7 * 86400),
             lease: Duration::from_secs(30),
             sqlite_synchronous: SqliteSynchronous::Full,
-            sqlite_cache_mib: 32,
+            sqlite_cache_mib: 16,
         }
     }
 }
