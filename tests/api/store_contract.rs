@@ -511,6 +511,12 @@ async fn a_lanes_next_due_is_its_own(kind: StoreKind) {
             .unwrap()
             .is_none()
     );
+    // Held now, the contain task is no reason to claim again, even read
+    // from an instant before it fell due: the lane's next is the verify.
+    assert_eq!(
+        s.next_due_in(Lane::Exchange, &[], before).await.unwrap(),
+        Some(later)
+    );
     // Every lane at once (the tests' drain): the earliest, the lease included.
     assert!(s.next_due().await.unwrap().unwrap() <= soon);
 }

@@ -128,10 +128,13 @@ fn tenants_filter(n: usize, first: usize) -> String {
 ///
 /// Of one lane (the worker, whose claim in that lane found nothing due at
 /// the instant given; `skip` tenants left out): the earliest `not_before`
-/// after that instant, one step down `tasks_lane_due`. A lease another worker holds ends in a
-/// claim at the worker's idle poll (what a crashed replica leaves), and a
-/// tenant's share freeing wakes the worker itself; neither is read here,
-/// so this stays one index seek however many tasks wait.
+/// after that instant of a task no worker holds, one step down
+/// `tasks_lane_due`. A task claimed since that instant (a record handed on
+/// by `complete_handing_over`, say) is held, and is not a reason to claim
+/// again. A lease another worker holds ends in a claim at the worker's idle
+/// poll (what a crashed replica leaves), and a tenant's share freeing wakes
+/// the worker itself; neither is read here, so this stays one index seek
+/// (past the few tasks claimed since) however many tasks wait.
 pub async fn next_due(
     c: &mut Conn,
     lane: Option<(Lane, i64)>,
@@ -146,15 +149,20 @@ pub async fn next_due(
             tenants_filter(skip.len(), 3)
         ),
         Some(_) => format!(
-            "SELECT MIN(not_before) AS t FROM tasks WHERE state = $2{} AND not_before > $1{}",
+            "SELECT MIN(not_before) AS t FROM tasks WHERE state = $2{} AND not_before > $1{}
+             AND (lease_until IS NULL OR lease_until < ${})",
             lane_filter(lane, 3),
-            tenants_filter(skip.len(), 4)
+            tenants_filter(skip.len(), 4),
+            4 + skip.len()
         ),
     };
     let mut q = sqlx::query(AssertSqlSafe(sql))
         .bind(since)
         .bind(TaskState::Ready.as_str());
     q = bind_filters(q, lane, skip);
+    if lane.is_some() {
+        q = q.bind(now_ms());
+    }
     let row = q.fetch_one(&mut *c).await?;
     Ok(row.try_get::<Option<i64>, _>("t")?)
 }
