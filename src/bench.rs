@@ -884,10 +884,8 @@ fn wipe_requested(h: &Harness, guid: &str) -> bool {
     h.sim.device(guid).is_some_and(|d| d.wipe_request_count > 0)
 }
 
-/// The service's `wipehook_oldest_unfinished_work_seconds`, and the sums
-/// over its tenants of `wipehook_exchange_concurrency_limit` (the limiter's
-/// limit) and `wipehook_exchange_calls_in_flight` (places held).
-async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64, f64, f64)> {
+/// The service's `/metrics` text.
+async fn metrics_text(client: &reqwest::Client, base: &str) -> Option<String> {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -896,24 +894,32 @@ async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64,
         .text()
         .await
         .ok()?;
-    let value = |l: &str| {
-        l.split_whitespace()
-            .last()
-            .and_then(|v| v.parse::<f64>().ok())
-    };
+    Some(text)
+}
+
+/// A metric line's value (its last field).
+fn metric_value(line: &str) -> Option<f64> {
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// The service's `wipehook_oldest_unfinished_work_seconds`, and the sums
+/// over its tenants of `wipehook_exchange_concurrency_limit` (the limiter's
+/// limit) and `wipehook_exchange_calls_in_flight` (places held).
+async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64, f64, f64)> {
+    let text = metrics_text(client, base).await?;
     let oldest = text
         .lines()
         .find(|l| l.starts_with("wipehook_oldest_unfinished_work_seconds"))
-        .and_then(value)?;
+        .and_then(metric_value)?;
     let limit = text
         .lines()
         .filter(|l| l.starts_with("wipehook_exchange_concurrency_limit"))
-        .filter_map(value)
+        .filter_map(metric_value)
         .sum();
     let in_flight = text
         .lines()
         .filter(|l| l.starts_with("wipehook_exchange_calls_in_flight"))
-        .filter_map(value)
+        .filter_map(metric_value)
         .sum();
     Some((oldest, limit, in_flight))
 }
@@ -921,14 +927,7 @@ async fn oldest_unfinished(client: &reqwest::Client, base: &str) -> Option<(f64,
 /// The sum (seconds) and count of the service's Exchange calls that
 /// answered 200, from `wipehook_upstream_request_duration_seconds`.
 async fn exchange_latency(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_text(client, base).await?;
     let (mut sum, mut count) = (0.0, 0.0);
     for l in text.lines() {
         if !l.starts_with("wipehook_upstream_request_duration_seconds")
@@ -937,11 +936,7 @@ async fn exchange_latency(client: &reqwest::Client, base: &str) -> Option<(f64, 
         {
             continue;
         }
-        let v = l
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let v = metric_value(l).unwrap_or(0.0);
         let name = l.split('{').next().unwrap_or_default();
         if name.ends_with("_sum") {
             sum += v;
